@@ -1,0 +1,36 @@
+"""torchloader: fast PyTorch data loading for data sets that may not fit in RAM.
+
+- :class:`PreloadedDataset`: the data in RAM as tensors, each batch one gather.
+- :class:`PathDataset`: only the paths in RAM, one file read per sample.
+- :class:`ChunkedSampler`: RAM-sized contiguous chunks, shuffled per epoch and rank.
+- :func:`from_sequence`: a Keras-style ``Sequence`` inside a torch ``DataLoader``.
+"""
+
+from .batching import IndexBatchSampler
+from .chunking import format_bytes, parse_bytes
+from .errors import SampleLoadError
+from .path_dataset import PathDataset
+from .preloaded import PreloadedDataset
+from .readers import ImageReader, NpyReader, NpzReader, PtReader, SuffixReader
+from .sampler import ChunkedSampler
+from .sequence import SequenceDataset, SequenceSampler, from_sequence
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChunkedSampler",
+    "ImageReader",
+    "IndexBatchSampler",
+    "NpyReader",
+    "NpzReader",
+    "PathDataset",
+    "PreloadedDataset",
+    "PtReader",
+    "SampleLoadError",
+    "SequenceDataset",
+    "SequenceSampler",
+    "SuffixReader",
+    "format_bytes",
+    "from_sequence",
+    "parse_bytes",
+]

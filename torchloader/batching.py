@@ -1,0 +1,73 @@
+"""``IndexBatchSampler``: batches of indices as arrays, for datasets that gather.
+
+``torch.utils.data.BatchSampler`` yields Python lists, and a ``DataLoader`` with
+``batch_size=256`` then calls ``dataset[i]`` 256 times and stacks the results.
+For data already in RAM that per-sample work is most of the cost. This sampler
+yields one ``int64`` NumPy array per batch, meant for
+``DataLoader(dataset, batch_size=None, sampler=IndexBatchSampler(...))``, so the
+dataset serves each batch with one gather (see ``PreloadedDataset``). Arrays,
+not tensors: they cross to worker processes as a few bytes of pickle instead of
+a shared-memory segment each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sized
+from itertools import islice
+
+import numpy as np
+from torch.utils.data import Sampler
+
+__all__ = ["IndexBatchSampler"]
+
+
+class IndexBatchSampler(Sampler[np.ndarray]):
+    """Group the indices of ``sampler`` into ``int64`` arrays of ``batch_size``.
+
+    Args:
+        sampler: any sampler or iterable of indices; a ``ChunkedSampler`` hands
+            over whole slices of its order instead of one index at a time.
+        batch_size: indices per batch.
+        drop_last: drop a last batch shorter than ``batch_size``.
+
+    Example:
+        >>> [b.tolist() for b in IndexBatchSampler(range(5), 2)]
+        [[0, 1], [2, 3], [4]]
+    """
+
+    def __init__(
+        self, sampler: Iterable[int], batch_size: int, *, drop_last: bool = False
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int (got {batch_size!r})")
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        indices = iter(self.sampler)
+        take = getattr(indices, "take", None)
+        while True:
+            if take is not None:
+                batch = np.array(take(self.batch_size), dtype=np.int64)  # a copy, not a view
+            else:
+                batch = np.fromiter(islice(indices, self.batch_size), dtype=np.int64)
+            if len(batch) == 0 or (self.drop_last and len(batch) < self.batch_size):
+                return
+            yield batch
+
+    def __len__(self) -> int:
+        n = len(self.sampler) if isinstance(self.sampler, Sized) else None
+        if n is None:
+            raise TypeError("the wrapped sampler has no len()")
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward to the wrapped sampler (as ``DistributedSampler.set_epoch``)."""
+        self.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return (
+            f"IndexBatchSampler({self.sampler!r}, batch_size={self.batch_size}, "
+            f"drop_last={self.drop_last})"
+        )

@@ -1,0 +1,179 @@
+"""The chunked order: pure NumPy functions of (n, chunk size, seed, epoch, rank).
+
+A data set of ``n`` samples is cut into contiguous chunks of ``chunk_size``
+indices (the last may be shorter); a chunk is a contiguous region on disk and the
+unit that is loaded into RAM at once. Each epoch:
+
+1. the chunk order is permuted (``rng(seed, epoch)``);
+2. the chunks, laid end to end, form one line of ``n`` indices; it is padded by
+   repeating its start (or, with ``drop_last``, cut) to a multiple of
+   ``num_replicas``, and rank ``r`` takes the ``r``-th equal piece. A chunk that
+   straddles two pieces is split into two contiguous sub-chunks, so ranks are
+   disjoint, cover the data set and have equal lengths, as with
+   ``DistributedSampler``;
+3. the order inside every (sub-)chunk is permuted (``rng(seed, epoch, rank)``).
+
+Trade-off: only ``chunk_size`` samples need to be in RAM, but a batch can only
+mix samples of one chunk. With ``k = n / chunk_size`` chunks, two samples that
+are neighbours in a fully shuffled order come from the same chunk with
+probability 1, against ``chunk_size / n`` for a full shuffle; sort order within
+the data set (e.g. files grouped by class) therefore leaks into batches when
+chunks are small. ``chunk_size = n`` is a full shuffle.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+__all__ = [
+    "chunk_size_for_budget",
+    "epoch_order",
+    "epoch_ranges",
+    "format_bytes",
+    "parse_bytes",
+]
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1024, "kib": 1024, "kb": 1000,
+    "m": 1024**2, "mib": 1024**2, "mb": 1000**2,
+    "g": 1024**3, "gib": 1024**3, "gb": 1000**3,
+    "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
+}  # fmt: skip
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_bytes(size: int | str) -> int:
+    """Bytes from an int or a string such as ``"8GiB"``, ``"512 MB"``, ``"1.5G"``.
+
+    ``KiB``/``MiB``/``GiB``/``TiB`` and the bare ``K``/``M``/``G``/``T`` are
+    powers of 1024; ``KB``/``MB``/``GB``/``TB`` are powers of 1000.
+
+    Example:
+        >>> parse_bytes("1.5GiB"), parse_bytes("2MB"), parse_bytes(4096)
+        (1610612736, 2000000, 4096)
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, str)):
+        raise TypeError(
+            f"size must be an int or a string like '8GiB' (got {type(size).__name__})"
+        )
+    if isinstance(size, int):
+        if size < 0:
+            raise ValueError(f"size must be >= 0 bytes (got {size})")
+        return size
+    match = _SIZE.match(size)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise ValueError(
+            f"cannot read {size!r} as a size; write e.g. '8GiB', '512MB' or 1048576"
+        )
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def format_bytes(n: float) -> str:
+    """``1536 -> '1.5 KiB'``: a byte count for people."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def chunk_size_for_budget(ram_budget: int | str, sample_nbytes: int) -> int:
+    """How many samples of ``sample_nbytes`` fit in ``ram_budget``.
+
+    Raises:
+        ValueError: the budget holds less than one sample; the message gives both
+            byte counts and the smallest budget that works.
+    """
+    budget = parse_bytes(ram_budget)
+    if sample_nbytes <= 0:
+        raise ValueError(f"sample_nbytes must be > 0 (got {sample_nbytes})")
+    if budget < sample_nbytes:
+        raise ValueError(
+            f"ram_budget={budget} bytes ({format_bytes(budget)}) is smaller than one "
+            f"sample ({sample_nbytes} bytes); the smallest budget that works is "
+            f"ram_budget={sample_nbytes}"
+        )
+    return budget // sample_nbytes
+
+
+def epoch_ranges(
+    n: int,
+    chunk_size: int,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = True,
+    num_replicas: int = 1,
+    rank: int = 0,
+    drop_last: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, stops)`` of the contiguous index ranges rank ``rank`` reads this
+    epoch, in order (steps 1 and 2 of the module docstring)."""
+    starts = np.arange(0, n, chunk_size, dtype=np.int64)
+    stops = np.minimum(starts + chunk_size, n)
+    if shuffle:
+        order = np.random.default_rng([seed, epoch]).permutation(len(starts))
+        starts, stops = starts[order], stops[order]
+    per_rank = n // num_replicas if drop_last else -(-n // num_replicas)
+    total = per_rank * num_replicas
+    if total > n:  # pad by repeating the line from its start, like DistributedSampler
+        repeats = -(-total // n)
+        starts, stops = np.tile(starts, repeats), np.tile(stops, repeats)
+    return _cut(starts, stops, rank * per_rank, (rank + 1) * per_rank)
+
+
+def _cut(
+    starts: np.ndarray, stops: np.ndarray, begin: int, end: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ranges covering positions [begin, end) of the line the ranges form."""
+    ends = np.cumsum(stops - starts)  # line position where each range ends
+    first = int(np.searchsorted(ends, begin, side="right"))
+    last = int(np.searchsorted(ends, end, side="left"))
+    if begin >= end:
+        return starts[:0], stops[:0]
+    starts, stops = starts[first : last + 1].copy(), stops[first : last + 1].copy()
+    line_start = ends[first] - (stops[0] - starts[0])  # line position of starts[0]
+    starts[0] += begin - line_start
+    stops[-1] -= ends[last] - end
+    return starts, stops
+
+
+def epoch_order(
+    n: int,
+    chunk_size: int,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = True,
+    num_replicas: int = 1,
+    rank: int = 0,
+    drop_last: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, chunk_lengths)``: the order rank ``rank`` yields this epoch.
+
+    ``indices`` is the concatenation of this rank's (sub-)chunks, each shuffled
+    within itself when ``shuffle``; ``chunk_lengths`` gives their sizes.
+
+    Example:
+        >>> order, lengths = epoch_order(10, 4, shuffle=False)
+        >>> order.tolist(), lengths.tolist()
+        ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [4, 4, 2])
+    """
+    starts, stops = epoch_ranges(
+        n, chunk_size, seed=seed, epoch=epoch, shuffle=shuffle,
+        num_replicas=num_replicas, rank=rank, drop_last=drop_last,
+    )  # fmt: skip
+    lengths = stops - starts
+    ends = np.cumsum(lengths)
+    # indices = concatenated aranges, built without a Python loop over chunks
+    offsets = np.repeat(starts - (ends - lengths), lengths)
+    indices = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) + offsets
+    if shuffle and len(indices):
+        keys = np.random.default_rng([seed, epoch, rank + 1]).random(len(indices))
+        chunk_ids = np.repeat(np.arange(len(lengths)), lengths)
+        indices = indices[np.lexsort((keys, chunk_ids))]
+    return indices, lengths

@@ -1,0 +1,49 @@
+"""The error a sample that cannot be loaded raises.
+
+It subclasses ``RuntimeError`` and takes one message argument, so that
+``torch.utils.data.DataLoader`` can re-raise it in the main process with its own
+type when it happened in a worker (the worker's traceback is appended to the
+message by torch).
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["SampleLoadError"]
+
+
+class SampleLoadError(RuntimeError):
+    """A sample could not be read; the message names the index, the path and the cause.
+
+    Attributes:
+        index: the dataset index of the sample, when known.
+        path: the file the sample comes from, when there is one.
+
+    Example:
+        >>> err = SampleLoadError.from_exception(7, "img/7.png", OSError("truncated"))
+        >>> str(err)
+        "could not load sample 7 from 'img/7.png': OSError: truncated"
+    """
+
+    def __init__(
+        self, message: str, *, index: int | None = None, path: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.index = index
+        self.path = path
+
+    @classmethod
+    def from_exception(
+        cls, index: int, path: str | os.PathLike[str] | None, exc: BaseException
+    ) -> SampleLoadError:
+        where = f" from '{os.fspath(path)}'" if path is not None else ""
+        message = f"could not load sample {index}{where}: {type(exc).__name__}: {exc}"
+        return cls(message, index=index, path=None if path is None else os.fspath(path))
+
+    def __reduce__(self):  # keep index and path across process boundaries
+        return _rebuild, (self.args[0], self.index, self.path)
+
+
+def _rebuild(message: str, index: int | None, path: str | None) -> SampleLoadError:
+    return SampleLoadError(message, index=index, path=path)

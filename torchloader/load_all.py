@@ -1,0 +1,137 @@
+"""Load every sample of a map-style dataset, in parallel, into contiguous tensors.
+
+Workers of a ``torch.utils.data.DataLoader`` read samples in index order and
+stack them in groups of ``batch_size``; the main process copies each group into
+one preallocated tensor, so peak memory is the data set plus a few groups in
+flight. Samples must share one shape and dtype; the first that differs is named.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .readers import to_tensor
+
+__all__ = ["default_num_workers", "load_all"]
+
+Allocate = Callable[[int, torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, "torch.Tensor | None"]]
+
+
+class _Group(NamedTuple):
+    start: int
+    x: torch.Tensor
+    y: torch.Tensor | None
+
+
+class _Mismatch(NamedTuple):
+    index: int
+    what: str
+    other: int
+    other_what: str
+
+
+class _Indexed(Dataset):
+    """``(index, sample)`` so the group knows where it starts."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[int, Any]:
+        return index, self.dataset[index]
+
+
+def default_num_workers() -> int:
+    """The cores this process may use, at most 8; 0 (load in-process) on one core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = min(cores or 1, 8)
+    return 0 if cores <= 1 else cores
+
+
+def _split(sample: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(sample, (tuple, list)):
+        if len(sample) != 2:
+            raise ValueError(
+                f"samples must be x or (x, y) to be preloaded (got a {type(sample).__name__} "
+                f"of {len(sample)} items)"
+            )
+        x, y = sample
+        return to_tensor(x, what="x"), torch.as_tensor(y)
+    return to_tensor(sample, what="the sample"), None
+
+
+def _describe(x: torch.Tensor, y: torch.Tensor | None) -> str:
+    label = "" if y is None else f", y {tuple(y.shape)} {y.dtype}"
+    return f"x {tuple(x.shape)} {x.dtype}{label}"
+
+
+def _collate(items: list[tuple[int, Any]]) -> _Group | _Mismatch:
+    pairs = [_split(sample) for _, sample in items]
+    first = _describe(*pairs[0])
+    for (index, _), pair in zip(items, pairs):
+        if _describe(*pair) != first:
+            return _Mismatch(index, _describe(*pair), items[0][0], first)
+    x = torch.stack([x for x, _ in pairs])
+    y = None if pairs[0][1] is None else torch.stack([y for _, y in pairs])
+    return _Group(items[0][0], x, y)
+
+
+def load_all(
+    dataset: Any,
+    allocate: Allocate,
+    *,
+    num_workers: int | None = None,
+    progress: bool = True,
+    batch_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Read ``dataset[0..n-1]`` into the tensors ``allocate(n, x0, y0)`` returns.
+
+    ``allocate`` gets the length and the first stacked group (for shapes and
+    dtypes) and returns the output ``(x, y)`` tensors of ``n`` samples each.
+
+    Raises:
+        ValueError: two samples differ in shape or dtype (both indices named).
+    """
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("the dataset is empty; there is nothing to preload")
+    workers = default_num_workers() if num_workers is None else num_workers
+    loader = DataLoader(
+        _Indexed(dataset), batch_size=batch_size, num_workers=workers, collate_fn=_collate
+    )
+    out: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    first = ""
+    with tqdm(total=n, unit="sample", desc="preloading", disable=not progress) as bar:
+        for group in loader:
+            if isinstance(group, _Mismatch):
+                _raise_mismatch(*group)
+            x0 = group.x[0]
+            y0 = None if group.y is None else group.y[0]
+            if out is None:
+                out = allocate(n, x0, y0)
+                first = _describe(x0, y0)
+            elif _describe(x0, y0) != first:
+                _raise_mismatch(group.start, _describe(x0, y0), 0, first)
+            stop = group.start + len(group.x)
+            out[0][group.start : stop] = group.x
+            if group.y is not None and out[1] is not None:
+                out[1][group.start : stop] = group.y
+            bar.update(len(group.x))
+    assert out is not None
+    return out
+
+
+def _raise_mismatch(index: int, what: str, other: int, other_what: str) -> None:
+    raise ValueError(
+        f"sample {index} has {what} but sample {other} has {other_what}; samples must "
+        f"share one shape and dtype to be stacked into one tensor. Resize or crop "
+        f"them to one size in the dataset's transform"
+    )

@@ -1,0 +1,219 @@
+"""A map-style dataset that keeps only file paths and loads one file per item.
+
+This is the seed tutorial's idea (load the array of paths first, read a file only
+when its batch is needed) as a ``torch.utils.data.Dataset``. Paths live in one
+NumPy bytes array and labels in an ``int64`` array, never in Python lists: a
+forked worker that reads a list of a million ``str`` objects touches their
+reference counts and so copies the pages they live on (the "copy-on-read"
+problem); a NumPy array has no per-item objects to touch, and it pickles as one
+buffer when workers are spawned.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .errors import SampleLoadError
+from .folder import scan_folder
+from .csv_table import read_csv_table
+from .labels import encode_labels
+from .readers import Reader, SuffixReader, to_tensor
+
+__all__ = ["PathDataset"]
+
+PathLike = str | os.PathLike[str]
+
+
+class PathDataset(Dataset):
+    """Samples read from files, one file per ``__getitem__``.
+
+    Args:
+        paths: one path per sample (any sequence of ``str``/``Path``).
+        labels: one label per sample: integers, or class names (then ``classes``
+            is their sorted set), or ``None`` for unlabelled data.
+        reader: ``reader(path) -> Tensor | ndarray``; by default chosen by suffix
+            (images to ``uint8`` ``C x H x W``, ``.npy``, ``.npz``, ``.pt``).
+        transform: applied to the loaded tensor.
+        target_transform: applied to the label (an ``int64`` tensor).
+        classes: class names, index = label, when ``labels`` are integers.
+
+    ``ds[i]`` returns ``(x, y)`` with ``y`` a 0-dim ``int64`` tensor, or ``x``
+    alone without labels. A file that cannot be read raises
+    :class:`SampleLoadError` naming the index, the path and the cause.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> folder = tempfile.mkdtemp()
+        >>> for i in range(3):
+        ...     np.save(os.path.join(folder, f"{i}.npy"), np.full((2, 2), i, np.uint8))
+        >>> ds = PathDataset([os.path.join(folder, f"{i}.npy") for i in range(3)], [0, 1, 1])
+        >>> x, y = ds[2]
+        >>> x.tolist(), int(y)
+        ([[2, 2], [2, 2]], 1)
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[PathLike] | np.ndarray,
+        labels: Sequence[Any] | np.ndarray | torch.Tensor | None = None,
+        *,
+        reader: Reader | None = None,
+        transform: Callable[[torch.Tensor], Any] | None = None,
+        target_transform: Callable[[torch.Tensor], Any] | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> None:
+        self.paths = _encode_paths(paths)
+        self.labels: np.ndarray | None = None
+        self.classes: list[str] | None = list(classes) if classes is not None else None
+        if labels is not None:
+            self.labels, found = encode_labels(labels, expected_len=len(self.paths))
+            if found is not None:
+                self._check_classes_not_given(classes)
+                self.classes = found
+        self.reader = reader if reader is not None else SuffixReader()
+        if not callable(self.reader):
+            raise TypeError(f"reader must be callable (got {type(reader).__name__})")
+        self.transform = transform
+        self.target_transform = target_transform
+
+    @staticmethod
+    def _check_classes_not_given(classes: Sequence[str] | None) -> None:
+        if classes is not None:
+            raise ValueError("labels are class names, so classes=... must not be given")
+
+    @property
+    def class_to_idx(self) -> dict[str, int] | None:
+        """``{class name: label}``, as torchvision's ``ImageFolder`` has it."""
+        if self.classes is None:
+            return None
+        return {name: i for i, name in enumerate(self.classes)}
+
+    @classmethod
+    def from_folder(
+        cls,
+        root: PathLike,
+        *,
+        extensions: Sequence[str] | None = None,
+        allow_empty: bool = False,
+        reader: Reader | None = None,
+        transform: Callable[[torch.Tensor], Any] | None = None,
+        target_transform: Callable[[torch.Tensor], Any] | None = None,
+    ) -> PathDataset:
+        """One class per sub-folder: ``root/<class>/<file>``, as ``ImageFolder``.
+
+        Args:
+            root: folder with one sub-folder per class.
+            extensions: suffixes to keep (default: every suffix the reader knows,
+                or the image suffixes for a custom reader).
+            allow_empty: accept class folders without matching files.
+
+        Example:
+            >>> ds = PathDataset.from_folder("data/train")  # doctest: +SKIP
+            >>> ds.classes  # doctest: +SKIP
+            ['cat', 'dog']
+        """
+        reader = reader if reader is not None else SuffixReader()
+        if extensions is None:
+            from .readers import IMAGE_SUFFIXES
+
+            extensions = getattr(reader, "suffixes", IMAGE_SUFFIXES)
+        classes, paths, labels = scan_folder(root, extensions, allow_empty=allow_empty)
+        return cls(
+            paths,
+            np.asarray(labels, dtype=np.int64),
+            reader=reader,
+            transform=transform,
+            target_transform=target_transform,
+            classes=classes,
+        )
+
+    @classmethod
+    def from_csv(
+        cls,
+        csv_path: PathLike,
+        *,
+        path_column: str = "path",
+        label_column: str | None = "label",
+        root: PathLike | None = None,
+        reader: Reader | None = None,
+        transform: Callable[[torch.Tensor], Any] | None = None,
+        target_transform: Callable[[torch.Tensor], Any] | None = None,
+    ) -> PathDataset:
+        """Paths and labels from a CSV file with a header row.
+
+        Relative paths resolve against ``root`` (default: the CSV's folder) and
+        must stay inside it. Labels may be integers or class names
+        (``classes`` is then their sorted set); ``label_column=None`` reads no labels.
+
+        Example:
+            >>> ds = PathDataset.from_csv("train.csv", root="images")  # doctest: +SKIP
+        """
+        paths, labels = read_csv_table(csv_path, path_column, label_column, root)
+        return cls(
+            paths,
+            labels,
+            reader=reader,
+            transform=transform,
+            target_transform=target_transform,
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def path(self, index: int) -> str:
+        """The file of sample ``index``."""
+        return os.fsdecode(self.paths[index])
+
+    def __getitem__(self, index: int) -> Any:
+        index = _check_index(index, len(self))
+        path = self.path(index)
+        try:
+            x = to_tensor(self.reader(path))
+            if self.transform is not None:
+                x = self.transform(x)
+        except Exception as exc:
+            raise SampleLoadError.from_exception(index, path, exc) from exc
+        if self.labels is None:
+            return x
+        y = torch.tensor(self.labels[index])
+        if self.target_transform is not None:
+            y = self.target_transform(y)
+        return x, y
+
+    def __repr__(self) -> str:
+        labels = "None" if self.labels is None else f"{len(np.unique(self.labels))} values"
+        classes = "" if self.classes is None else f", classes={len(self.classes)}"
+        return (
+            f"PathDataset(n={len(self)}, labels={labels}{classes}, "
+            f"reader={self.reader!r})"
+        )
+
+
+def _encode_paths(paths: Sequence[PathLike] | np.ndarray) -> np.ndarray:
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"paths must be a sequence of paths (got the single path {paths!r}); "
+            f"for a folder use PathDataset.from_folder"
+        )
+    # os.fsencode keeps non-UTF-8 names (surrogate escapes) round-trippable.
+    return np.array([os.fsencode(p) for p in paths], dtype=np.bytes_)
+
+
+def _check_index(index: Any, length: int) -> int:
+    try:
+        index = operator.index(index)
+    except TypeError:
+        raise TypeError(
+            f"index must be an integer (got {type(index).__name__}); for batches of "
+            f"indices use a DataLoader"
+        ) from None
+    if not -length <= index < length:
+        raise IndexError(f"index {index} is out of range for {length} samples")
+    return index + length if index < 0 else index

@@ -1,0 +1,225 @@
+"""``PreloadedDataset``: the whole data set as tensors in RAM, served by gathers.
+
+When the data fits in RAM (the seed tutorial's "pre-load"), an epoch should be
+one ``torch.index_select`` per batch, not ``batch_size`` Python calls and a
+per-sample collate: on 28x28 samples a default ``DataLoader(ds, batch_size=256)``
+spends most of its time in that per-sample work. ``ds.dataloader(...)`` (or
+``batch_size=None`` with an :class:`IndexBatchSampler`) hands the dataset one
+index array per batch; ``ds.batches(...)`` skips the DataLoader altogether.
+
+Workers share the tensors instead of copying them: forked workers inherit the
+memory, and for spawned workers torch's pickler moves the tensor to shared
+memory once. A data set loaded with ``from_dataset(..., cache=DIR)`` is a
+memory-mapped ``.npy`` file and is sent to workers as its path.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .batching import IndexBatchSampler
+from .load_all import load_all
+from .preload_cache import PreloadCache
+from .readers import to_tensor
+from .sampler import ChunkedSampler
+
+__all__ = ["PreloadedDataset"]
+
+
+class PreloadedDataset(Dataset):
+    """Samples held as two tensors, ``x`` (N x ...) and optional ``y`` (N x ...).
+
+    Args:
+        x: tensor or array of samples; the first dimension indexes them.
+        y: tensor or array of targets with the same first dimension, or None.
+
+    ``ds[i]`` is ``(x[i], y[i])`` (or ``x[i]``); ``ds[indices]`` with a list,
+    array, tensor or slice returns the whole batch from one gather.
+
+    Example:
+        >>> ds = PreloadedDataset(torch.arange(12).reshape(6, 2), torch.arange(6))
+        >>> xb, yb = ds[[4, 0]]
+        >>> xb.tolist(), yb.tolist()
+        ([[8, 9], [0, 1]], [4, 0])
+        >>> [len(yb) for _, yb in ds.batches(4, shuffle=False)]
+        [4, 2]
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor | np.ndarray,
+        y: torch.Tensor | np.ndarray | None = None,
+    ) -> None:
+        self.x = to_tensor(x, what="x")
+        self.y = None if y is None else to_tensor(y, what="y")
+        if self.x.ndim == 0:
+            raise ValueError("x must have a first dimension that indexes the samples")
+        if self.y is not None and (self.y.ndim == 0 or len(self.y) != len(self.x)):
+            raise ValueError(
+                f"x and y must have the same first dimension "
+                f"(got x {tuple(self.x.shape)} and y {tuple(self.y.shape)})"
+            )
+        self._cache: PreloadCache | None = None
+
+    @property
+    def sample_nbytes(self) -> int:
+        """Bytes of one sample (x and y): what a RAM budget divides by."""
+        size = self.x[0].numel() * self.x.element_size()
+        if self.y is not None:
+            size += self.y[0].numel() * self.y.element_size()
+        return size
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: Any) -> Any:
+        try:
+            i = operator.index(index)
+        except TypeError:
+            return self.gather(index)
+        if self.y is None:
+            return self.x[i]
+        return self.x[i], self.y[i]
+
+    def gather(self, indices: Any) -> Any:
+        """The samples at ``indices`` (list, array, tensor or slice) as one batch."""
+        if isinstance(indices, slice):
+            xb = self.x[indices]
+            return xb if self.y is None else (xb, self.y[indices])
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        if index.ndim != 1:
+            raise IndexError(f"indices must be one-dimensional (got shape {tuple(index.shape)})")
+        # index_select, not x[index]: advanced indexing measured 5.8x slower here.
+        xb = torch.index_select(self.x, 0, index)
+        return xb if self.y is None else (xb, torch.index_select(self.y, 0, index))
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        drop_last: bool = False,
+    ) -> Iterator[Any]:
+        """One epoch of batches without a ``DataLoader``: the fastest way to iterate.
+
+        The order is a function of ``(seed, epoch)``; pass a new ``epoch`` each time.
+        """
+        sampler = self._index_sampler(batch_size, shuffle, seed, drop_last)
+        sampler.set_epoch(epoch)
+        return (self.gather(batch) for batch in sampler)
+
+    def dataloader(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        **kwargs: Any,
+    ) -> DataLoader:
+        """A ``torch.utils.data.DataLoader`` that serves each batch by one gather.
+
+        It is an ordinary DataLoader with ``batch_size=None`` and an
+        :class:`IndexBatchSampler` as ``sampler``; other keyword arguments
+        (``num_workers``, ``pin_memory``, ``persistent_workers``, ...) pass through.
+        The order changes every epoch, as a function of ``(seed, epoch)``.
+
+        Example:
+            >>> ds = PreloadedDataset(torch.zeros(10, 3), torch.arange(10))
+            >>> [tuple(xb.shape) for xb, _ in ds.dataloader(4)]
+            [(4, 3), (4, 3), (2, 3)]
+        """
+        for key in ("sampler", "batch_sampler", "collate_fn"):
+            if key in kwargs:
+                raise TypeError(
+                    f"dataloader() sets {key} itself; for your own {key} build "
+                    f"DataLoader(ds, batch_size=None, sampler=IndexBatchSampler(...))"
+                )
+        sampler = self._index_sampler(batch_size, shuffle, seed, drop_last)
+        return DataLoader(self, batch_size=None, sampler=sampler, **kwargs)
+
+    def _index_sampler(
+        self, batch_size: int, shuffle: bool, seed: int, drop_last: bool
+    ) -> IndexBatchSampler:
+        # One chunk of the whole data set is a full shuffle.
+        order = ChunkedSampler(self, chunk_size=len(self), shuffle=shuffle, seed=seed)
+        return IndexBatchSampler(order, batch_size, drop_last=drop_last)
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Any,
+        *,
+        num_workers: int | None = None,
+        cache: str | None = None,
+        progress: bool = True,
+    ) -> PreloadedDataset:
+        """Load every sample of a map-style dataset into RAM, in parallel.
+
+        Args:
+            dataset: any dataset whose samples are ``x`` or ``(x, y)`` of one
+                shape and dtype (a resize transform makes images so).
+            num_workers: loader processes (default: the usable cores, at most 8).
+            cache: a folder; the first run writes ``x.npy``/``y.npy`` there, later
+                runs memory-map them instead of loading again.
+            progress: show a tqdm progress bar.
+
+        Raises:
+            ValueError: samples differ in shape or dtype (both indices are named),
+                or the cache was written for a data set of another length.
+
+        Example:
+            >>> ds = PreloadedDataset.from_dataset(
+            ...     [(torch.ones(2), 1), (torch.zeros(2), 0)], num_workers=0, progress=False)
+            >>> ds.y.tolist()
+            [1, 0]
+        """
+        store = PreloadCache(cache) if cache is not None else None
+        if store is not None and store.exists():
+            return cls._from_cache(store, expected_len=len(dataset))
+        allocate = store.allocate if store is not None else _allocate_in_ram
+        x, y = load_all(dataset, allocate, num_workers=num_workers, progress=progress)
+        if store is None:
+            return cls(x, y)
+        del x, y  # flush the written maps, then read them back as a clean map
+        store.commit()
+        return cls._from_cache(store, expected_len=len(dataset))
+
+    @classmethod
+    def _from_cache(cls, store: PreloadCache, *, expected_len: int) -> PreloadedDataset:
+        x, y = store.open(expected_len=expected_len)
+        ds = cls(x, y)
+        ds._cache = store
+        return ds
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self._cache is not None:  # workers map the files themselves
+            state["x"] = state["y"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._cache is not None:
+            self.x, self.y = self._cache.open(expected_len=None)
+
+    def __repr__(self) -> str:
+        y = "None" if self.y is None else f"{tuple(self.y.shape)} {self.y.dtype}"
+        cache = "" if self._cache is None else f", cache={self._cache.root!r}"
+        return f"PreloadedDataset(x={tuple(self.x.shape)} {self.x.dtype}, y={y}{cache})"
+
+
+def _allocate_in_ram(
+    n: int, x0: torch.Tensor, y0: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    x = torch.empty((n, *x0.shape), dtype=x0.dtype)
+    y = None if y0 is None else torch.empty((n, *y0.shape), dtype=y0.dtype)
+    return x, y

@@ -1,0 +1,229 @@
+"""``ChunkedSampler``: the chunked order of :mod:`torchloader.chunking` as a torch Sampler."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sized
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from .chunking import chunk_size_for_budget, epoch_order, parse_bytes
+from .sizes import sample_nbytes
+
+__all__ = ["ChunkedSampler"]
+
+
+class ChunkedSampler(Sampler[int]):
+    """Yield indices chunk by chunk: RAM-sized contiguous ranges, shuffled per epoch.
+
+    Each epoch permutes the order of the chunks and the order inside every
+    chunk, so each run of ``chunk_size`` consecutive indices comes from one
+    contiguous range of the data set (with one replica). Chunks are dealt to
+    ranks so that ranks are disjoint, cover the data set and have equal lengths.
+
+    Args:
+        data_source: the dataset (only ``len`` is used, and one sample's byte size
+            when ``ram_budget`` is given: ``data_source.sample_nbytes`` if it has
+            one, else the size of ``data_source[0]``).
+        chunk_size: samples per chunk. Exactly one of ``chunk_size`` and
+            ``ram_budget`` must be given.
+        ram_budget: bytes one chunk may take (int, or a string like ``"8GiB"``).
+        shuffle: permute chunks and samples; ``False`` yields ``0 .. N-1``.
+        seed: the order is a function of ``(seed, epoch)`` only.
+        drop_last: drop the tail to make ranks equal instead of padding.
+        num_replicas, rank: default from ``torch.distributed`` when initialised.
+
+    The epoch advances by one after every complete pass; :meth:`set_epoch`
+    sets it explicitly (as with ``DistributedSampler``).
+
+    Example:
+        >>> sampler = ChunkedSampler(range(10), chunk_size=4, seed=3)
+        >>> [sorted(c.tolist()) for c in sampler.chunks()]
+        [[8, 9], [4, 5, 6, 7], [0, 1, 2, 3]]
+        >>> len(list(sampler))
+        10
+    """
+
+    def __init__(
+        self,
+        data_source: Sized,
+        *,
+        chunk_size: int | None = None,
+        ram_budget: int | str | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        self.num_samples = len(data_source)
+        if self.num_samples == 0:
+            raise ValueError("data_source is empty; a sampler needs at least one sample")
+        self.chunk_size = _check_chunking(data_source, chunk_size, ram_budget)
+        self.num_replicas, self.rank = _check_replicas(num_replicas, rank)
+        self.shuffle = bool(shuffle)
+        self.seed = _check_non_negative_int("seed", seed)
+        self.drop_last = bool(drop_last)
+        self.epoch = 0
+        self._start = 0  # indices of this epoch already consumed before a resume
+        self._current: _EpochIterator | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` for the next pass."""
+        self.epoch = _check_non_negative_int("epoch", epoch)
+        self._start = 0
+
+    def _order(self) -> tuple[np.ndarray, np.ndarray]:
+        return epoch_order(
+            self.num_samples, self.chunk_size, seed=self.seed, epoch=self.epoch,
+            shuffle=self.shuffle, num_replicas=self.num_replicas, rank=self.rank,
+            drop_last=self.drop_last,
+        )  # fmt: skip
+
+    def chunks(self) -> list[np.ndarray]:
+        """This epoch's chunks for this rank, in order, as index arrays."""
+        order, lengths = self._order()
+        return np.split(order, np.cumsum(lengths)[:-1])
+
+    def indices(self) -> np.ndarray:
+        """The indices the next pass yields (all of this epoch, less any resumed part)."""
+        return self._order()[0][self._start :]
+
+    def __len__(self) -> int:
+        """Indices per epoch on this rank."""
+        if self.drop_last:
+            return self.num_samples // self.num_replicas
+        return -(-self.num_samples // self.num_replicas)
+
+    def __iter__(self) -> Iterator[int]:
+        self._current = _EpochIterator(self, self.indices(), self._start)
+        self._start = 0
+        return self._current
+
+    def _finish_epoch(self, iterator: _EpochIterator) -> None:
+        if iterator is self._current and iterator.epoch == self.epoch:
+            self.epoch += 1
+            self._current = None
+
+    def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
+        """Where this epoch stands, for :meth:`load_state_dict` after a restart.
+
+        Args:
+            consumed: indices of this epoch the training loop has used. Defaults
+                to how many this sampler has yielded, which is ahead of the loop
+                when a ``DataLoader`` prefetches: pass ``batches_done * batch_size``.
+        """
+        current = self._current
+        if consumed is None:
+            consumed = current.position if current is not None else self._start
+        return {
+            "epoch": self.epoch,
+            "consumed": _check_non_negative_int("consumed", consumed),
+            "seed": self.seed,
+            "num_samples": self.num_samples,
+            "chunk_size": self.chunk_size,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+            "num_replicas": self.num_replicas,
+            "rank": self.rank,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next pass yields exactly what the interrupted pass had left."""
+        for key in ("seed", "num_samples", "chunk_size", "shuffle", "drop_last",
+                    "num_replicas", "rank"):  # fmt: skip
+            if state[key] != getattr(self, key):
+                raise ValueError(
+                    f"cannot resume: the saved state has {key}={state[key]!r} but this "
+                    f"sampler has {key}={getattr(self, key)!r}; build the sampler with "
+                    f"the same arguments as the run that saved it"
+                )
+        consumed = _check_non_negative_int("consumed", state["consumed"])
+        if consumed > len(self):
+            raise ValueError(f"consumed={consumed} is more than len(sampler)={len(self)}")
+        self.set_epoch(state["epoch"])
+        self._start = consumed
+        self._current = None
+
+    def __repr__(self) -> str:
+        return (
+            f"ChunkedSampler(num_samples={self.num_samples}, chunk_size={self.chunk_size}, "
+            f"shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch}, "
+            f"drop_last={self.drop_last}, num_replicas={self.num_replicas}, "
+            f"rank={self.rank})"
+        )
+
+
+class _EpochIterator:
+    """One pass over an epoch's order; knows its position for ``state_dict``."""
+
+    def __init__(self, sampler: ChunkedSampler, order: np.ndarray, start: int) -> None:
+        self._sampler = sampler
+        self.epoch = sampler.epoch
+        self._order = order
+        self._items: list[int] | None = None  # made on first __next__
+        self._cursor = 0
+        self._start = start
+
+    @property
+    def position(self) -> int:
+        """Indices of this epoch handed out, counted from the start of the epoch."""
+        return self._start + self._cursor
+
+    def __iter__(self) -> _EpochIterator:
+        return self
+
+    def __next__(self) -> int:
+        if self._items is None:
+            self._items = self._order.tolist()
+        if self._cursor >= len(self._items):
+            raise StopIteration
+        index = self._items[self._cursor]
+        self._advance(1)
+        return index
+
+    def take(self, count: int) -> np.ndarray:
+        """The next ``count`` indices as one array (fewer at the end of the epoch)."""
+        batch = self._order[self._cursor : self._cursor + count]
+        self._advance(len(batch))
+        return batch
+
+    def _advance(self, count: int) -> None:
+        self._cursor += count
+        if count and self._cursor == len(self._order):
+            self._sampler._finish_epoch(self)
+
+
+def _check_chunking(data_source: Sized, chunk_size: Any, ram_budget: Any) -> int:
+    if (chunk_size is None) == (ram_budget is None):
+        raise ValueError(
+            f"give exactly one of chunk_size (samples) or ram_budget (bytes) "
+            f"(got chunk_size={chunk_size!r}, ram_budget={ram_budget!r})"
+        )
+    if chunk_size is not None:
+        return _check_non_negative_int("chunk_size", chunk_size, minimum=1)
+    return chunk_size_for_budget(parse_bytes(ram_budget), sample_nbytes(data_source))
+
+
+def _check_replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    distributed = dist.is_available() and dist.is_initialized()
+    if num_replicas is None:
+        num_replicas = dist.get_world_size() if distributed else 1
+    if rank is None:
+        rank = dist.get_rank() if distributed else 0
+    num_replicas = _check_non_negative_int("num_replicas", num_replicas, minimum=1)
+    rank = _check_non_negative_int("rank", rank)
+    if rank >= num_replicas:
+        raise ValueError(f"rank must be in [0, {num_replicas - 1}] (got rank={rank})")
+    return num_replicas, rank
+
+
+def _check_non_negative_int(name: str, value: Any, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name!r} must be <int> (got {value!r} that is a {type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum} (got {name}={value})")
+    return int(value)
