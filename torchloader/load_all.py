@@ -112,6 +112,8 @@ def load_all(
     with tqdm(total=n, unit="sample", desc="preloading", disable=not progress) as bar:
         for group in loader:
             if isinstance(group, _Mismatch):
+                if first and group.other_what != first:  # the group's first is the odd one
+                    _raise_mismatch(group.other, group.other_what, 0, first)
                 _raise_mismatch(*group)
             x0 = group.x[0]
             y0 = None if group.y is None else group.y[0]

@@ -1,0 +1,65 @@
+import ast
+import pathlib
+import pickle
+
+import numpy as np
+import torch
+
+import torchloader
+
+PACKAGE = pathlib.Path(torchloader.__file__).parent
+
+
+def test_all_is_sorted_and_complete():
+    assert torchloader.__all__ == sorted(torchloader.__all__)
+    for name in torchloader.__all__:
+        assert hasattr(torchloader, name), name
+
+
+def test_public_names_do_not_shadow_builtins():
+    import builtins
+
+    assert not set(torchloader.__all__) & set(dir(builtins))
+
+
+def test_every_public_class_pickles(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros(2))
+    objects = [
+        torchloader.PathDataset([str(tmp_path / "a.npy")], [0]),
+        torchloader.PreloadedDataset(torch.zeros(3, 2), torch.arange(3)),
+        torchloader.ChunkedSampler(range(10), chunk_size=3),
+        torchloader.IndexBatchSampler(range(10), 4),
+        torchloader.ImageReader("L"),
+        torchloader.NpyReader(mmap=True),
+        torchloader.NpzReader("a"),
+        torchloader.PtReader(),
+        torchloader.SuffixReader(),
+        torchloader.SampleLoadError("x", index=1, path="p"),
+        torchloader.SequenceDataset([np.zeros(1)]),
+    ]
+    objects.append(torchloader.SequenceSampler(objects[-1]))
+    classes = {name for name in torchloader.__all__ if isinstance(getattr(torchloader, name), type)}
+    assert {type(o).__name__ for o in objects} == classes
+    for obj in objects:
+        copy = pickle.loads(pickle.dumps(obj))
+        assert type(copy) is type(obj)
+
+
+def test_modules_stay_small():
+    # STYLE.md: one concept per module, files under ~300 lines, functions under ~40.
+    for path in PACKAGE.glob("*.py"):
+        source = path.read_text()
+        assert len(source.splitlines()) <= 320, path.name
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 60, f"{path.name}:{node.name} has {length} lines"
+
+
+def test_no_print_in_library_code():
+    for path in PACKAGE.glob("*.py"):
+        if path.name in ("cli.py", "__main__.py"):
+            continue
+        tree = ast.parse(path.read_text())
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+        assert not [c for c in calls if getattr(c.func, "id", None) == "print"], path.name

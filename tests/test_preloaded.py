@@ -1,0 +1,192 @@
+import pickle
+
+import numpy as np
+import psutil
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from torchloader import IndexBatchSampler, PreloadedDataset
+
+
+def make(n=10, shape=(3, 4, 4)):
+    x = torch.arange(n * int(np.prod(shape)), dtype=torch.int32).reshape(n, *shape)
+    return PreloadedDataset(x, torch.arange(n) * 10)
+
+
+def test_single_index_returns_sample_and_label():
+    ds = make()
+    x, y = ds[3]
+    assert torch.equal(x, ds.x[3]) and y.item() == 30
+    assert torch.equal(ds[-1][0], ds.x[9])
+
+
+def test_index_list_array_tensor_and_slice_gather_one_batch():
+    ds = make()
+    for indices in ([4, 0, 4], np.array([4, 0, 4]), torch.tensor([4, 0, 4])):
+        xb, yb = ds[indices]
+        assert torch.equal(xb, ds.x[[4, 0, 4]])
+        assert yb.tolist() == [40, 0, 40]
+    xb, yb = ds[2:5]
+    assert yb.tolist() == [20, 30, 40]
+
+
+def test_without_labels_items_are_tensors():
+    ds = PreloadedDataset(np.zeros((5, 2), np.float32))
+    assert ds.y is None
+    assert ds[1].shape == (2,)
+    assert ds[[0, 1]].shape == (2, 2)
+
+
+def test_mismatched_first_dimension_is_refused():
+    with pytest.raises(ValueError) as err:
+        PreloadedDataset(torch.zeros(5, 2), torch.zeros(4))
+    assert str(err.value) == (
+        "x and y must have the same first dimension (got x (5, 2) and y (4,))"
+    )
+
+
+def test_sample_nbytes_counts_x_and_y():
+    ds = PreloadedDataset(torch.zeros(5, 3, 8, dtype=torch.uint8), torch.zeros(5, dtype=torch.int64))
+    assert ds.sample_nbytes == 24 + 8
+
+
+def test_batches_cover_every_sample_once_and_depend_on_seed_and_epoch():
+    ds = make(n=103)
+    def order(**kw):
+        return torch.cat([yb for _, yb in ds.batches(16, **kw)]).tolist()
+    first = order(seed=1, epoch=0)
+    assert sorted(first) == [10 * i for i in range(103)]
+    assert order(seed=1, epoch=0) == first
+    assert order(seed=1, epoch=1) != first
+    assert order(seed=2, epoch=0) != first
+    assert order(shuffle=False) == [10 * i for i in range(103)]
+    assert [len(yb) for _, yb in ds.batches(16, drop_last=True)] == [16] * 6
+
+
+def test_dataloader_is_a_plain_dataloader_and_reshuffles_each_epoch():
+    ds = make(n=50)
+    loader = ds.dataloader(8, seed=3)
+    assert isinstance(loader, DataLoader) and loader.batch_size is None
+    epochs = [torch.cat([yb for _, yb in loader]).tolist() for _ in range(2)]
+    assert all(sorted(e) == [10 * i for i in range(50)] for e in epochs)
+    assert epochs[0] != epochs[1]
+    assert len(loader) == 7
+
+
+def test_dataloader_refuses_its_own_sampler():
+    with pytest.raises(TypeError, match="dataloader\\(\\) sets sampler itself"):
+        make().dataloader(4, sampler=[0, 1])
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dataloader_with_workers_gives_the_same_batches(context):
+    ds = make(n=40)
+    expected = [yb.tolist() for _, yb in ds.batches(8, seed=5)]
+    loader = ds.dataloader(8, seed=5, num_workers=2, multiprocessing_context=context)
+    assert [yb.tolist() for _, yb in loader] == expected
+
+
+def test_pickle_round_trip_keeps_the_data():
+    ds = make()
+    copy = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(copy.x, ds.x) and torch.equal(copy.y, ds.y)
+
+
+class Squares(torch.utils.data.Dataset):
+    def __init__(self, n, odd_shape_at=None):
+        self.n, self.odd = n, odd_shape_at
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        side = 3 if i == self.odd else 2
+        return np.full((side, side), i, dtype=np.uint8), i % 3
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_from_dataset_loads_every_sample_in_order(workers):
+    ds = PreloadedDataset.from_dataset(Squares(150), num_workers=workers, progress=False)
+    assert ds.x.shape == (150, 2, 2) and ds.x.dtype == torch.uint8
+    assert ds.x[:, 0, 0].tolist() == list(range(150))
+    assert ds.y.tolist() == [i % 3 for i in range(150)]
+
+
+def test_from_dataset_names_the_sample_whose_shape_differs():
+    with pytest.raises(ValueError) as err:
+        PreloadedDataset.from_dataset(Squares(100, odd_shape_at=70), num_workers=0, progress=False)
+    assert str(err.value) == (
+        "sample 70 has x (3, 3) torch.uint8, y () torch.int64 but sample 64 has "
+        "x (2, 2) torch.uint8, y () torch.int64; samples must share one shape and dtype "
+        "to be stacked into one tensor. Resize or crop them to one size in the "
+        "dataset's transform"
+    )
+
+
+def test_from_dataset_names_a_differing_first_sample_of_a_group():
+    with pytest.raises(ValueError, match="^sample 64 has x \\(3, 3\\).* but sample 0 has x \\(2, 2\\)"):
+        PreloadedDataset.from_dataset(Squares(100, odd_shape_at=64), num_workers=0, progress=False)
+
+
+def test_from_dataset_cache_is_written_once_then_memory_mapped(tmp_path):
+    cache = tmp_path / "cache"
+    first = PreloadedDataset.from_dataset(Squares(20), num_workers=0, cache=str(cache), progress=False)
+    assert sorted(p.name for p in cache.iterdir()) == ["meta.json", "x.npy", "y.npy"]
+
+    class Exploding(Squares):
+        def __getitem__(self, i):
+            raise AssertionError("the cache should have been used")
+
+    again = PreloadedDataset.from_dataset(Exploding(20), cache=str(cache), progress=False)
+    assert torch.equal(again.x, first.x) and torch.equal(again.y, first.y)
+    assert "cache=" in repr(again)
+    # sent to workers as paths: the pickle is tiny and maps the file again
+    blob = pickle.dumps(again)
+    assert len(blob) < 2000
+    assert torch.equal(pickle.loads(blob).x, first.x)
+
+
+def test_from_dataset_cache_of_another_length_is_refused(tmp_path):
+    cache = str(tmp_path / "cache")
+    PreloadedDataset.from_dataset(Squares(20), num_workers=0, cache=cache, progress=False)
+    with pytest.raises(ValueError) as err:
+        PreloadedDataset.from_dataset(Squares(21), cache=cache, progress=False)
+    assert str(err.value) == (
+        f"the cache '{cache}' holds 20 samples but the dataset has 21; "
+        f"delete the folder or pass another cache= path"
+    )
+
+
+def test_interrupted_cache_build_is_not_mistaken_for_a_cache(tmp_path):
+    cache = str(tmp_path / "cache")
+    with pytest.raises(ValueError):
+        PreloadedDataset.from_dataset(Squares(100, odd_shape_at=90), num_workers=0,
+                                      cache=cache, progress=False)
+    ds = PreloadedDataset.from_dataset(Squares(100), num_workers=0, cache=cache, progress=False)
+    assert ds.x[:, 0, 0].tolist() == list(range(100))
+
+
+def _worker_uss(ds, context, batches):
+    """Unique memory of each worker after it has gathered from every sample."""
+    sampler = IndexBatchSampler(np.tile(np.arange(len(ds)), -(-batches * 64 // len(ds))), 64)
+    loader = DataLoader(ds, batch_size=None, sampler=sampler, num_workers=2,
+                        multiprocessing_context=context, persistent_workers=True)
+    for _ in loader:
+        pass
+    workers = [p for p in psutil.Process().children() if "resource_tracker" not in " ".join(p.cmdline())]
+    uss = [p.memory_full_info().uss for p in workers]
+    del loader
+    return max(uss)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_workers_share_the_data_instead_of_copying_it(context):
+    sample = (4, 128, 128)  # 64 KiB per sample
+    big = PreloadedDataset(torch.full((6144, *sample), 7, dtype=torch.uint8))  # 384 MiB
+    small = PreloadedDataset(torch.full((64, *sample), 7, dtype=torch.uint8))
+    batches = len(big) // 64  # the same work for both: only the data size differs
+    extra = _worker_uss(big, context, batches) - _worker_uss(small, context, batches)
+    data = big.x.numel()
+    assert extra < data / 10, f"workers copied {extra / 2**20:.0f} MiB of {data / 2**20:.0f} MiB"
