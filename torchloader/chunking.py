@@ -4,26 +4,34 @@ A data set of ``n`` samples is cut into contiguous chunks of ``chunk_size``
 indices (the last may be shorter); a chunk is a contiguous region on disk and the
 unit that is loaded into RAM at once. Each epoch:
 
-1. the chunk order is permuted (``rng(seed, epoch)``);
+1. the order of the full chunks is permuted (``rng(seed, epoch)``); a shorter
+   last chunk stays last, so that (with one replica) every run of
+   ``chunk_size`` consecutive positions is one chunk and a batch size that
+   divides ``chunk_size`` never mixes two chunks;
 2. the chunks, laid end to end, form one line of ``n`` indices; it is padded by
    repeating its start (or, with ``drop_last``, cut) to a multiple of
    ``num_replicas``, and rank ``r`` takes the ``r``-th equal piece. A chunk that
-   straddles two pieces is split into two contiguous sub-chunks, so ranks are
-   disjoint, cover the data set and have equal lengths, as with
-   ``DistributedSampler``;
+   straddles two pieces is split into two contiguous sub-chunks. As with
+   ``DistributedSampler``, ranks have equal lengths and together cover the data
+   set (padded) or are disjoint (``drop_last``);
 3. the order inside every (sub-)chunk is permuted (``rng(seed, epoch, rank)``).
 
 Trade-off: only ``chunk_size`` samples need to be in RAM, but a batch can only
-mix samples of one chunk. With ``k = n / chunk_size`` chunks, two samples that
-are neighbours in a fully shuffled order come from the same chunk with
-probability 1, against ``chunk_size / n`` for a full shuffle; sort order within
-the data set (e.g. files grouped by class) therefore leaks into batches when
-chunks are small. ``chunk_size = n`` is a full shuffle.
+mix samples of one chunk: two neighbours in this order come from the same chunk
+with probability about ``1 - 1 / chunk_size``, against ``chunk_size / n`` for a
+full shuffle; sort order within the data set (e.g. files grouped by class)
+therefore leaks into batches when chunks are small. ``chunk_size = n`` is a
+full shuffle. The ``n % chunk_size`` samples of a short last chunk always come
+at the end of an epoch, so a ``DataLoader(drop_last=True)`` drops samples of
+that chunk only: all of them, every epoch, when ``n % batch_size >= n %
+chunk_size``. Pick a ``chunk_size`` that divides ``n``, or keep
+``drop_last=False``.
 """
 
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 import numpy as np
 
@@ -55,28 +63,29 @@ def parse_bytes(size: int | str) -> int:
         >>> parse_bytes("1.5GiB"), parse_bytes("2MB"), parse_bytes(4096)
         (1610612736, 2000000, 4096)
     """
-    if isinstance(size, bool) or not isinstance(size, (int, str)):
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer, str)):
         raise TypeError(
             f"size must be an int or a string like '8GiB' (got {type(size).__name__})"
         )
-    if isinstance(size, int):
+    if not isinstance(size, str):
         if size < 0:
             raise ValueError(f"size must be >= 0 bytes (got {size})")
-        return size
+        return int(size)
     match = _SIZE.match(size)
     unit = match.group(2).lower() if match else None
     if match is None or unit not in _UNITS:
         raise ValueError(
             f"cannot read {size!r} as a size; write e.g. '8GiB', '512MB' or 1048576"
         )
-    return int(float(match.group(1)) * _UNITS[unit])
+    # Decimal, not float: float("2.01") * 1000 is 2009.99..., which int() makes 2009
+    return int(Decimal(match.group(1)) * _UNITS[unit])
 
 
 def format_bytes(n: float) -> str:
     """``1536 -> '1.5 KiB'``: a byte count for people."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    for unit, digits in (("B", 0), ("KiB", 1), ("MiB", 1), ("GiB", 1)):
+        if abs(round(n, digits)) < 1024:  # so 1048575 is '1.0 MiB', not '1024.0 KiB'
+            return f"{n:.{digits}f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
 
@@ -113,17 +122,31 @@ def epoch_ranges(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(starts, stops)`` of the contiguous index ranges rank ``rank`` reads this
     epoch, in order (steps 1 and 2 of the module docstring)."""
+    _check_order_args(n, chunk_size, num_replicas, rank)
     starts = np.arange(0, n, chunk_size, dtype=np.int64)
     stops = np.minimum(starts + chunk_size, n)
-    if shuffle:
-        order = np.random.default_rng([seed, epoch]).permutation(len(starts))
-        starts, stops = starts[order], stops[order]
+    if shuffle:  # the full chunks; a short last chunk stays last
+        order = np.random.default_rng([seed, epoch]).permutation(n // chunk_size)
+        starts[: len(order)], stops[: len(order)] = starts[order], stops[order]
     per_rank = n // num_replicas if drop_last else -(-n // num_replicas)
     total = per_rank * num_replicas
     if total > n:  # pad by repeating the line from its start, like DistributedSampler
         repeats = -(-total // n)
         starts, stops = np.tile(starts, repeats), np.tile(stops, repeats)
     return _cut(starts, stops, rank * per_rank, (rank + 1) * per_rank)
+
+
+def _check_order_args(n: int, chunk_size: int, num_replicas: int, rank: int) -> None:
+    if n < 0 or chunk_size < 1 or num_replicas < 1:
+        raise ValueError(
+            f"need n >= 0, chunk_size >= 1 and num_replicas >= 1 "
+            f"(got n={n}, chunk_size={chunk_size}, num_replicas={num_replicas})"
+        )
+    if not 0 <= rank < num_replicas:
+        raise ValueError(
+            f"rank must be in [0, {num_replicas - 1}] for num_replicas={num_replicas} "
+            f"(got rank={rank})"
+        )
 
 
 def _cut(
@@ -173,7 +196,17 @@ def epoch_order(
     offsets = np.repeat(starts - (ends - lengths), lengths)
     indices = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) + offsets
     if shuffle and len(indices):
-        keys = np.random.default_rng([seed, epoch, rank + 1]).random(len(indices))
-        chunk_ids = np.repeat(np.arange(len(lengths)), lengths)
-        indices = indices[np.lexsort((keys, chunk_ids))]
+        _shuffle_within(indices, lengths, np.random.default_rng([seed, epoch, rank + 1]))
     return indices, lengths
+
+
+def _shuffle_within(indices: np.ndarray, lengths: np.ndarray, rng: np.random.Generator) -> None:
+    """Permute ``indices`` in place inside each consecutive run of ``lengths``."""
+    if len(indices) >= 64 * len(lengths):  # few, long chunks: O(n) shuffles in C
+        ends = np.cumsum(lengths)
+        for start, stop in zip((ends - lengths).tolist(), ends.tolist()):
+            rng.shuffle(indices[start:stop])
+    else:  # many tiny chunks: one vectorised sort beats a Python loop
+        keys = rng.random(len(indices))
+        chunk_ids = np.repeat(np.arange(len(lengths)), lengths)
+        indices[:] = indices[np.lexsort((keys, chunk_ids))]

@@ -26,7 +26,9 @@ def read_csv_table(
     """
     csv_path = os.fspath(csv_path)
     root = os.path.abspath(root if root is not None else os.path.dirname(csv_path))
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    # utf-8-sig: spreadsheet programs start the file with a byte-order mark, which
+    # would otherwise become part of the first column's name.
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
         rows = csv.DictReader(f)
         columns = rows.fieldnames or []
         for column in (path_column, label_column):

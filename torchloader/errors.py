@@ -37,7 +37,8 @@ class SampleLoadError(RuntimeError):
     def from_exception(
         cls, index: int, path: str | os.PathLike[str] | None, exc: BaseException
     ) -> SampleLoadError:
-        where = f" from '{os.fspath(path)}'" if path is not None else ""
+        # repr: a non-UTF-8 name (surrogate escapes) stays printable and loggable
+        where = f" from {os.fspath(path)!r}" if path is not None else ""
         message = f"could not load sample {index}{where}: {type(exc).__name__}: {exc}"
         return cls(message, index=index, path=None if path is None else os.fspath(path))
 

@@ -50,6 +50,8 @@ def scan_folder(
             shows what was scanned and the expected layout.
     """
     root = os.fspath(root)
+    if isinstance(suffixes, str):  # ".jpg" is one suffix, not four characters
+        suffixes = (suffixes,)
     suffixes = tuple(s.lower() for s in suffixes)
     classes = find_classes(root)
     if not classes:
@@ -88,6 +90,7 @@ def _files_under(folder: str, suffixes: tuple[str, ...]) -> list[str]:
             dirnames.clear()
             continue
         seen.add((stat.st_dev, stat.st_ino))
+        dirnames.sort()  # so which of two links to one folder is kept is deterministic
         visits.append((dirpath, filenames))
     return [
         os.path.join(dirpath, name)
@@ -99,7 +102,7 @@ def _files_under(folder: str, suffixes: tuple[str, ...]) -> list[str]:
 
 def _no_classes_message(root: str, suffixes: tuple[str, ...]) -> str:
     with os.scandir(root) as entries:
-        loose = [e.name for e in entries if e.name.lower().endswith(suffixes)]
+        loose = sorted(e.name for e in entries if e.name.lower().endswith(suffixes))
     if loose:
         return (
             f"no class folders under '{root}', but {len(loose)} files directly in it "

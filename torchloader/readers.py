@@ -63,13 +63,18 @@ def to_tensor(value: Any, *, what: str = "reader output") -> torch.Tensor:
         raise TypeError(f"{what} is an object array; only numeric arrays can be loaded")
     if not value.dtype.isnative:
         value = value.astype(value.dtype.newbyteorder("="))
-    if not value.flags.writeable:  # torch warns on read-only memory; copy-on-read
-        value = np.array(value)
+    # torch warns on read-only memory and refuses negative strides: copy those.
+    if not value.flags.writeable or any(stride < 0 for stride in value.strides):
+        value = np.array(value, order="K")
     return torch.from_numpy(value)
 
 
 class ImageReader:
     """Read an image file into a ``uint8`` tensor ``C x H x W``.
+
+    The tensor is a ``C x H x W`` view of the decoded ``H x W x C`` pixels (as
+    torchvision's ``pil_to_tensor`` returns), so the only copy is the one that
+    stacks the batch.
 
     Args:
         mode: ``"RGB"`` (default, 3 channels), ``"L"`` (1 channel), ``"RGBA"``
@@ -96,6 +101,7 @@ class ImageReader:
         return f"ImageReader(mode={self.mode!r}, decoder={self.decoder!r})"
 
     def __call__(self, path: str) -> torch.Tensor:
+        path = os.fspath(path)
         if self.decoder == "auto" and simplejpeg is not None and _is_jpeg(path):
             with open(path, "rb") as f:
                 data = f.read()
@@ -106,7 +112,10 @@ class ImageReader:
             array = self._decode_pillow(path)
         if array.ndim == 2:
             array = array[:, :, None]
-        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+        # A C x H x W view of the H x W x C pixels, as torchvision's pil_to_tensor
+        # gives: the one copy happens where the batch is stacked. to_tensor copies
+        # Pillow's read-only arrays (and fixes big-endian 16-bit ones).
+        return to_tensor(array).permute(2, 0, 1)
 
     def _decode_turbo(self, data: bytes) -> np.ndarray | None:
         """Decode with libjpeg-turbo, or return None where Pillow must decide."""
@@ -125,10 +134,15 @@ class ImageReader:
 
     def _decode_pillow(self, path: str) -> np.ndarray:
         with Image.open(path) as image:
+            transparent = image.mode == "P" and "transparency" in image.info
             if self.mode != "keep":
+                if transparent and self.mode != "RGBA":
+                    # P -> RGB/L warns for a transparency table; via RGBA gives the
+                    # same pixels without the warning.
+                    image = image.convert("RGBA")
                 image = image.convert(self.mode)
             elif image.mode == "P":
-                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+                image = image.convert("RGBA" if transparent else "RGB")
             return np.asarray(image)
 
 
@@ -152,7 +166,7 @@ class NpyReader:
 
     def __call__(self, path: str) -> torch.Tensor:
         array = np.load(path, mmap_mode="c" if self.mmap else None, allow_pickle=False)
-        return to_tensor(array, what=f"the array in '{path}'")
+        return to_tensor(array, what=f"the array in {path!r}")
 
 
 class NpzReader:
@@ -175,13 +189,13 @@ class NpzReader:
             if key is None:
                 if len(keys) != 1:
                     raise KeyError(
-                        f"'{path}' holds {len(keys)} arrays {keys}; pick one with "
+                        f"{path!r} holds {len(keys)} arrays {keys}; pick one with "
                         f"reader=NpzReader(key=...)"
                     )
                 key = keys[0]
             elif key not in archive.files:
-                raise KeyError(f"'{path}' has no array {key!r} (it has {keys})")
-            return to_tensor(archive[key], what=f"array {key!r} in '{path}'")
+                raise KeyError(f"{path!r} has no array {key!r} (it has {keys})")
+            return to_tensor(archive[key], what=f"array {key!r} in {path!r}")
 
 
 class PtReader:
@@ -194,7 +208,7 @@ class PtReader:
         value = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(value, torch.Tensor):
             raise TypeError(
-                f"'{path}' holds a {type(value).__name__}, expected a tensor; "
+                f"{path!r} holds a {type(value).__name__}, expected a tensor; "
                 f"pass a reader that picks the tensor out"
             )
         return value

@@ -22,7 +22,8 @@ class ChunkedSampler(Sampler[int]):
     Each epoch permutes the order of the chunks and the order inside every
     chunk, so each run of ``chunk_size`` consecutive indices comes from one
     contiguous range of the data set (with one replica). Chunks are dealt to
-    ranks so that ranks are disjoint, cover the data set and have equal lengths.
+    ranks so that ranks have equal lengths and cover the data set (padded) or
+    are disjoint (``drop_last``), like ``DistributedSampler``.
 
     Args:
         data_source: the dataset (only ``len`` is used, and one sample's byte size
@@ -42,7 +43,7 @@ class ChunkedSampler(Sampler[int]):
     Example:
         >>> sampler = ChunkedSampler(range(10), chunk_size=4, seed=3)
         >>> [sorted(c.tolist()) for c in sampler.chunks()]
-        [[8, 9], [4, 5, 6, 7], [0, 1, 2, 3]]
+        [[4, 5, 6, 7], [0, 1, 2, 3], [8, 9]]
         >>> len(list(sampler))
         10
     """
@@ -69,12 +70,20 @@ class ChunkedSampler(Sampler[int]):
         self.drop_last = bool(drop_last)
         self.epoch = 0
         self._start = 0  # indices of this epoch already consumed before a resume
-        self._current: _EpochIterator | None = None
+        self._current: _EpochIterator | None = None  # the latest pass, even when done
 
     def set_epoch(self, epoch: int) -> None:
-        """Use the order of ``epoch`` for the next pass."""
-        self.epoch = _check_non_negative_int("epoch", epoch)
-        self._start = 0
+        """Use the order of ``epoch`` for the next pass.
+
+        Setting the epoch that :meth:`load_state_dict` restored keeps its resume
+        position, so the usual ``for epoch in ...: sampler.set_epoch(epoch)``
+        loop resumes mid-epoch.
+        """
+        epoch = _check_non_negative_int("epoch", epoch)
+        if epoch != self.epoch:
+            self._start = 0
+        self.epoch = epoch
+        self._current = None
 
     def _order(self) -> tuple[np.ndarray, np.ndarray]:
         return epoch_order(
@@ -86,7 +95,7 @@ class ChunkedSampler(Sampler[int]):
     def chunks(self) -> list[np.ndarray]:
         """This epoch's chunks for this rank, in order, as index arrays."""
         order, lengths = self._order()
-        return np.split(order, np.cumsum(lengths)[:-1])
+        return np.split(order, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
     def indices(self) -> np.ndarray:
         """The indices the next pass yields (all of this epoch, less any resumed part)."""
@@ -106,22 +115,29 @@ class ChunkedSampler(Sampler[int]):
     def _finish_epoch(self, iterator: _EpochIterator) -> None:
         if iterator is self._current and iterator.epoch == self.epoch:
             self.epoch += 1
-            self._current = None
 
     def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
         """Where this epoch stands, for :meth:`load_state_dict` after a restart.
 
         Args:
-            consumed: indices of this epoch the training loop has used. Defaults
+            consumed: indices of the latest pass the training loop has used. Defaults
                 to how many this sampler has yielded, which is ahead of the loop
                 when a ``DataLoader`` prefetches: pass ``batches_done * batch_size``.
+                It counts in the epoch of the latest pass even when the sampler
+                has handed all of it out (and so moved on to the next epoch).
         """
         current = self._current
+        epoch = self.epoch if current is None else current.epoch
         if consumed is None:
-            consumed = current.position if current is not None else self._start
+            if current is None:
+                consumed = self._start
+            elif current.finished:  # yielded all of it: the next epoch, from its start
+                epoch, consumed = self.epoch, 0
+            else:
+                consumed = current.position
         return {
-            "epoch": self.epoch,
-            "consumed": _check_non_negative_int("consumed", consumed),
+            "epoch": epoch,
+            "consumed": self._check_consumed(consumed),
             "seed": self.seed,
             "num_samples": self.num_samples,
             "chunk_size": self.chunk_size,
@@ -133,20 +149,31 @@ class ChunkedSampler(Sampler[int]):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next pass yields exactly what the interrupted pass had left."""
-        for key in ("seed", "num_samples", "chunk_size", "shuffle", "drop_last",
-                    "num_replicas", "rank"):  # fmt: skip
+        missing = [key for key in ("epoch", "consumed", *_CONFIG_KEYS) if key not in state]
+        if missing:
+            raise ValueError(
+                f"not a ChunkedSampler state: it lacks {missing}; pass what "
+                f"ChunkedSampler.state_dict() returned"
+            )
+        for key in _CONFIG_KEYS:
             if state[key] != getattr(self, key):
                 raise ValueError(
                     f"cannot resume: the saved state has {key}={state[key]!r} but this "
                     f"sampler has {key}={getattr(self, key)!r}; build the sampler with "
                     f"the same arguments as the run that saved it"
                 )
-        consumed = _check_non_negative_int("consumed", state["consumed"])
-        if consumed > len(self):
-            raise ValueError(f"consumed={consumed} is more than len(sampler)={len(self)}")
+        consumed = self._check_consumed(state["consumed"])
         self.set_epoch(state["epoch"])
         self._start = consumed
-        self._current = None
+
+    def _check_consumed(self, consumed: Any) -> int:
+        consumed = _check_non_negative_int("consumed", consumed)
+        if consumed > len(self):
+            raise ValueError(
+                f"consumed={consumed} is more than len(sampler)={len(self)}, the "
+                f"indices of one epoch on this rank"
+            )
+        return consumed
 
     def __repr__(self) -> str:
         return (
@@ -157,6 +184,12 @@ class ChunkedSampler(Sampler[int]):
         )
 
 
+_BLOCK = 4096
+_CONFIG_KEYS = (
+    "seed", "num_samples", "chunk_size", "shuffle", "drop_last", "num_replicas", "rank",
+)  # fmt: skip
+
+
 class _EpochIterator:
     """One pass over an epoch's order; knows its position for ``state_dict``."""
 
@@ -164,9 +197,11 @@ class _EpochIterator:
         self._sampler = sampler
         self.epoch = sampler.epoch
         self._order = order
-        self._items: list[int] | None = None  # made on first __next__
+        self._block: list[int] = []  # order[_block_start:][:_BLOCK] as ints, for __next__
+        self._block_start = 0
         self._cursor = 0
         self._start = start
+        self.finished = False  # handed out its last index (or found none left)
 
     @property
     def position(self) -> int:
@@ -177,11 +212,14 @@ class _EpochIterator:
         return self
 
     def __next__(self) -> int:
-        if self._items is None:
-            self._items = self._order.tolist()
-        if self._cursor >= len(self._items):
-            raise StopIteration
-        index = self._items[self._cursor]
+        offset = self._cursor - self._block_start
+        if offset >= len(self._block):  # Python ints a block at a time: RAM stays small
+            if self._cursor >= len(self._order):
+                self._advance(0)  # an empty remainder (resumed at the end) ends the epoch
+                raise StopIteration
+            self._block_start, offset = self._cursor, 0
+            self._block = self._order[self._cursor : self._cursor + _BLOCK].tolist()
+        index = self._block[offset]
         self._advance(1)
         return index
 
@@ -193,7 +231,9 @@ class _EpochIterator:
 
     def _advance(self, count: int) -> None:
         self._cursor += count
-        if count and self._cursor == len(self._order):
+        if self._cursor >= len(self._order) and not self.finished:
+            self.finished = True
+            self._order, self._block = self._order[:0].copy(), []  # the sampler keeps us
             self._sampler._finish_epoch(self)
 
 
@@ -205,7 +245,11 @@ def _check_chunking(data_source: Sized, chunk_size: Any, ram_budget: Any) -> int
         )
     if chunk_size is not None:
         return _check_non_negative_int("chunk_size", chunk_size, minimum=1)
-    return chunk_size_for_budget(parse_bytes(ram_budget), sample_nbytes(data_source))
+    try:
+        budget = parse_bytes(ram_budget)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"ram_budget={ram_budget!r}: {err}") from None
+    return chunk_size_for_budget(budget, sample_nbytes(data_source))
 
 
 def _check_replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
@@ -217,13 +261,18 @@ def _check_replicas(num_replicas: int | None, rank: int | None) -> tuple[int, in
     num_replicas = _check_non_negative_int("num_replicas", num_replicas, minimum=1)
     rank = _check_non_negative_int("rank", rank)
     if rank >= num_replicas:
-        raise ValueError(f"rank must be in [0, {num_replicas - 1}] (got rank={rank})")
+        raise ValueError(
+            f"rank must be in [0, {num_replicas - 1}] for num_replicas={num_replicas} "
+            f"(got rank={rank})"
+        )
     return num_replicas, rank
 
 
 def _check_non_negative_int(name: str, value: Any, *, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name!r} must be <int> (got {value!r} that is a {type(value).__name__})")
+        raise TypeError(
+            f"{name!r} must be <int> (got {value!r} that is a <{type(value).__name__}>)"
+        )
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum} (got {name}={value})")
     return int(value)

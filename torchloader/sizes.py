@@ -24,7 +24,7 @@ def nbytes(value: Any) -> int:
         return value.element_size() * value.numel()
     if isinstance(value, np.ndarray):
         return int(value.nbytes)
-    if isinstance(value, (bool, int, float, np.number)):
+    if isinstance(value, (bool, int, float, np.number, np.bool_)):
         return 8
     if isinstance(value, Mapping):
         return sum(nbytes(v) for v in value.values())

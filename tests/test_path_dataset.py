@@ -1,0 +1,680 @@
+"""Tests for torchloader/path_dataset.py: PathDataset and its constructors."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import pickle
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from torchloader import ImageReader, NpyReader, PathDataset, SampleLoadError, SuffixReader
+from torchloader.readers import IMAGE_SUFFIXES
+
+
+@functools.lru_cache(maxsize=None)
+def _china() -> np.ndarray:
+    """scikit-learn's sample photograph, 427 x 640 x 3, read without importing sklearn."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        pytest.skip("needs scikit-learn's sample images")
+    path = os.path.join(os.path.dirname(spec.origin), "datasets", "images", "china.jpg")
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def photo(height=16, width=20, top=150, left=300) -> np.ndarray:
+    return _china()[top : top + height, left : left + width].copy()
+
+
+def chw(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+
+def npy_files(folder, count, shape=(2, 3)):
+    """``count`` .npy files; file i holds an array full of i."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = str(folder / f"{i}.npy")
+        np.save(path, np.full(shape, i, dtype=np.int32))
+        paths.append(path)
+    return paths
+
+
+def write_bytes(path, data=b"x"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+# --- construction ---------------------------------------------------------------
+
+
+def test_paths_are_held_in_a_numpy_array(tmp_path):
+    paths = npy_files(tmp_path, 3)
+
+    ds = PathDataset(paths, [0, 1, 0])
+
+    assert isinstance(ds.paths, np.ndarray)
+    assert ds.paths.dtype.kind == "S"
+    assert isinstance(ds.labels, np.ndarray)
+    assert ds.labels.dtype == np.int64
+    assert len(ds) == 3
+    assert [ds.path(i) for i in range(3)] == paths
+    assert all(type(ds.path(i)) is str for i in range(3))
+
+
+def test_paths_may_be_path_objects_tuples_or_arrays(tmp_path):
+    paths = npy_files(tmp_path, 2)
+    from_paths = PathDataset([tmp_path / "0.npy", tmp_path / "1.npy"])
+    from_tuple = PathDataset(tuple(paths))
+    from_array = PathDataset(np.array(paths))
+
+    for ds in (from_paths, from_tuple, from_array):
+        assert [ds.path(i) for i in range(2)] == paths
+        assert ds[1].tolist() == [[1, 1, 1], [1, 1, 1]]
+
+
+def test_a_single_path_is_not_a_sequence_of_paths(tmp_path):
+    with pytest.raises(TypeError) as info:
+        PathDataset("data/train")
+
+    assert str(info.value) == (
+        "paths must be a sequence of paths (got the single path 'data/train'); "
+        "for a folder use PathDataset.from_folder"
+    )
+    with pytest.raises(TypeError, match="got the single path PosixPath"):
+        PathDataset(tmp_path)
+
+
+def test_labels_of_another_length_are_refused(tmp_path):
+    paths = npy_files(tmp_path, 3)
+
+    with pytest.raises(ValueError) as info:
+        PathDataset(paths, [0, 1])
+
+    assert str(info.value) == (
+        "labels must be one label per path: expected shape (3,), got (2,)"
+    )
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [[2, 0, 1], (2, 0, 1), np.array([2, 0, 1], dtype=np.int32), torch.tensor([2, 0, 1])],
+    ids=["list", "tuple", "ndarray", "tensor"],
+)
+def test_labels_may_be_any_sequence_or_array(tmp_path, labels):
+    ds = PathDataset(npy_files(tmp_path, 3), labels)
+
+    assert ds.labels.tolist() == [2, 0, 1]
+    assert ds.labels.dtype == np.int64
+    assert ds.classes is None
+    assert ds.class_to_idx is None
+
+
+def test_class_name_labels_give_sorted_classes(tmp_path):
+    ds = PathDataset(npy_files(tmp_path, 4), ["dog", "cat", "emu", "cat"])
+
+    assert ds.classes == ["cat", "dog", "emu"]
+    assert ds.class_to_idx == {"cat": 0, "dog": 1, "emu": 2}
+    assert [int(ds[i][1]) for i in range(4)] == [1, 0, 2, 0]
+
+
+def test_classes_may_name_integer_labels_but_not_class_name_labels(tmp_path):
+    paths = npy_files(tmp_path, 2)
+
+    ds = PathDataset(paths, [1, 0], classes=("no", "yes"))
+    assert ds.classes == ["no", "yes"]
+    assert ds.class_to_idx == {"no": 0, "yes": 1}
+
+    with pytest.raises(ValueError) as info:
+        PathDataset(paths, ["a", "b"], classes=["a", "b"])
+    assert str(info.value) == "labels are class names, so classes=... must not be given"
+
+
+def test_reader_must_be_callable(tmp_path):
+    with pytest.raises(TypeError) as info:
+        PathDataset(npy_files(tmp_path, 1), reader="npy")
+
+    assert str(info.value) == "reader must be callable (got str)"
+
+
+def test_construction_opens_no_file(tmp_path):
+    ds = PathDataset([str(tmp_path / "missing.png")], [0])
+
+    assert len(ds) == 1  # the missing file only matters when it is read
+
+
+# --- indexing -------------------------------------------------------------------
+
+
+def test_item_is_a_tensor_and_a_0_dim_int64_label(tmp_path):
+    ds = PathDataset(npy_files(tmp_path, 3), [5, 6, 7])
+
+    x, y = ds[1]
+
+    assert x.dtype == torch.int32
+    assert x.tolist() == [[1, 1, 1], [1, 1, 1]]
+    assert y.dtype == torch.int64
+    assert y.shape == ()
+    assert y.item() == 6
+
+
+def test_without_labels_the_item_is_the_tensor_alone(tmp_path):
+    ds = PathDataset(npy_files(tmp_path, 2))
+
+    x = ds[0]
+
+    assert isinstance(x, torch.Tensor)
+    assert ds.labels is None
+    assert x.tolist() == [[0, 0, 0], [0, 0, 0]]
+
+
+def test_negative_and_numpy_indices(tmp_path):
+    ds = PathDataset(npy_files(tmp_path, 3), [0, 1, 2])
+
+    assert ds[-1][1].item() == 2
+    assert ds[-3][0][0, 0].item() == 0
+    assert ds[np.int64(1)][1].item() == 1
+    assert ds[torch.tensor(2)][1].item() == 2
+
+
+@pytest.mark.parametrize("index", [3, -4, 100])
+def test_out_of_range_index_raises_index_error(tmp_path, index):
+    ds = PathDataset(npy_files(tmp_path, 3))
+
+    with pytest.raises(IndexError) as info:
+        ds[index]
+
+    assert str(info.value) == f"index {index} is out of range for 3 samples"
+
+
+def test_iteration_stops_at_the_end(tmp_path):
+    ds = PathDataset(npy_files(tmp_path, 3))
+
+    assert [x[0, 0].item() for x in ds] == [0, 1, 2]
+
+
+def test_non_integer_index_is_refused(tmp_path):
+    ds = PathDataset(npy_files(tmp_path, 3))
+
+    with pytest.raises(TypeError) as info:
+        ds[0.0]
+    assert str(info.value) == (
+        "index must be an integer (got float); for batches of indices use a DataLoader"
+    )
+    with pytest.raises(TypeError, match=r"\(got slice\)"):
+        ds[0:2]
+
+
+def test_an_empty_dataset(tmp_path):
+    ds = PathDataset([])
+
+    assert len(ds) == 0
+    with pytest.raises(IndexError, match=r"^index 0 is out of range for 0 samples$"):
+        ds[0]
+
+
+# --- readers and transforms -----------------------------------------------------
+
+
+def test_default_reader_picks_by_suffix(tmp_path):
+    pixels = photo()
+    Image.fromarray(pixels).save(tmp_path / "a.PNG")
+    np.save(tmp_path / "b.npy", np.arange(4, dtype=np.float32))
+    torch.save(torch.ones(2, 2), tmp_path / "c.pt")
+    np.savez(tmp_path / "d.npz", only=np.zeros(3, dtype=np.uint8))
+    names = ["a.PNG", "b.npy", "c.pt", "d.npz"]
+
+    ds = PathDataset([tmp_path / n for n in names], [0, 1, 2, 3])
+
+    assert torch.equal(ds[0][0], chw(pixels))
+    assert ds[1][0].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert torch.equal(ds[2][0], torch.ones(2, 2))
+    assert ds[3][0].dtype == torch.uint8
+
+
+def test_a_reader_replaces_the_default(tmp_path):
+    Image.fromarray(photo()).save(tmp_path / "a.png")
+
+    ds = PathDataset([tmp_path / "a.png"], reader=ImageReader("L"))
+    by_suffix = PathDataset([tmp_path / "a.png"], reader=SuffixReader({".png": ImageReader("L")}))
+
+    assert ds[0].shape == (1, 16, 20)
+    assert torch.equal(by_suffix[0], ds[0])
+
+
+def test_any_callable_returning_an_array_is_a_reader(tmp_path):
+    seen = []
+
+    def reader(path):
+        seen.append(path)
+        return np.arange(6).reshape(2, 3)[:, ::-1]  # negative strides
+
+    ds = PathDataset(["a.bin", "b.bin"], reader=reader)
+
+    assert ds[1].tolist() == [[2, 1, 0], [5, 4, 3]]
+    assert seen == ["b.bin"]
+
+
+def test_a_reader_returning_neither_tensor_nor_array_fails_loudly():
+    ds = PathDataset(["a.bin"], reader=lambda path: [1, 2])
+
+    with pytest.raises(SampleLoadError) as info:
+        ds[0]
+
+    assert str(info.value) == (
+        "could not load sample 0 from 'a.bin': TypeError: reader output must be a "
+        "torch.Tensor or numpy.ndarray (got list)"
+    )
+
+
+def test_transform_and_target_transform_are_applied(tmp_path):
+    ds = PathDataset(
+        npy_files(tmp_path, 2),
+        [3, 4],
+        transform=lambda x: x.float() / 2,
+        target_transform=lambda y: y * 10,
+    )
+
+    x, y = ds[1]
+
+    assert x.dtype == torch.float32
+    assert x.tolist() == [[0.5] * 3] * 2
+    assert y.item() == 40
+
+
+def test_target_transform_sees_the_0_dim_int64_label(tmp_path):
+    seen = []
+    ds = PathDataset(npy_files(tmp_path, 1), [2], target_transform=seen.append)
+
+    ds[0]
+
+    assert seen[0].dtype == torch.int64 and seen[0].shape == ()
+
+
+# --- errors that name the index and the path ------------------------------------
+
+
+def _jpeg(path, size=(32, 40)):
+    Image.fromarray(photo(*size)).save(path, quality=90)
+    return str(path)
+
+
+def test_a_missing_file_names_index_path_and_cause(tmp_path):
+    paths = npy_files(tmp_path, 1) + [str(tmp_path / "gone.npy")]
+    ds = PathDataset(paths, [0, 1])
+
+    with pytest.raises(SampleLoadError) as info:
+        ds[1]
+
+    path = paths[1]
+    assert str(info.value) == (
+        f"could not load sample 1 from '{path}': FileNotFoundError: "
+        f"[Errno 2] No such file or directory: '{path}'"
+    )
+    assert (info.value.index, info.value.path) == (1, path)
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+
+
+def test_a_negative_index_is_reported_as_the_positive_one(tmp_path):
+    ds = PathDataset([str(tmp_path / "a.png"), str(tmp_path / "b.png")])
+
+    with pytest.raises(SampleLoadError, match=r"^could not load sample 1 from '.*b\.png'"):
+        ds[-1]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_a_zero_byte_or_text_file_is_not_an_image(tmp_path, suffix):
+    empty = write_bytes(tmp_path / f"empty{suffix}", b"")
+    text = write_bytes(tmp_path / f"text{suffix}", b"hello, I am text\n")
+    ds = PathDataset([empty, text])
+
+    for index, path in enumerate([empty, text]):
+        with pytest.raises(SampleLoadError) as info:
+            ds[index]
+        assert str(info.value) == (
+            f"could not load sample {index} from '{path}': "
+            f"UnidentifiedImageError: cannot identify image file '{path}'"
+        )
+        assert (info.value.index, info.value.path) == (index, path)
+
+
+@pytest.mark.parametrize("decoder", ["auto", "pillow"])
+def test_a_truncated_jpeg_names_index_path_and_cause(tmp_path, decoder):
+    whole = _jpeg(tmp_path / "whole.jpg")
+    with open(whole, "rb") as f:
+        data = f.read()
+    cut = write_bytes(tmp_path / "cut.jpg", data[: len(data) // 2])
+    ds = PathDataset([whole, cut], reader=ImageReader(decoder=decoder))
+
+    assert ds[0].shape == (3, 32, 40)
+    with pytest.raises(SampleLoadError) as info:
+        ds[1]
+
+    assert str(info.value).startswith(f"could not load sample 1 from '{cut}': ")
+    cause = info.value.__cause__
+    assert str(info.value).endswith(f"{type(cause).__name__}: {cause}")
+    assert isinstance(cause, (OSError, ValueError))  # Pillow / libjpeg-turbo
+    assert (info.value.index, info.value.path) == (1, cut)
+
+
+def test_a_decompression_bomb_is_refused_by_the_dataset(tmp_path, monkeypatch):
+    small = _jpeg(tmp_path / "small.jpg", (20, 20))
+    bombs = [_jpeg(tmp_path / "bomb.jpg", (50, 50))]
+    Image.fromarray(photo(50, 50)).save(tmp_path / "bomb.png")
+    bombs.append(str(tmp_path / "bomb.png"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    ds = PathDataset([small, *bombs])
+
+    assert ds[0].shape == (3, 20, 20)
+    for index, path in enumerate(bombs, start=1):
+        with pytest.raises(SampleLoadError) as info:
+            ds[index]
+        assert str(info.value).startswith(
+            f"could not load sample {index} from '{path}': DecompressionBombError: "
+            f"Image size (2500 pixels) exceeds limit of 2000 pixels"
+        )
+        assert isinstance(info.value.__cause__, Image.DecompressionBombError)
+        assert (info.value.index, info.value.path) == (index, path)
+
+
+def test_a_transform_error_is_reported_with_the_sample(tmp_path):
+    def transform(x):
+        raise ValueError("wrong shape")
+
+    ds = PathDataset(npy_files(tmp_path, 1), transform=transform)
+
+    expected = r"sample 0 from '.*0\.npy': ValueError: wrong shape$"
+    with pytest.raises(SampleLoadError, match=expected):
+        ds[0]
+
+
+# --- DataLoader -----------------------------------------------------------------
+
+# Not about this library: torch's advice on a small machine, and Python >= 3.12's
+# warning on fork() in a process with threads.
+_ignore_worker_count = pytest.mark.filterwarnings(
+    "ignore:This DataLoader will create",
+    "ignore:This process .* is multi-threaded, use of fork:DeprecationWarning",
+)
+
+
+@_ignore_worker_count
+def test_works_in_a_dataloader_with_workers(tmp_path):
+    ds = PathDataset(npy_files(tmp_path, 6), [0, 1, 0, 1, 0, 1])
+
+    batches = list(DataLoader(ds, batch_size=4, num_workers=2))
+
+    assert [tuple(x.shape) for x, _ in batches] == [(4, 2, 3), (2, 2, 3)]
+    assert batches[0][1].dtype == torch.int64
+    assert torch.cat([y for _, y in batches]).tolist() == [0, 1, 0, 1, 0, 1]
+    assert torch.cat([x[:, 0, 0] for x, _ in batches]).tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def _first_error(loader):
+    """Iterate ``loader`` until it raises; return the exception, workers shut down.
+
+    Dropping the traceback lets the iterator go by reference count: left to the
+    cycle collector, its workers are joined with torch's 5 s timeout each.
+    """
+    iterator = iter(loader)
+    try:
+        for _ in iterator:
+            pass
+    except Exception as exc:  # noqa: BLE001 - the caller checks the type
+        exc.__traceback__ = None
+        return exc
+    finally:
+        del iterator
+    pytest.fail("the loader raised nothing")
+
+
+@_ignore_worker_count
+def test_a_bad_file_in_a_worker_reaches_the_main_process_as_sample_load_error(tmp_path):
+    paths = npy_files(tmp_path, 3)
+    bad = write_bytes(tmp_path / "bad.png", b"not a png")
+    ds = PathDataset(paths + [bad], [0, 0, 0, 0])
+
+    error = _first_error(DataLoader(ds, batch_size=1, num_workers=2))
+
+    assert type(error) is SampleLoadError
+    message = str(error)
+    assert message.startswith("Caught SampleLoadError in DataLoader worker process ")
+    assert f"could not load sample 3 from '{bad}': UnidentifiedImageError" in message
+
+
+# --- pickling, repr, unusual names ----------------------------------------------
+
+
+def test_pickle_round_trip_reads_the_same_samples(tmp_path):
+    Image.fromarray(photo()).save(tmp_path / "a.png")
+    paths = npy_files(tmp_path, 2) + [str(tmp_path / "a.png")]
+    ds = PathDataset(paths, ["b", "a", "b"])
+
+    back = pickle.loads(pickle.dumps(ds))
+
+    assert back.classes == ["a", "b"]
+    assert np.array_equal(back.paths, ds.paths)
+    assert np.array_equal(back.labels, ds.labels)
+    for i in range(3):
+        assert torch.equal(back[i][0], ds[i][0])
+        assert torch.equal(back[i][1], ds[i][1])
+
+
+def test_repr_shows_the_configuration(tmp_path):
+    paths = npy_files(tmp_path, 3)
+
+    assert repr(PathDataset(paths, [0, 1, 1], reader=NpyReader())) == (
+        "PathDataset(n=3, labels=2 values, reader=NpyReader(mmap=False))"
+    )
+    assert repr(PathDataset(paths, ["x", "y", "z"], reader=NpyReader(mmap=True))) == (
+        "PathDataset(n=3, labels=3 values, classes=3, reader=NpyReader(mmap=True))"
+    )
+    assert repr(PathDataset(paths)) == (
+        f"PathDataset(n=3, labels=None, reader={SuffixReader()!r})"
+    )
+
+
+def test_names_with_spaces_and_unicode(tmp_path):
+    pixels = photo()
+    path = tmp_path / "my photos" / "sea lion ü 1.png"
+    path.parent.mkdir()
+    Image.fromarray(pixels).save(path)
+
+    ds = PathDataset([path], ["sea lion"])
+
+    assert ds.path(0) == str(path)
+    assert torch.equal(ds[0][0], chw(pixels))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="byte file names are a POSIX thing")
+def test_non_utf8_file_names_round_trip(tmp_path):
+    folder = os.fsencode(tmp_path)
+    good = os.path.join(folder, b"caf\xff \xe9.npy")
+    with open(good, "wb") as f:  # a bytes path: the name is not valid UTF-8
+        np.save(f, np.arange(3))
+    missing = os.path.join(folder, b"gone\xfe.npy")
+
+    ds = PathDataset([os.fsdecode(good), missing])
+
+    assert os.fsencode(ds.path(0)) == good
+    assert ds[0].tolist() == [0, 1, 2]
+    assert ds.paths[1] == missing
+    with pytest.raises(SampleLoadError) as info:
+        ds[1]
+    assert os.fsencode(info.value.path) == missing
+    message = str(info.value)
+    message.encode("utf-8")  # printable: the surrogate escape is shown, not embedded
+    assert message.startswith(f"could not load sample 1 from {os.fsdecode(missing)!r}: ")
+    back = pickle.loads(pickle.dumps(ds))
+    assert back[0].tolist() == [0, 1, 2]
+
+
+# --- from_folder ----------------------------------------------------------------
+
+
+def reference_image_folder(root, extensions):
+    """torchvision ImageFolder's documented classes, class_to_idx and samples."""
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    class_to_idx = {name: i for i, name in enumerate(classes)}
+    samples = []
+    for name in classes:
+        for dirpath, _, fnames in sorted(os.walk(os.path.join(root, name), followlinks=True)):
+            for fname in sorted(fnames):
+                path = os.path.join(dirpath, fname)
+                if path.lower().endswith(extensions):
+                    samples.append((path, class_to_idx[name]))
+    return classes, class_to_idx, samples
+
+
+def image_tree(root, files):
+    for index, rel in enumerate(files):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            Image.fromarray(photo(8, 8, left=10 * index)).save(path, format="PNG")
+        else:
+            path.write_bytes(b"not an image")
+    return root
+
+
+def test_from_folder_matches_image_folder(tmp_path):
+    files = [
+        "dog/b.png", "dog/A.png", "dog/a/x.png", "dog/a-b/y.png", "dog/a/b/z.png",
+        "Cat/1.PNG", "cat/2.png", "cat/notes.txt", "bird/3.gif",
+    ]
+    root = image_tree(tmp_path / "root", files)
+
+    ds = PathDataset.from_folder(root, extensions=(".png", ".gif"))
+
+    classes, class_to_idx, samples = reference_image_folder(str(root), (".png", ".gif"))
+    assert ds.classes == classes == ["Cat", "bird", "cat", "dog"]
+    assert ds.class_to_idx == class_to_idx
+    assert [(ds.path(i), int(ds.labels[i])) for i in range(len(ds))] == samples
+    assert isinstance(ds.paths, np.ndarray)
+    x, y = ds[len(ds) - 1]
+    assert x.shape == (3, 8, 8) and y.item() == 3
+
+
+def test_from_folder_default_extensions_follow_the_reader(tmp_path):
+    root = tmp_path / "root"
+    image_tree(root, ["a/1.png", "a/2.txt"])
+    np.save(root / "a" / "3.npy", np.zeros(2))
+
+    by_suffix = PathDataset.from_folder(root)
+    custom = PathDataset.from_folder(root, reader=lambda path: np.zeros(1))
+
+    assert [os.path.basename(by_suffix.path(i)) for i in range(len(by_suffix))] == [
+        "1.png", "3.npy"
+    ]
+    assert [os.path.basename(custom.path(i)) for i in range(len(custom))] == ["1.png"]
+
+
+def test_from_folder_passes_reader_and_transforms(tmp_path):
+    root = image_tree(tmp_path / "root", ["a/1.png", "b/2.png"])
+
+    ds = PathDataset.from_folder(
+        root,
+        reader=ImageReader("L"),
+        transform=lambda x: x.shape,
+        target_transform=lambda y: y + 100,
+    )
+
+    assert ds[1] == (torch.Size([1, 8, 8]), torch.tensor(101))
+
+
+def test_from_folder_errors_explain_the_layout(tmp_path):
+    missing = tmp_path / "missing"
+    with pytest.raises(FileNotFoundError) as info:
+        PathDataset.from_folder(missing)
+    assert str(info.value) == f"'{missing}' is not a folder; expected root/<class>/<file>"
+
+    too_low = image_tree(tmp_path / "low", ["1.png"])
+    with pytest.raises(FileNotFoundError, match=r"Is the root one level too low\?"):
+        PathDataset.from_folder(too_low)
+
+
+def test_from_folder_empty_class_needs_allow_empty(tmp_path):
+    root = image_tree(tmp_path / "root", ["a/1.png", "c/2.png"])
+    (root / "b").mkdir()
+
+    with pytest.raises(FileNotFoundError, match=r": b; remove them or pass allow_empty=True$"):
+        PathDataset.from_folder(root, extensions=[".png"])
+    ds = PathDataset.from_folder(root, extensions=[".png"], allow_empty=True)
+
+    assert ds.classes == ["a", "b", "c"]
+    assert ds.labels.tolist() == [0, 2]
+
+
+def test_from_folder_pickles(tmp_path):
+    root = image_tree(tmp_path / "root", ["a/1.png", "b/2.png"])
+    ds = PathDataset.from_folder(root)
+
+    back = pickle.loads(pickle.dumps(ds))
+
+    assert back.class_to_idx == {"a": 0, "b": 1}
+    assert torch.equal(back[1][0], ds[1][0])
+
+
+# --- from_csv -------------------------------------------------------------------
+
+
+def test_from_csv_with_class_names_resolves_against_the_csv_folder(tmp_path):
+    paths = npy_files(tmp_path / "data" / "x", 3)
+    csv_path = tmp_path / "data" / "train.csv"
+    csv_path.write_text("path,label\nx/0.npy,dog\nx/1.npy,cat\nx/2.npy,dog\n")
+
+    ds = PathDataset.from_csv(csv_path)
+
+    assert [ds.path(i) for i in range(3)] == paths
+    assert ds.classes == ["cat", "dog"]
+    assert [int(y) for _, y in ds] == [1, 0, 1]
+
+
+def test_from_csv_with_integer_labels_and_a_root(tmp_path):
+    npy_files(tmp_path / "images", 2)
+    csv_path = tmp_path / "lists" / "t.csv"
+    csv_path.parent.mkdir()
+    csv_path.write_text("file,y\n1.npy,7\n0.npy,3\n")
+
+    ds = PathDataset.from_csv(
+        csv_path, path_column="file", label_column="y", root=tmp_path / "images",
+        transform=lambda x: x.sum(),
+    )
+
+    assert ds.classes is None
+    assert [(int(x), int(y)) for x, y in ds] == [(6, 7), (0, 3)]
+
+
+def test_from_csv_without_labels(tmp_path):
+    npy_files(tmp_path, 2)
+    (tmp_path / "t.csv").write_text("path\n1.npy\n")
+
+    ds = PathDataset.from_csv(tmp_path / "t.csv", label_column=None, reader=NpyReader())
+
+    assert ds.labels is None
+    assert ds[0].tolist() == [[1, 1, 1], [1, 1, 1]]
+
+
+def test_from_csv_missing_column_lists_the_columns(tmp_path):
+    (tmp_path / "t.csv").write_text("path,target\na.npy,1\n")
+
+    with pytest.raises(KeyError, match=r"has no column 'label' \(columns: \['path', 'target'\]\)"):
+        PathDataset.from_csv(tmp_path / "t.csv")
+
+
+def test_from_csv_refuses_a_path_escaping_root(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "t.csv").write_text("path,label\n../../etc/passwd,0\n")
+
+    expected = r"line 2: '\.\./\.\./etc/passwd' resolves to .*outside root"
+    with pytest.raises(ValueError, match=expected):
+        PathDataset.from_csv(tmp_path / "d" / "t.csv")
