@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import itertools
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,23 +22,8 @@ from torchloader.chunking import (
     parse_bytes,
 )
 
-try:  # not in the [dev] extra: the property test below is skipped without it
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-except ImportError:  # pragma: no cover
-    given = None
-
-# NOTE [hypothesis failures under warnings-as-errors]: on a failing example,
-# hypothesis's pytest plugin imports libcst to write a patch, and that import
-# raises a DeprecationWarning (mypy_extensions.TypedDict); with warnings as errors
-# the failure becomes an INTERNALERROR that ends the whole session. Import it
-# here, quietly, so a failure is reported as one.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    try:
-        import libcst.metadata  # noqa: F401
-    except ImportError:
-        pass
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 KiB, MiB, GiB, TiB = 1024, 1024**2, 1024**3, 1024**4
 
@@ -281,27 +265,20 @@ def test_epoch_order_invariants_hold_for_random_parameters():
         check_epoch(n, chunk_size, seed, epoch, shuffle, num_replicas, drop_last)
 
 
-if given is not None:
-
-    @settings(max_examples=150, deadline=None)
-    @given(
-        n=st.integers(1, 300),
-        chunk_size=st.integers(1, 80),
-        seed=st.integers(0, 2**32 - 1),
-        epoch=st.integers(0, 10**6),
-        shuffle=st.booleans(),
-        num_replicas=st.integers(1, 9),
-        drop_last=st.booleans(),
-    )
-    def test_epoch_order_invariants_hold_for_any_parameters(
-        n, chunk_size, seed, epoch, shuffle, num_replicas, drop_last
-    ):
-        check_epoch(n, chunk_size, seed, epoch, shuffle, num_replicas, drop_last)
-
-else:  # pragma: no cover
-
-    def test_epoch_order_invariants_hold_for_any_parameters():
-        pytest.skip("hypothesis is not installed (pip install hypothesis)")
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    chunk_size=st.integers(1, 80),
+    seed=st.integers(0, 2**32 - 1),
+    epoch=st.integers(0, 10**6),
+    shuffle=st.booleans(),
+    num_replicas=st.integers(1, 9),
+    drop_last=st.booleans(),
+)
+def test_epoch_order_invariants_hold_for_any_parameters(
+    n, chunk_size, seed, epoch, shuffle, num_replicas, drop_last
+):
+    check_epoch(n, chunk_size, seed, epoch, shuffle, num_replicas, drop_last)
 
 
 @pytest.mark.parametrize("num_replicas", [1, 3])
