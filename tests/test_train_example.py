@@ -1,0 +1,168 @@
+"""train_example.py: builds the digits once, learns in every mode, takes a user's folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _import_example():
+    spec = importlib.util.spec_from_file_location("train_example", ROOT / "train_example.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_example"] = module  # so that its classes pickle to workers
+    spec.loader.exec_module(module)
+    return module
+
+
+te = _import_example()
+
+
+@pytest.fixture(autouse=True)
+def one_intra_op_thread():
+    # On a busy 2-core machine (DataLoader workers, other processes) two intra-op
+    # threads made an epoch take anywhere from 0.8 s to 11 s; one takes a steady ~1.4 s.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> str:
+    return te.build_digits(str(tmp_path_factory.mktemp("data") / "digits"))
+
+
+def _write_image(path: Path, size: tuple[int, int], mode: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    pixels = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    Image.fromarray(pixels.squeeze(2) if channels == 1 else pixels).save(path)
+
+
+@pytest.fixture
+def user_folder(tmp_path) -> Path:
+    """``cat/`` and ``dog/`` with 5 PNGs each: different sizes, mostly RGB."""
+    sizes = [(20, 30), (17, 17), (40, 25), (9, 12), (33, 8)]
+    modes = ["RGB", "RGB", "RGB", "L", "RGBA"]  # the reader makes them all RGB
+    for c, name in enumerate(["cat", "dog"]):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i, (size, mode) in enumerate(zip(sizes, modes)):
+            _write_image(tmp_path / "pets" / name / f"{i}.png", size, mode, seed=10 * c + i)
+    return tmp_path / "pets"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["path", "preload", "chunked"])
+def test_every_mode_learns_the_digits(mode, digits, capsys):
+    result = te.main(["--mode", mode, "--epochs", "2", "--digits-dir", digits])
+
+    first, last = result["history"]
+    assert last["test_acc"] > 0.7  # chance is 0.1; 2 epochs reached 0.91-0.97 over 5 seeds
+    assert last["loss"] < first["loss"]
+    assert (result["in_channels"], result["classes"]) == (1, [str(d) for d in range(10)])
+    assert (result["train_samples"], result["test_samples"]) == (1438, 359)
+    out = capsys.readouterr().out
+    assert re.search(r"^epoch 2/2  \d+\.\ds  \d+ samples/s  loss \d\.\d{3}  test acc "
+                     r"\d\.\d{3}$", out, re.MULTILINE), out
+
+
+@pytest.mark.slow
+def test_the_default_ram_budget_cuts_the_digits_into_several_chunks(digits, capsys):
+    te.main(["--mode", "chunked", "--epochs", "0", "--digits-dir", digits])
+
+    chunks = int(re.search(r"chunked: (\d+) chunks", capsys.readouterr().out).group(1))
+    assert chunks >= 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["path", "chunked"])
+def test_workers_train_exactly_as_the_main_process_does(mode, digits):
+    # 14x14 images: a quarter of the compute; the order is what is under test.
+    args = ["--mode", mode, "--epochs", "2", "--image-size", "14", "--digits-dir", digits]
+    in_process = te.main([*args, "--workers", "0"])
+    workers = te.main([*args, "--workers", "2"])
+
+    # Same seed, same order on any number of workers, every epoch: the same training.
+    def results(run):
+        return [(epoch["loss"], epoch["test_acc"]) for epoch in run["history"]]
+
+    assert results(workers) == pytest.approx(results(in_process), rel=1e-6)
+    assert workers["history"][-1]["test_acc"] > 0.7
+
+
+@pytest.mark.parametrize("mode", ["path", "preload", "chunked"])
+def test_a_user_folder_of_rgb_images_of_any_size_trains(mode, user_folder):
+    result = te.main(["--data", str(user_folder), "--mode", mode, "--epochs", "1",
+                      "--image-size", "16", "--batch-size", "4"])
+
+    assert result["in_channels"] == 3
+    assert result["classes"] == ["cat", "dog"]
+    assert (result["train_samples"], result["test_samples"]) == (8, 2)
+    assert len(result["history"]) == 1
+
+
+def test_a_user_folder_with_train_and_test_folders_keeps_that_split(user_folder, tmp_path):
+    split = tmp_path / "split"
+    for part, files in [("train", ["0.png", "1.png", "2.png"]), ("test", ["3.png"])]:
+        for name in ["cat", "dog"]:
+            (split / part / name).mkdir(parents=True)
+            for file in files:
+                os.replace(user_folder / name / file, split / part / name / file)
+
+    result = te.main(["--data", str(split), "--epochs", "1", "--image-size", "12"])
+
+    assert (result["train_samples"], result["test_samples"]) == (6, 2)
+
+
+def test_a_complete_digits_folder_is_reused(digits, monkeypatch):
+    def write_again(root):
+        raise AssertionError("the complete folder should have been reused")
+
+    monkeypatch.setattr(te, "_write_digits", write_again)
+
+    assert te.build_digits(digits) == digits
+
+
+def test_an_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    def interrupted(root):
+        (Path(root) / "train" / "0").mkdir(parents=True)
+        (Path(root) / "train" / "0" / "0000.png").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(te, "_write_digits", interrupted)
+
+    with pytest.raises(KeyboardInterrupt):
+        te.build_digits(str(tmp_path / "digits"))
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary
+
+
+def test_an_incomplete_digits_folder_is_refused(tmp_path):
+    root = tmp_path / "digits"
+    (root / "train" / "3").mkdir(parents=True)
+    _write_image(root / "train" / "3" / "0007.png", (28, 28), "L", seed=0)
+
+    with pytest.raises(RuntimeError) as info:
+        te.build_digits(str(root))
+    assert str(info.value) == (
+        f"'{root}' holds 1 of the 1797 digit images, so it is not a complete digits "
+        f"folder; delete it, or pass --digits-dir to build the digits elsewhere"
+    )
+
+
+def test_resize_keeps_channels_and_dtype():
+    image = torch.randint(0, 256, (3, 20, 30), dtype=torch.uint8)
+
+    resized = te.Resize(16)(image)
+
+    assert (resized.shape, resized.dtype) == ((3, 16, 16), torch.uint8)
+    assert te.Resize(20)(torch.zeros(1, 20, 20, dtype=torch.uint8)).shape == (1, 20, 20)
