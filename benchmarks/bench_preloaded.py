@@ -2,7 +2,8 @@
 
 For each sample shape, on one tensor in RAM, in one run:
 
-- bound: a bare ``torch.index_select`` loop over a shuffled order (no Python per sample);
+- bound: a bare ``torch.index_select`` loop over a fresh ``torch.randperm`` each epoch
+  (no Python per sample);
 - ``x[idx]``: the same loop with advanced indexing;
 - ``ds.batches()``: the library's own iterator (no DataLoader);
 - ``ds.dataloader()`` with 0 and 2 workers: a torch DataLoader, one gather per batch,
@@ -30,14 +31,14 @@ def bench_shape(name: str, n: int, shape: tuple[int, ...]) -> list[tuple]:
     x = torch.randint(0, 256, (n, *shape), dtype=torch.uint8)
     y = torch.randint(0, 10, (n,))
     ds = PreloadedDataset(x, y)
-    perm = torch.randperm(n)
 
+    # Both loops draw a fresh permutation per epoch, as any training loop must.
     def bound():
-        for idx in perm.split(BATCH):
+        for idx in torch.randperm(n).split(BATCH):
             yield torch.index_select(x, 0, idx), torch.index_select(y, 0, idx)
 
     def fancy():
-        for idx in perm.split(BATCH):
+        for idx in torch.randperm(n).split(BATCH):
             yield x[idx], y[idx]
 
     epoch = iter(range(10**9))

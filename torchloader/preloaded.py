@@ -120,7 +120,13 @@ class PreloadedDataset(Dataset):
         order = torch.from_numpy(sampler.sampler.indices())
         if drop_last:
             order = order[: len(order) - len(order) % batch_size]
-        return (self._take(index) for index in order.split(batch_size))
+        x, y = self.x, self.y  # the loop below is the whole cost: keep it bare
+        if y is None:
+            return (torch.index_select(x, 0, i) for i in order.split(batch_size))
+        return (
+            (torch.index_select(x, 0, i), torch.index_select(y, 0, i))
+            for i in order.split(batch_size)
+        )
 
     def dataloader(
         self,
