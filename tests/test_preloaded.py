@@ -190,3 +190,18 @@ def test_workers_share_the_data_instead_of_copying_it(context):
     extra = _worker_uss(big, context, batches) - _worker_uss(small, context, batches)
     data = big.x.numel()
     assert extra < data / 10, f"workers copied {extra / 2**20:.0f} MiB of {data / 2**20:.0f} MiB"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("workers", [0, 2])
+def test_pinned_batches_reach_the_gpu_unchanged(workers):
+    ds = make(n=64)
+    loader = ds.dataloader(16, seed=1, num_workers=workers, pin_memory=True)
+    expected = [yb.tolist() for _, yb in ds.batches(16, seed=1)]
+    got = []
+    for xb, yb in loader:
+        assert xb.is_pinned() and yb.is_pinned()
+        xb = xb.to("cuda", non_blocking=True)
+        got.append(yb.to("cuda", non_blocking=True).cpu().tolist())
+        assert torch.equal(xb.cpu(), ds.x[yb])
+    assert got == expected

@@ -94,7 +94,7 @@ def test_workers_train_exactly_as_the_main_process_does(mode, digits):
 
     # Same seed, same order on any number of workers, every epoch: the same training.
     def results(run):
-        return [(epoch["loss"], epoch["test_acc"]) for epoch in run["history"]]
+        return [value for epoch in run["history"] for value in (epoch["loss"], epoch["test_acc"])]
 
     assert results(workers) == pytest.approx(results(in_process), rel=1e-6)
     assert workers["history"][-1]["test_acc"] > 0.7
@@ -166,3 +166,10 @@ def test_resize_keeps_channels_and_dtype():
 
     assert (resized.shape, resized.dtype) == ((3, 16, 16), torch.uint8)
     assert te.Resize(20)(torch.zeros(1, 20, 20, dtype=torch.uint8)).shape == (1, 20, 20)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("mode", ["path", "preload", "chunked"])
+def test_every_mode_learns_on_the_gpu(mode, digits):
+    run = te.main(["--mode", mode, "--epochs", "2", "--device", "cuda", "--digits-dir", digits])
+    assert run["history"][-1]["test_acc"] > 0.7
