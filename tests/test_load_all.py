@@ -38,7 +38,7 @@ def test_samples_of_three_items_are_refused():
     with pytest.raises(ValueError) as err:
         load_all(Samples([(np.zeros(1), 0, "extra")]), _allocate_in_ram, num_workers=0, progress=False)
     assert str(err.value) == (
-        "samples must be x or (x, y) to be preloaded (got a tuple of 3 items)"
+        "samples must be x or (x, y) to be stacked (got a tuple of 3 items)"
     )
 
 

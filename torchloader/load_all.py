@@ -16,7 +16,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .readers import to_tensor
+from .samples import describe as _describe
+from .samples import mismatch_message
+from .samples import split_sample as _split
 
 __all__ = ["default_num_workers", "load_all"]
 
@@ -54,23 +56,6 @@ def default_num_workers() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = min(cores or 1, 8)
     return 0 if cores <= 1 else cores
-
-
-def _split(sample: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if isinstance(sample, (tuple, list)):
-        if len(sample) != 2:
-            raise ValueError(
-                f"samples must be x or (x, y) to be preloaded (got a {type(sample).__name__} "
-                f"of {len(sample)} items)"
-            )
-        x, y = sample
-        return to_tensor(x, what="x"), torch.as_tensor(y)
-    return to_tensor(sample, what="the sample"), None
-
-
-def _describe(x: torch.Tensor, y: torch.Tensor | None) -> str:
-    label = "" if y is None else f", y {tuple(y.shape)} {y.dtype}"
-    return f"x {tuple(x.shape)} {x.dtype}{label}"
 
 
 def _collate(items: list[tuple[int, Any]]) -> _Group | _Mismatch:
@@ -132,8 +117,4 @@ def load_all(
 
 
 def _raise_mismatch(index: int, what: str, other: int, other_what: str) -> None:
-    raise ValueError(
-        f"sample {index} has {what} but sample {other} has {other_what}; samples must "
-        f"share one shape and dtype to be stacked into one tensor. Resize or crop "
-        f"them to one size in the dataset's transform"
-    )
+    raise ValueError(mismatch_message(index, what, other, other_what))

@@ -182,7 +182,7 @@ class PathDataset(Dataset):
             raise SampleLoadError.from_exception(index, path, exc) from exc
         if self.labels is None:
             return x
-        y = torch.tensor(self.labels[index])
+        y = torch.scalar_tensor(int(self.labels[index]), dtype=torch.int64)
         if self.target_transform is not None:
             y = self.target_transform(y)
         return x, y

@@ -1,0 +1,170 @@
+"""RAM chunks: preallocated buffers of ``n`` samples, pinned where CUDA is present.
+
+A buffer slot has the strides of the sample it holds (a ``C x H x W`` view of
+``H x W x C`` pixels gets channels-last slots), so filling a slot is a plain
+memory copy rather than a transposition, and a batch is a slice of the buffer.
+
+# NOTE [ reusing a chunk buffer ]
+Batches are views of the buffer, so a buffer may only be refilled when nobody
+holds such a view any more. The pool reuses a buffer whose storage has no
+reference beyond the pool's own (a training loop drops each batch before it
+asks for the next, so this is the normal case, after a few milliseconds at
+most); if views are still alive it allocates a fresh buffer instead and lets
+the old one go when they die. Data is never overwritten under a live batch;
+keeping batches alive only costs RAM above the budget.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["BufferPool", "ChunkBuffer", "SampleLayout"]
+
+
+@dataclass(frozen=True)
+class SampleLayout:
+    """Shape, dtype and memory order of one sample's ``x`` and ``y``."""
+
+    x_shape: tuple[int, ...]
+    x_dtype: torch.dtype
+    x_order: tuple[int, ...]  # dims of x from outermost to innermost in memory
+    y_shape: tuple[int, ...] | None
+    y_dtype: torch.dtype | None
+
+    @classmethod
+    def of(cls, x: torch.Tensor, y: torch.Tensor | None) -> SampleLayout:
+        order = tuple(sorted(range(x.ndim), key=lambda d: (-x.stride(d), d)))
+        return cls(
+            tuple(x.shape), x.dtype, order,
+            None if y is None else tuple(y.shape), None if y is None else y.dtype,
+        )  # fmt: skip
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of one sample, x and y."""
+        size = _numel(self.x_shape) * _itemsize(self.x_dtype)
+        if self.y_shape is not None:
+            size += _numel(self.y_shape) * _itemsize(self.y_dtype)
+        return size
+
+    def allocate(self, n: int, *, pin: bool, shared: bool = False) -> ChunkBuffer:
+        """Room for ``n`` samples; ``shared``: in shared memory, for worker processes."""
+        stored = [self.x_shape[d] for d in self.x_order]
+        base = _empty((n, *stored), self.x_dtype, pin=pin, shared=shared)
+        inverse = [self.x_order.index(d) + 1 for d in range(len(self.x_shape))]
+        x = base.permute(0, *inverse)
+        y = None
+        if self.y_shape is not None:
+            y = _empty((n, *self.y_shape), self.y_dtype, pin=pin, shared=shared)
+        return ChunkBuffer(x, y)
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype | None, *, pin: bool, shared: bool) -> torch.Tensor:
+    if not shared:
+        return torch.empty(shape, dtype=dtype, pin_memory=pin)
+    nbytes = _numel(shape) * _itemsize(dtype)
+    storage = torch.UntypedStorage._new_shared(nbytes)  # no copy, unlike share_memory_()
+    tensor = torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+    if pin and nbytes:  # page-lock the shared pages in place for fast H2D copies
+        torch.cuda.cudart().cudaHostRegister(tensor.data_ptr(), nbytes, 0)
+    return tensor
+
+
+@dataclass
+class ChunkBuffer:
+    """Room for ``len(x)`` samples: ``x`` (N x ...) and ``y`` (N x ...) or None."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def nbytes(self) -> int:
+        size = self.x.untyped_storage().nbytes()
+        return size + (0 if self.y is None else self.y.untyped_storage().nbytes())
+
+    def in_use(self) -> bool:
+        """Whether a view of this buffer lives outside the pool (see the NOTE above)."""
+        return any(_outside_refs(t) for t in (self.x, self.y) if t is not None)
+
+
+def _outside_refs(tensor: torch.Tensor) -> bool:
+    use_count = getattr(torch._C, "_storage_Use_Count", None)
+    if use_count is None:  # private API gone: assume the worst, never reuse
+        return True
+    # references: the buffer's own tensor, the temporary storage object, and
+    # torch.empty's base tensor when x is a permuted view of it
+    return use_count(tensor.untyped_storage()._cdata) > (2 if tensor._base is None else 3)
+
+
+class BufferPool:
+    """Chunk buffers of ``chunk_size`` samples, at most ``slots`` handed out at once."""
+
+    def __init__(
+        self, layout: SampleLayout, chunk_size: int, *, slots: int, pin: bool, shared: bool = False
+    ) -> None:
+        self.layout = layout
+        self.chunk_size = chunk_size
+        self.pin = pin
+        self.shared = shared
+        self.peak_bytes = 0
+        self._slots = threading.Semaphore(slots)
+        self._free: list[ChunkBuffer] = []
+        self._held: list[ChunkBuffer] = []  # free or handed out
+        self._dropped: list[ChunkBuffer] = []  # replaced while views were alive
+        self._lock = threading.Lock()
+
+    def acquire(self, stop: threading.Event, patience: float = 0.05) -> ChunkBuffer | None:
+        """A buffer to fill, waiting for a slot; None if ``stop`` is set meanwhile."""
+        while not self._slots.acquire(timeout=0.05):
+            if stop.is_set():
+                return None
+        with self._lock:
+            buffer = self._free.pop() if self._free else None
+        if buffer is not None:
+            deadline = time.monotonic() + patience
+            while buffer.in_use() and time.monotonic() < deadline:
+                time.sleep(0.001)
+            if not buffer.in_use():
+                return buffer
+            with self._lock:  # views outlived the patience: let them keep it
+                self._held.remove(buffer)
+                self._dropped.append(buffer)
+        return self._allocate()
+
+    def _allocate(self) -> ChunkBuffer:
+        buffer = self.layout.allocate(self.chunk_size, pin=self.pin, shared=self.shared)
+        with self._lock:
+            self._held.append(buffer)
+            self._dropped = [b for b in self._dropped if b.in_use()]
+            live = sum(b.nbytes for b in self._held + self._dropped)
+            self.peak_bytes = max(self.peak_bytes, live)
+        return buffer
+
+    def held(self) -> list[ChunkBuffer]:
+        """The buffers the pool may still hand out."""
+        with self._lock:
+            return list(self._held)
+
+    def release(self, buffer: ChunkBuffer) -> None:
+        """Hand a served buffer back; its views may still be alive for a while."""
+        with self._lock:
+            self._free.append(buffer)
+        self._slots.release()
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _itemsize(dtype: torch.dtype | None) -> int:
+    return torch.empty((), dtype=dtype).element_size()

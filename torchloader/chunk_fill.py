@@ -1,0 +1,130 @@
+"""Fill a RAM chunk: the samples at given indices, written into a preallocated buffer.
+
+Two ways, chosen by the dataset:
+
+- a dataset with ``gather(indices)`` (``PreloadedDataset``, packed shards) reads the
+  whole chunk in one batched call;
+- any other map-style dataset is read sample by sample by ``num_workers``
+  threads, each taking a run of the chunk's indices in storage order (so reads
+  are as sequential as the chunk allows) and copying each sample straight into
+  its shuffled slot. Threads, not processes: decoding in Pillow, simplejpeg and
+  NumPy's file reads release the GIL, and a thread writes into the (pinned)
+  buffer with no inter-process copy. Measured on 2 cores: 2 threads read
+  128x128 JPEGs at 1.6x one thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+
+from .chunk_buffer import ChunkBuffer, SampleLayout
+from .errors import SampleLoadError
+from .samples import describe, mismatch_message, split_sample
+
+__all__ = ["ChunkFiller", "check_sample", "fill_batched", "fill_slots", "read_sample", "storage_runs"]
+
+
+def read_sample(dataset: Any, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``dataset[index]`` as ``(x, y)`` tensors; any failure names the index."""
+    try:
+        return split_sample(dataset[index])
+    except SampleLoadError:
+        raise
+    except Exception as exc:
+        raise SampleLoadError.from_exception(index, None, exc) from exc
+
+
+def check_sample(
+    first: tuple[int, SampleLayout], index: int, x: torch.Tensor, y: torch.Tensor | None
+) -> None:
+    """Refuse a sample whose shape or dtype differs from the first one, naming both."""
+    first_index, layout = first
+    if (
+        tuple(x.shape) != layout.x_shape
+        or x.dtype != layout.x_dtype
+        or (None if y is None else tuple(y.shape)) != layout.y_shape
+        or (None if y is None else y.dtype) != layout.y_dtype
+    ):
+        y0 = None if layout.y_shape is None else torch.empty(layout.y_shape, dtype=layout.y_dtype)
+        expected = describe(torch.empty(layout.x_shape, dtype=layout.x_dtype), y0)
+        raise ValueError(mismatch_message(index, describe(x, y), first_index, expected))
+
+
+def fill_slots(
+    dataset: Any,
+    first: tuple[int, SampleLayout],
+    buffer: ChunkBuffer,
+    slots: np.ndarray,
+    indices: np.ndarray,
+    stop: threading.Event | None = None,
+) -> None:
+    """Write ``dataset[indices[k]]`` into slot ``slots[k]`` of ``buffer``, for every k."""
+    for slot, index in zip(slots.tolist(), indices.tolist()):
+        if stop is not None and stop.is_set():
+            return
+        x, y = read_sample(dataset, index)
+        check_sample(first, index, x, y)
+        buffer.x[slot].copy_(x)
+        if buffer.y is not None:
+            buffer.y[slot].copy_(y)
+
+
+def fill_batched(dataset: Any, buffer: ChunkBuffer, indices: np.ndarray) -> None:
+    """Fill a buffer with one ``dataset.gather(indices)`` call."""
+    x, y = split_sample(dataset.gather(indices))
+    n = len(indices)
+    buffer.x[:n].copy_(x)
+    if buffer.y is not None and y is not None:
+        buffer.y[:n].copy_(y)
+
+
+def storage_runs(indices: np.ndarray, parts: int) -> list[np.ndarray]:
+    """Split the slots of a chunk into ``parts`` runs, each in storage order."""
+    order = np.argsort(indices, kind="stable")
+    return [run for run in np.array_split(order, max(1, min(parts, len(order)))) if len(run)]
+
+
+class ChunkFiller:
+    """Reads samples of ``dataset`` into chunk buffers with ``num_workers`` threads."""
+
+    shared_buffers = False  # threads write into ordinary (pinned) memory
+
+    def __init__(self, dataset: Any, num_workers: int) -> None:
+        self.dataset = dataset
+        self.num_workers = num_workers
+        self.batched = callable(getattr(dataset, "gather", None))
+        self._threads = ThreadPoolExecutor(num_workers) if num_workers > 0 else None
+        self.first: tuple[int, SampleLayout] | None = None
+
+    def layout(self, index: int) -> SampleLayout:
+        """The layout every sample must have, taken from sample ``index``."""
+        if self.first is None:
+            self.first = (index, SampleLayout.of(*read_sample(self.dataset, index)))
+        return self.first[1]
+
+    def fill(self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event) -> None:
+        """Write ``dataset[indices[j]]`` into slot ``j`` of ``buffer``."""
+        assert self.first is not None
+        if self.batched:
+            fill_batched(self.dataset, buffer, indices)
+            return
+        runs = storage_runs(indices, self.num_workers)
+        if self._threads is None:
+            for run in runs:
+                fill_slots(self.dataset, self.first, buffer, run, indices[run], stop)
+            return
+        futures = [
+            self._threads.submit(fill_slots, self.dataset, self.first, buffer, run, indices[run], stop)
+            for run in runs
+        ]
+        for future in futures:
+            future.result()  # re-raises the first error of a thread
+
+    def close(self) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(wait=True, cancel_futures=True)

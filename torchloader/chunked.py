@@ -1,0 +1,306 @@
+"""``ChunkedLoader``: large RAM chunks loaded from disk, small batches served from them.
+
+The seed tutorial's last idea, made concrete: the data set is read in RAM chunks
+(contiguous index ranges, ``ChunkedSampler``'s order), each loaded as a whole
+into one preallocated buffer (pinned where CUDA is present) while the previous
+chunk is served as batches. Batches are consecutive slices of that order, so
+the loader yields exactly the batches ``DataLoader(dataset, batch_size,
+sampler=ChunkedSampler(...))`` would, only read chunk-wise: a batch is a view of
+the buffer (one that straddles two chunks is copied).
+
+RAM: two chunk buffers, each ``ram_budget / 2`` bytes at most; batches that are
+kept alive past the next chunk keep their buffer alive (see
+``torchloader/chunk_buffer.py``), otherwise nothing else grows with the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from .chunk_buffer import BufferPool
+from .chunk_fill import ChunkFiller
+from .chunk_producer import LoadedChunk, Producer
+from .chunk_workers import ProcessFiller
+from .chunking import epoch_order, format_bytes, parse_bytes
+from .device import DeviceLoader
+from .loader_stats import LoaderStats
+from .sampler import ChunkedSampler
+
+__all__ = ["ChunkedLoader"]
+
+_BUFFERS = 2  # double buffering: one chunk served while the next loads
+
+
+class ChunkedLoader:
+    """Iterate batches of ``dataset``, loaded into RAM one chunk at a time.
+
+    Args:
+        dataset: a map-style dataset of ``x`` or ``(x, y)`` samples of one shape
+            (``PathDataset``, ``PreloadedDataset``, ...). A dataset with a
+            ``gather(indices)`` method fills a chunk with one batched read.
+        batch_size: samples per batch.
+        chunk_size: samples per RAM chunk; or give ``ram_budget`` instead.
+        ram_budget: bytes (or ``"8GiB"``) for the chunk buffers together; each of
+            the two buffers gets half.
+        shuffle, seed, num_replicas, rank: as for :class:`ChunkedSampler`.
+        drop_last: drop the last batch of an epoch if it is short.
+        num_workers: processes (or threads) that read samples into a chunk; 0: the
+            loading thread reads them itself.
+        worker_type: ``"process"`` (default: decoding in parallel, writing into
+            shared memory) or ``"thread"`` (no start-up cost; parallel only where
+            the reader releases the GIL for most of its time).
+        multiprocessing_context: for process workers, as in ``DataLoader``.
+        device: move batches there (``"cuda"``: copied ahead from pinned memory).
+        transform: applied to each batch, on ``device`` when one is given.
+        pin_memory: pin the chunk buffers (default: when CUDA is available).
+
+    Example:
+        >>> from torchloader import PreloadedDataset
+        >>> ds = PreloadedDataset(torch.arange(10), torch.arange(10))
+        >>> loader = ChunkedLoader(ds, 3, chunk_size=4, shuffle=False)
+        >>> [yb.tolist() for _, yb in loader]
+        [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        *,
+        chunk_size: int | None = None,
+        ram_budget: int | str | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_workers: int = 0,
+        worker_type: str = "process",
+        multiprocessing_context: Any = None,
+        device: str | torch.device | None = None,
+        transform: Callable[[Any], Any] | None = None,
+        pin_memory: bool | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = _positive("batch_size", batch_size)
+        self.drop_last = bool(drop_last)
+        self.num_workers = _positive("num_workers", num_workers, minimum=0)
+        if worker_type not in ("process", "thread"):
+            raise ValueError(f"worker_type must be 'process' or 'thread' (got {worker_type!r})")
+        self.worker_type = worker_type
+        if worker_type == "process" and self.num_workers > 0:
+            self.filler: Any = ProcessFiller(
+                dataset, self.num_workers, multiprocessing_context=multiprocessing_context
+            )
+        else:
+            self.filler = ChunkFiller(dataset, self.num_workers)
+        self.layout = self.filler.layout(0)
+        chunk_size = self._chunk_size(chunk_size, ram_budget)
+        self.sampler = ChunkedSampler(
+            dataset, chunk_size=chunk_size, shuffle=shuffle, seed=seed,
+            num_replicas=num_replicas, rank=rank,
+        )  # fmt: skip
+        self.device = None if device is None else torch.device(device)
+        self.transform = transform
+        pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+        shared = self.filler.shared_buffers and not self.filler.batched
+        self.pool = BufferPool(self.layout, chunk_size, slots=_BUFFERS, pin=pin, shared=shared)
+        self.stats = LoaderStats()
+        self.epoch = 0
+        self._start = 0  # samples of this epoch consumed before a resume
+        self._position = 0  # samples of the current epoch yielded so far
+        self._producer: Producer | None = None
+        self._producer_epoch = -1  # the epoch whose first chunk the producer holds
+
+    def _chunk_size(self, chunk_size: int | None, ram_budget: int | str | None) -> int:
+        if (chunk_size is None) == (ram_budget is None):
+            raise ValueError(
+                f"give exactly one of chunk_size (samples) or ram_budget (bytes) "
+                f"(got chunk_size={chunk_size!r}, ram_budget={ram_budget!r})"
+            )
+        if chunk_size is not None:
+            chunk_size = _positive("chunk_size", chunk_size)
+        else:
+            budget = parse_bytes(ram_budget)  # type: ignore[arg-type]
+            chunk_size = budget // (_BUFFERS * self.layout.nbytes)
+            smallest = _BUFFERS * self.batch_size * self.layout.nbytes
+            if chunk_size < self.batch_size:
+                raise ValueError(
+                    f"ram_budget={budget} bytes ({format_bytes(budget)}) cannot hold "
+                    f"{_BUFFERS} chunks of one batch: a sample takes {self.layout.nbytes} "
+                    f"bytes, a batch of {self.batch_size} takes "
+                    f"{self.batch_size * self.layout.nbytes} bytes; the smallest budget "
+                    f"that works is ram_budget={smallest} ({format_bytes(smallest)})"
+                )
+        return min(chunk_size, len(self.dataset))
+
+    @property
+    def chunk_size(self) -> int:
+        return self.sampler.chunk_size
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` next (the epoch also advances after each pass)."""
+        self.sampler.set_epoch(epoch)
+        if epoch != self.epoch:
+            self._start = 0
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = self._host_batches()
+        if self.device is not None:
+            return iter(DeviceLoader(batches, self.device, transform=self.transform))
+        if self.transform is not None:
+            return map(self.transform, batches)
+        return batches
+
+    def _host_batches(self) -> Iterator[Any]:
+        epoch, start = self.epoch, self._start
+        self._position = start
+        pieces: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        try:
+            if start < len(self.sampler):
+                producer = self._producer_for(epoch, start)
+                for chunk in self._chunks_of(producer):
+                    yield from self._batches_of(chunk, pieces)
+                    producer.release(chunk)
+            if pieces and not self.drop_last:
+                self._position += _count(pieces)
+                yield _batch(*_join(pieces))
+        except BaseException:
+            self._close_producer()
+            raise
+        self.epoch, self._start, self._position = epoch + 1, 0, 0
+        self.sampler.set_epoch(self.epoch)
+
+    def _producer_for(self, epoch: int, start: int) -> Producer:
+        """The running producer if it is about to load this epoch's first chunk."""
+        if self._producer is not None and (self._producer_epoch, start) == (epoch, 0):
+            return self._producer
+        self._close_producer()
+        if isinstance(self.filler, ProcessFiller):
+            self.filler.start()  # from this thread, before the loading thread exists
+        self._producer = Producer(self._plan(epoch, start), self.pool, self.filler, self.stats)
+        self._producer_epoch = epoch
+        return self._producer
+
+    def _plan(self, epoch: int, start: int) -> Iterator[tuple[int, np.ndarray, bool]]:
+        """``(epoch, indices, last)`` of every chunk from ``start`` on, epoch after epoch."""
+        s = self.sampler
+        while True:
+            order, lengths = epoch_order(
+                s.num_samples, s.chunk_size, seed=s.seed, epoch=epoch, shuffle=s.shuffle,
+                num_replicas=s.num_replicas, rank=s.rank, drop_last=s.drop_last,
+            )  # fmt: skip
+            stops = np.cumsum(lengths)
+            ranges = [(max(a, start), b) for a, b in zip((stops - lengths).tolist(), stops.tolist()) if b > start]
+            for k, (a, b) in enumerate(ranges):
+                yield epoch, order[a:b], k == len(ranges) - 1
+            epoch, start = epoch + 1, 0
+
+    def _chunks_of(self, producer: Producer) -> Iterator[LoadedChunk]:
+        chunk = producer.next_chunk()
+        self.stats.first_chunk_wait_seconds = chunk.waited
+        self._producer_epoch = chunk.epoch + 1 if chunk.last else -1
+        yield chunk
+        while not chunk.last:
+            chunk = producer.next_chunk()
+            yield chunk
+        self._producer_epoch = chunk.epoch + 1  # it loads the next epoch meanwhile
+
+    def _batches_of(self, chunk: LoadedChunk, pieces: list) -> Iterator[Any]:
+        """The batches that end in ``chunk``; a batch it cannot finish goes to ``pieces``."""
+        x, y = chunk.buffer.x, chunk.buffer.y
+        pos, size = 0, chunk.size
+        if pieces:  # finish the batch that started in an earlier chunk
+            need = min(self.batch_size - _count(pieces), size)
+            xs, ys = _slice(x, y, 0, need)
+            pieces.append((xs.clone(), None if ys is None else ys.clone()))
+            pos = need
+            if _count(pieces) == self.batch_size:
+                self._position += self.batch_size
+                yield _batch(*_join(pieces))
+                pieces.clear()
+        while pos + self.batch_size <= size:
+            self._position += self.batch_size
+            yield _batch(*_slice(x, y, pos, pos + self.batch_size))
+            pos += self.batch_size
+        if pos < size:  # the start of a batch that ends in a later chunk
+            xs, ys = _slice(x, y, pos, size)
+            pieces.append((xs.clone(), None if ys is None else ys.clone()))
+
+    def _close_producer(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
+            self._producer_epoch = -1
+
+    def close(self) -> None:
+        """Stop loading ahead and end the workers (also done on garbage collection)."""
+        self._close_producer()
+        self.filler.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
+        """Where this epoch stands; ``consumed`` defaults to the samples yielded so far."""
+        state = self.sampler.state_dict(consumed=self._position if consumed is None else consumed)
+        state["epoch"] = self.epoch
+        state["batch_size"] = self.batch_size
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next pass yields exactly the batches the interrupted pass had left."""
+        if state.get("batch_size") != self.batch_size:
+            raise ValueError(
+                f"cannot resume: the saved state has batch_size={state.get('batch_size')!r} "
+                f"but this loader has batch_size={self.batch_size}"
+            )
+        self.sampler.load_state_dict(state)
+        self._close_producer()
+        self.epoch, self._start = state["epoch"], state["consumed"]
+
+    def __repr__(self) -> str:
+        return (
+            f"ChunkedLoader({type(self.dataset).__name__}, batch_size={self.batch_size}, "
+            f"chunk_size={self.chunk_size}, num_workers={self.num_workers}, "
+            f"device={self.device}, epoch={self.epoch})"
+        )
+
+
+def _slice(x: torch.Tensor, y: torch.Tensor | None, a: int, b: int) -> tuple:
+    return x[a:b], None if y is None else y[a:b]
+
+
+def _count(pieces: list) -> int:
+    return sum(len(x) for x, _ in pieces)
+
+
+def _join(pieces: list) -> tuple:
+    x = torch.cat([p[0] for p in pieces])
+    y = None if pieces[0][1] is None else torch.cat([p[1] for p in pieces])
+    return x, y
+
+
+def _batch(x: torch.Tensor, y: torch.Tensor | None) -> Any:
+    return x if y is None else (x, y)
+
+
+def _positive(name: str, value: Any, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name!r} must be <int> (got {value!r} that is a <{type(value).__name__}>)")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum} (got {name}={value})")
+    return int(value)
