@@ -3,12 +3,17 @@
 - :class:`PreloadedDataset`: the data in RAM as tensors, each batch one gather.
 - :class:`PathDataset`: only the paths in RAM, one file read per sample.
 - :class:`ChunkedSampler`: RAM-sized contiguous chunks, shuffled per epoch and rank.
+- :class:`ChunkedLoader`: loads those chunks into RAM under a budget, serves batches.
+- :class:`DeviceLoader`: copies the next batch to the GPU while the model works.
 - :func:`from_sequence`: a Keras-style ``Sequence`` inside a torch ``DataLoader``.
 """
 
 from .batching import IndexBatchSampler
+from .chunked import ChunkedLoader
 from .chunking import format_bytes, parse_bytes
+from .device import DeviceLoader
 from .errors import SampleLoadError
+from .loader_stats import LoaderStats
 from .path_dataset import PathDataset
 from .preloaded import PreloadedDataset
 from .readers import ImageReader, NpyReader, NpzReader, PtReader, SuffixReader
@@ -18,9 +23,12 @@ from .sequence import SequenceDataset, SequenceSampler, from_sequence
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChunkedLoader",
     "ChunkedSampler",
+    "DeviceLoader",
     "ImageReader",
     "IndexBatchSampler",
+    "LoaderStats",
     "NpyReader",
     "NpzReader",
     "PathDataset",
