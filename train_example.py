@@ -10,7 +10,7 @@ Copy-paste::
 
     python train_example.py                       # PathDataset + DataLoader, 5 epochs
     python train_example.py --mode preload        # everything in RAM, one gather per batch
-    python train_example.py --mode chunked --ram-budget 256KiB   # RAM-sized chunks
+    python train_example.py --mode chunked --ram-budget 256KiB   # ChunkedLoader, RAM-sized chunks
     python train_example.py --workers 2 --epochs 10
     python train_example.py --data ~/my_images --image-size 64 --mode chunked --ram-budget 1GiB
 
@@ -25,7 +25,7 @@ The three ``--mode`` values are the three ways torchloader holds data:
   plain ``torch.utils.data.DataLoader``. Any data set size.
 - ``preload``: :class:`torchloader.PreloadedDataset`, the whole data set in RAM,
   each batch one ``index_select``. Only for data that fits in RAM.
-- ``chunked``: :class:`torchloader.ChunkedSampler` over a ``PathDataset``: the
+- ``chunked``: :class:`torchloader.ChunkedLoader` over a ``PathDataset``: the
   data set is read in contiguous RAM-sized chunks, shuffled chunk by chunk.
 """
 
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
-from torchloader import ChunkedSampler, ImageReader, PathDataset, PreloadedDataset
+from torchloader import ChunkedLoader, ImageReader, PathDataset, PreloadedDataset
 
 DIGITS_COUNT = 1797  # images in sklearn.datasets.load_digits
 DIGITS_SPLIT_SEED = 0  # the train/test split on disk does not depend on --seed
@@ -210,25 +210,23 @@ def make_loaders(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
             classes,
         )
     if args.mode == "chunked":
-        # Indices come chunk by chunk: each chunk a contiguous run of indices that
-        # fits in --ram-budget, shuffled inside; the chunk order is shuffled per epoch.
-        # Here a plain DataLoader still reads a chunk's files one by one;
-        # ChunkedLoader (a later issue) will load each chunk as a whole into one
-        # pinned RAM buffer and slice the batches from it.
+        # ChunkedLoader reads the data set in RAM chunks that fit in --ram-budget
+        # (two chunks: one served while the next loads, with --workers processes),
+        # and serves the batches from the chunk in RAM. Chunks are contiguous runs of
+        # indices; the chunk order and the order inside each chunk change per epoch.
         #
         # A class-per-folder data set is sorted by class, so a contiguous chunk holds
-        # few classes (a 256KiB chunk is ~330 digits: 2-3 classes) and so does every
+        # few classes (a 128KiB chunk is ~165 digits: 1-2 classes) and so does every
         # batch drawn from it: trained that way the model ends each epoch knowing
         # only the last chunk's classes (test acc 0.18 after 5 epochs, measured).
         # So the samples are put in a seeded random order once, first. PathDataset
         # opens one file per sample anyway, so no disk locality is lost; data meant
         # to be read in chunks is best stored in shuffled order for the same reason.
         train = Subset(train, shuffled_order(len(train), seed=args.seed))
-        sampler = ChunkedSampler(train, ram_budget=args.ram_budget, seed=args.seed)
-        print(f"chunked: {len(sampler.chunks())} chunks of up to {sampler.chunk_size} "
-              f"samples (--ram-budget {args.ram_budget})")
-        train_loader = DataLoader(train, batch_size=args.batch_size, sampler=sampler,
-                                  generator=torch.Generator().manual_seed(args.seed), **common)
+        train_loader = ChunkedLoader(train, args.batch_size, ram_budget=args.ram_budget,
+                                     seed=args.seed, num_workers=args.workers)
+        print(f"chunked: {len(train_loader.sampler.chunks())} chunks of up to "
+              f"{train_loader.chunk_size} samples (--ram-budget {args.ram_budget})")
     else:
         # The sampler gets a generator of its own: with shuffle=True the DataLoader
         # would draw each iterator's worker seed from the shuffling generator too,
@@ -303,7 +301,10 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device) -> float:
 
 
 def set_epoch(loader: Any, epoch: int) -> None:
-    """Tell a sampler with ``set_epoch`` (chunked, preloaded) which epoch's order to use."""
+    """Tell the loader (or its sampler) which epoch's order to use."""
+    if hasattr(loader, "set_epoch"):  # ChunkedLoader
+        loader.set_epoch(epoch)
+        return
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)

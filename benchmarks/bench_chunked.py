@@ -1,0 +1,155 @@
+"""ChunkedLoader against a plain DataLoader and the in-RAM gather bound, on JPEG files.
+
+In one run, over the same folder of 128x128 JPEGs (random crops of the two
+photographs scikit-learn ships, stored sorted by class like an image folder):
+
+- throughput (samples/s, one epoch after a warm-up epoch) of
+  ``ChunkedLoader(PathDataset)`` with 0 and 2 process workers, a plain
+  ``DataLoader(PathDataset)`` with the same batch size and workers, and the
+  bound: ``PreloadedDataset.batches()`` over the decoded images in RAM;
+- peak memory of the whole process tree (PSS, so shared pages count once)
+  above the baseline, against the RAM budget;
+- latency of the first batch of an epoch against a steady-state batch;
+- shuffle quality of the chunked order at this budget, of a shuffle buffer of the
+  same bytes (WebDataset-style) and of a full shuffle.
+
+Run: ``python benchmarks/bench_chunked.py [--n 6000] [--budget 64MiB]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import threading
+import time
+
+import numpy as np
+import psutil
+from torch.utils.data import DataLoader
+
+from bench_decode import make_jpegs
+from common import machine, table
+from torchloader import ChunkedLoader, PathDataset, PreloadedDataset, format_bytes, parse_bytes
+from torchloader.chunking import epoch_order
+from torchloader.shuffle_quality import shuffle_buffer_order, shuffle_quality
+
+BATCH = 256
+CLASSES = 10
+
+
+def make_folder(root: str, n: int) -> PathDataset:
+    paths = make_jpegs(root, n)
+    for i, path in enumerate(paths):  # sorted by class, as a class-per-folder tree
+        folder = os.path.join(root, f"class{i * CLASSES // n}")
+        os.makedirs(folder, exist_ok=True)
+        os.replace(path, os.path.join(folder, os.path.basename(path)))
+    return PathDataset.from_folder(root)
+
+
+class PeakPSS:
+    """Peak summed PSS of this process and its children, sampled every 10 ms."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def now() -> int:
+        me = psutil.Process()
+        total = 0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                total += p.memory_full_info().pss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.now())
+            time.sleep(0.01)
+
+    def __enter__(self) -> PeakPSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def timed_epochs(make_iter, n: int) -> tuple[float, list[float], float]:
+    """(samples/s of epoch 2, batch latencies of epoch 2, peak PSS over baseline)."""
+    for _ in make_iter():  # warm-up epoch: starts workers, fills caches
+        pass
+    baseline = PeakPSS.now()
+    latencies = []
+    with PeakPSS() as pss:
+        start = last = time.perf_counter()
+        for _ in make_iter():
+            now = time.perf_counter()
+            latencies.append(now - last)
+            last = now
+        seconds = time.perf_counter() - start
+    return n / seconds, latencies, pss.peak - baseline
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=6000)
+    parser.add_argument("--budget", default="64MiB")
+    args = parser.parse_args()
+    budget = parse_bytes(args.budget)
+    with tempfile.TemporaryDirectory() as root:
+        ds = make_folder(root, args.n)
+        rows, boundary = [], []
+        bound = PreloadedDataset.from_dataset(ds, progress=False)
+        rate, _, _ = timed_epochs(lambda: bound.batches(BATCH), args.n)
+        rows.append(("in-RAM gather bound (PreloadedDataset.batches)", rate, None))
+        del bound
+        for workers in (0, 2):
+            plain = DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers,
+                               persistent_workers=workers > 0)
+            rate, _, pss = timed_epochs(lambda: plain, args.n)
+            rows.append((f"DataLoader(PathDataset), {workers} workers", rate, pss))
+            del plain
+            loader = ChunkedLoader(ds, BATCH, ram_budget=budget, num_workers=workers)
+            rate, lat, pss = timed_epochs(lambda: loader, args.n)
+            rows.append((f"ChunkedLoader(PathDataset), {workers} workers", rate, pss))
+            boundary.append((workers, lat[0], statistics.median(lat[1:]), loader))
+            chunk_size = loader.chunk_size
+            loader.close()
+        labels = ds.labels
+    plain_rates = {r[0].split(", ")[1]: r[1] for r in rows if r[0].startswith("DataLoader")}
+    bound_rate = rows[0][1]
+    print(machine())
+    print(f"{args.n} JPEGs 128x128, {CLASSES} classes stored in order; batch {BATCH}; "
+          f"ram_budget {format_bytes(budget)} -> chunk_size {chunk_size}\n")
+    print(table(
+        [(name, f"{rate:,.0f}", f"{rate / bound_rate:.2f}x",
+          f"{rate / plain_rates[name.split(', ')[1]]:.2f}x" if ", " in name else "",
+          "" if pss is None else format_bytes(pss))
+         for name, rate, pss in rows],
+        ("mode", "samples/s", "vs bound", "vs DataLoader, same workers", "peak PSS over baseline"),
+    ))
+    print("\nEpoch boundary (epoch 2): time to the first batch vs the median batch")
+    print(table([(w, f"{first * 1e3:.1f} ms", f"{median * 1e3:.1f} ms")
+                 for w, first, median, _ in boundary],
+                ("workers", "first batch", "median batch")))
+    order, _ = epoch_order(len(labels), chunk_size, seed=0)
+    orders = {
+        f"chunked, chunk_size {chunk_size}": order,
+        f"shuffle buffer of {chunk_size * 2} samples (same RAM)": shuffle_buffer_order(len(labels), chunk_size * 2),
+        "full shuffle": np.random.default_rng(1).permutation(len(labels)),
+    }
+    print("\nShuffle quality (relative to a full shuffle; data stored sorted by class)")
+    print(table([(name, f"{q.label_entropy:.2f}", f"{q.spread:.3f}")
+                 for name, q in ((k, shuffle_quality(o, BATCH, labels)) for k, o in orders.items())],
+                ("order", "label entropy", "spread")))
+
+
+if __name__ == "__main__":
+    main()
