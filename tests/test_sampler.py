@@ -460,6 +460,7 @@ def test_state_dict_describes_the_configuration():
     assert s.state_dict(consumed=2) == {
         "epoch": 0, "consumed": 2, "seed": 5, "num_samples": 10, "chunk_size": 3,
         "shuffle": True, "drop_last": True, "num_replicas": 3, "rank": 1,
+        "block_size": None,
     }  # fmt: skip
 
 
@@ -579,7 +580,7 @@ def test_repr_shows_the_configuration():
     s.set_epoch(4)
     assert repr(s) == (
         "ChunkedSampler(num_samples=10, chunk_size=3, shuffle=True, seed=2, epoch=4, "
-        "drop_last=False, num_replicas=2, rank=1)"
+        "drop_last=False, num_replicas=2, rank=1, block_size=None)"
     )
 
 
@@ -587,3 +588,29 @@ def test_chunks_is_empty_when_a_rank_gets_nothing():
     s = _sampler(2, chunk_size=1, num_replicas=3, rank=2, drop_last=True)
     assert (len(s), s.chunks(), list(s)) == (0, [], [])
     assert s.epoch == 1  # an empty pass is still a complete pass
+
+
+@pytest.mark.parametrize("num_replicas", [1, 2, 3])
+@pytest.mark.parametrize(("n", "chunk_size", "block_size"), [(100, 20, 4), (103, 30, 7), (50, 49, 1)])
+def test_blocks_make_chunks_of_chunk_size_from_contiguous_blocks(n, chunk_size, block_size, num_replicas):
+    seen = []
+    for rank in range(num_replicas):
+        s = _sampler(n, chunk_size=chunk_size, block_size=block_size, seed=4,
+                     num_replicas=num_replicas, rank=rank)
+        chunks = s.chunks()
+        assert [len(c) for c in chunks[:-1]] == [chunk_size] * (len(chunks) - 1)
+        assert list(s) == [int(i) for c in chunks for i in c]
+        for chunk in chunks:  # every chunk is made of whole runs of block_size samples
+            runs = np.split(np.sort(chunk), np.flatnonzero(np.diff(np.sort(chunk)) != 1) + 1)
+            assert len(runs) <= -(-len(chunk) // block_size) + 2
+        seen.extend(list(s))
+    assert set(seen) == set(range(n))
+
+
+def test_block_size_must_be_smaller_than_chunk_size():
+    with pytest.raises(ValueError) as err:
+        _sampler(10, chunk_size=4, block_size=4)
+    assert str(err.value) == (
+        "block_size must be smaller than chunk_size (got block_size=4, chunk_size=4); "
+        "leave it None for chunks of one block"
+    )

@@ -56,3 +56,10 @@ def test_shuffle_buffer_emits_every_sample_once(n, size):
 def test_shuffle_buffer_of_one_keeps_storage_order_and_depends_on_seed():
     assert shuffle_buffer_order(20, 1).tolist() == list(range(20))
     assert shuffle_buffer_order(50, 10, seed=1).tolist() != shuffle_buffer_order(50, 10, seed=2).tolist()
+
+
+def test_blocks_raise_label_entropy_at_the_same_chunk_size():
+    plain, _ = epoch_order(2000, 340, seed=0)
+    blocks, _ = epoch_order(2000, 340, seed=0, block_size=16)
+    plain_q, blocks_q = (shuffle_quality(o, 64, SORTED_LABELS) for o in (plain, blocks))
+    assert plain_q.label_entropy < 0.6 < 0.9 < blocks_q.label_entropy

@@ -119,14 +119,18 @@ def epoch_ranges(
     num_replicas: int = 1,
     rank: int = 0,
     drop_last: bool = False,
+    block_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(starts, stops)`` of the contiguous index ranges rank ``rank`` reads this
-    epoch, in order (steps 1 and 2 of the module docstring)."""
-    _check_order_args(n, chunk_size, num_replicas, rank)
-    starts = np.arange(0, n, chunk_size, dtype=np.int64)
-    stops = np.minimum(starts + chunk_size, n)
-    if shuffle:  # the full chunks; a short last chunk stays last
-        order = np.random.default_rng([seed, epoch]).permutation(n // chunk_size)
+    epoch, in order (steps 1 and 2 of the module docstring): chunks, or blocks
+    when ``block_size`` is given."""
+    _check_order_args(n, chunk_size, num_replicas, rank, block_size)
+    unit = chunk_size if block_size is None else block_size
+    starts = np.arange(0, n, unit, dtype=np.int64)
+    stops = np.minimum(starts + unit, n)
+    if shuffle:  # a short last chunk stays last; a short block goes anywhere
+        count = n // chunk_size if block_size is None else len(starts)
+        order = np.random.default_rng([seed, epoch]).permutation(count)
         starts[: len(order)], stops[: len(order)] = starts[order], stops[order]
     per_rank = n // num_replicas if drop_last else -(-n // num_replicas)
     total = per_rank * num_replicas
@@ -136,7 +140,14 @@ def epoch_ranges(
     return _cut(starts, stops, rank * per_rank, (rank + 1) * per_rank)
 
 
-def _check_order_args(n: int, chunk_size: int, num_replicas: int, rank: int) -> None:
+def _check_order_args(
+    n: int, chunk_size: int, num_replicas: int, rank: int, block_size: int | None = None
+) -> None:
+    if block_size is not None and not 1 <= block_size < chunk_size:
+        raise ValueError(
+            f"block_size must be in [1, chunk_size) (got block_size={block_size}, "
+            f"chunk_size={chunk_size}); leave it None for chunks of one block"
+        )
     if n < 0 or chunk_size < 1 or num_replicas < 1:
         raise ValueError(
             f"need n >= 0, chunk_size >= 1 and num_replicas >= 1 "
@@ -175,11 +186,19 @@ def epoch_order(
     num_replicas: int = 1,
     rank: int = 0,
     drop_last: bool = False,
+    block_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(indices, chunk_lengths)``: the order rank ``rank`` yields this epoch.
 
     ``indices`` is the concatenation of this rank's (sub-)chunks, each shuffled
     within itself when ``shuffle``; ``chunk_lengths`` gives their sizes.
+
+    With ``block_size``, the data set is cut into contiguous blocks of that many
+    samples instead, the blocks are permuted, and each run of ``chunk_size``
+    positions of this rank's line of blocks is a chunk (shuffled within itself):
+    a chunk then gathers ``chunk_size / block_size`` blocks from random places,
+    so it mixes far more of the data set at the same RAM, while each block is
+    still one sequential read.
 
     Example:
         >>> order, lengths = epoch_order(10, 4, shuffle=False)
@@ -188,13 +207,16 @@ def epoch_order(
     """
     starts, stops = epoch_ranges(
         n, chunk_size, seed=seed, epoch=epoch, shuffle=shuffle,
-        num_replicas=num_replicas, rank=rank, drop_last=drop_last,
+        num_replicas=num_replicas, rank=rank, drop_last=drop_last, block_size=block_size,
     )  # fmt: skip
     lengths = stops - starts
     ends = np.cumsum(lengths)
     # indices = concatenated aranges, built without a Python loop over chunks
     offsets = np.repeat(starts - (ends - lengths), lengths)
     indices = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) + offsets
+    if block_size is not None:  # chunks are runs of chunk_size over the blocks
+        full, rest = divmod(len(indices), chunk_size)
+        lengths = np.array([chunk_size] * full + ([rest] if rest else []), dtype=np.int64)
     if shuffle and len(indices):
         _shuffle_within(indices, lengths, np.random.default_rng([seed, epoch, rank + 1]))
     return indices, lengths

@@ -36,6 +36,10 @@ class ChunkedSampler(Sampler[int]):
         seed: the order is a function of ``(seed, epoch)`` only.
         drop_last: drop the tail to make ranks equal instead of padding.
         num_replicas, rank: default from ``torch.distributed`` when initialised.
+        block_size: if given (< chunk_size), a chunk is made of blocks of this
+            many contiguous samples drawn from random places instead of one
+            contiguous range: each block is still one sequential read, but a
+            chunk mixes far more of the data set (see ``shuffle_quality``).
 
     The epoch advances by one after every complete pass; :meth:`set_epoch`
     sets it explicitly (as with ``DistributedSampler``).
@@ -59,6 +63,7 @@ class ChunkedSampler(Sampler[int]):
         drop_last: bool = False,
         num_replicas: int | None = None,
         rank: int | None = None,
+        block_size: int | None = None,
     ) -> None:
         self.num_samples = len(data_source)
         if self.num_samples == 0:
@@ -68,6 +73,7 @@ class ChunkedSampler(Sampler[int]):
         self.shuffle = bool(shuffle)
         self.seed = _check_non_negative_int("seed", seed)
         self.drop_last = bool(drop_last)
+        self.block_size = None if block_size is None else _check_block(block_size, self.chunk_size)
         self.epoch = 0
         self._start = 0  # indices of this epoch already consumed before a resume
         self._current: _EpochIterator | None = None  # the latest pass, even when done
@@ -89,7 +95,7 @@ class ChunkedSampler(Sampler[int]):
         return epoch_order(
             self.num_samples, self.chunk_size, seed=self.seed, epoch=self.epoch,
             shuffle=self.shuffle, num_replicas=self.num_replicas, rank=self.rank,
-            drop_last=self.drop_last,
+            drop_last=self.drop_last, block_size=self.block_size,
         )  # fmt: skip
 
     def chunks(self) -> list[np.ndarray]:
@@ -145,6 +151,7 @@ class ChunkedSampler(Sampler[int]):
             "drop_last": self.drop_last,
             "num_replicas": self.num_replicas,
             "rank": self.rank,
+            "block_size": self.block_size,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -180,13 +187,14 @@ class ChunkedSampler(Sampler[int]):
             f"ChunkedSampler(num_samples={self.num_samples}, chunk_size={self.chunk_size}, "
             f"shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch}, "
             f"drop_last={self.drop_last}, num_replicas={self.num_replicas}, "
-            f"rank={self.rank})"
+            f"rank={self.rank}, block_size={self.block_size})"
         )
 
 
 _BLOCK = 4096
 _CONFIG_KEYS = (
     "seed", "num_samples", "chunk_size", "shuffle", "drop_last", "num_replicas", "rank",
+    "block_size",
 )  # fmt: skip
 
 
@@ -250,6 +258,16 @@ def _check_chunking(data_source: Sized, chunk_size: Any, ram_budget: Any) -> int
     except (TypeError, ValueError) as err:
         raise type(err)(f"ram_budget={ram_budget!r}: {err}") from None
     return chunk_size_for_budget(budget, sample_nbytes(data_source))
+
+
+def _check_block(block_size: Any, chunk_size: int) -> int:
+    block_size = _check_non_negative_int("block_size", block_size, minimum=1)
+    if block_size >= chunk_size:
+        raise ValueError(
+            f"block_size must be smaller than chunk_size (got block_size={block_size}, "
+            f"chunk_size={chunk_size}); leave it None for chunks of one block"
+        )
+    return block_size
 
 
 def _check_replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
