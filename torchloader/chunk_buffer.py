@@ -10,14 +10,18 @@ holds such a view any more. The pool reuses a buffer whose storage has no
 reference beyond the pool's own (a training loop drops each batch before it
 asks for the next, so this is the normal case, after a few milliseconds at
 most); if views are still alive it allocates a fresh buffer instead and lets
-the old one go when they die. Data is never overwritten under a live batch;
-keeping batches alive only costs RAM above the budget.
+the old one go when they die. It waits as long as the consumer has a loaded
+chunk still to serve: a training loop's variable keeps the last batch of an
+epoch alive through evaluation, and that must not cost a third buffer. Data
+is never overwritten under a live batch; keeping batches alive only costs RAM
+above the budget.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -74,7 +78,7 @@ def _empty(shape: tuple[int, ...], dtype: torch.dtype | None, *, pin: bool, shar
     return tensor
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the pool finds its buffers with list.remove
 class ChunkBuffer:
     """Room for ``len(x)`` samples: ``x`` (N x ...) and ``y`` (N x ...) or None."""
 
@@ -120,23 +124,59 @@ class BufferPool:
         self._dropped: list[ChunkBuffer] = []  # replaced while views were alive
         self._lock = threading.Lock()
 
-    def acquire(self, stop: threading.Event, patience: float = 0.05) -> ChunkBuffer | None:
-        """A buffer to fill, waiting for a slot; None if ``stop`` is set meanwhile."""
+    def acquire(
+        self,
+        stop: threading.Event,
+        patience: float = 0.05,
+        busy: Callable[[], bool] | None = None,
+    ) -> ChunkBuffer | None:
+        """A buffer to fill, waiting for a slot; None if ``stop`` is set meanwhile.
+
+        A returned buffer whose views are still alive is waited for while
+        ``busy()`` holds (the consumer has a chunk to serve, so a view it holds
+        is likely its loop variable) and then ``patience`` seconds more; after
+        that the views are taken to be kept and a fresh buffer is allocated.
+        """
         while not self._slots.acquire(timeout=0.05):
             if stop.is_set():
                 return None
-        with self._lock:
-            buffer = self._free.pop() if self._free else None
-        if buffer is not None:
-            deadline = time.monotonic() + patience
-            while buffer.in_use() and time.monotonic() < deadline:
-                time.sleep(0.001)
-            if not buffer.in_use():
-                return buffer
+        buffer = self._take_free()
+        if buffer is None:
+            return self._allocate()
+        if not self._wait_unused(buffer, stop, patience, busy):
+            if stop.is_set():
+                self.release(buffer)
+                return None
             with self._lock:  # views outlived the patience: let them keep it
                 self._held.remove(buffer)
                 self._dropped.append(buffer)
-        return self._allocate()
+            return self._allocate()
+        return buffer
+
+    def _take_free(self) -> ChunkBuffer | None:
+        """A returned buffer: one nobody holds a view of, else the one returned first."""
+        with self._lock:
+            if not self._free:
+                return None
+            unused = [k for k, b in enumerate(self._free) if not b.in_use()]
+            return self._free.pop(unused[0] if unused else 0)
+
+    @staticmethod
+    def _wait_unused(
+        buffer: ChunkBuffer, stop: threading.Event, patience: float, busy: Callable[[], bool] | None
+    ) -> bool:
+        """Whether the views of ``buffer`` died before the patience ran out."""
+        deadline, pause = time.monotonic() + patience, 0.0005
+        while buffer.in_use():
+            if stop.is_set():
+                return False
+            if busy is not None and busy():
+                deadline = time.monotonic() + patience
+            elif time.monotonic() >= deadline:
+                return False
+            pause = min(2 * pause, 0.01)  # 1 ms first, then 10 ms at most (GIL)
+            time.sleep(pause)
+        return True
 
     def _allocate(self) -> ChunkBuffer:
         buffer = self.layout.allocate(self.chunk_size, pin=self.pin, shared=self.shared)

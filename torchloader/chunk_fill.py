@@ -16,7 +16,7 @@ Two ways, chosen by the dataset:
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -98,7 +98,7 @@ class ChunkFiller:
         self.dataset = dataset
         self.num_workers = num_workers
         self.batched = callable(getattr(dataset, "gather", None))
-        self._threads = ThreadPoolExecutor(num_workers) if num_workers > 0 else None
+        self._threads: ThreadPoolExecutor | None = None  # started on first use
         self.first: tuple[int, SampleLayout] | None = None
 
     def layout(self, index: int) -> SampleLayout:
@@ -114,17 +114,36 @@ class ChunkFiller:
             fill_batched(self.dataset, buffer, indices)
             return
         runs = storage_runs(indices, self.num_workers)
-        if self._threads is None:
+        if self.num_workers == 0:
             for run in runs:
                 fill_slots(self.dataset, self.first, buffer, run, indices[run], stop)
             return
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.num_workers, thread_name_prefix="torchloader-fill")
+        failed = _Either(stop)
         futures = [
-            self._threads.submit(fill_slots, self.dataset, self.first, buffer, run, indices[run], stop)
+            self._threads.submit(fill_slots, self.dataset, self.first, buffer, run, indices[run], failed)
             for run in runs
         ]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed.set()  # the others stop early: the chunk is lost anyway
+        wait(futures)  # no thread may still write into the buffer once it is handed back
         for future in futures:
             future.result()  # re-raises the first error of a thread
 
     def close(self) -> None:
+        """End the threads (a later ``fill`` starts new ones)."""
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
+            self._threads = None
+
+
+class _Either(threading.Event):
+    """An event of one fill that also reads as set once ``stop`` is set."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self._stop = stop
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._stop.is_set()

@@ -6,13 +6,19 @@ served: double buffering), fills it and queues it. The plan runs on into the
 next epoch, so the first chunk of epoch ``e + 1`` is loading while the last
 chunk of epoch ``e`` is served and there is no stall at the epoch boundary.
 Errors travel through the queue and are raised in the consumer.
+
+Producers still running when the interpreter exits are stopped by an
+``atexit`` hook: a daemon thread inside torch when Python finalizes aborts the
+process ("terminate called without an active exception").
 """
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,9 +26,11 @@ import numpy as np
 
 from .chunk_buffer import BufferPool, ChunkBuffer
 from .chunk_fill import ChunkFiller
+from .chunking import epoch_order
 from .loader_stats import LoaderStats
+from .sampler import ChunkedSampler
 
-__all__ = ["LoadedChunk", "Producer"]
+__all__ = ["LoadedChunk", "Producer", "chunk_plan"]
 
 
 @dataclass
@@ -34,9 +42,34 @@ class LoadedChunk:
     waited: float = 0.0  # seconds the consumer waited for it
 
 
+def chunk_plan(sampler: ChunkedSampler, epoch: int, start: int) -> Iterator[tuple[int, np.ndarray, bool]]:
+    """``(epoch, indices, last)`` of every chunk of ``sampler``'s order from
+    sample ``start`` of ``epoch`` on, epoch after epoch (``last``: the epoch's last)."""
+    s = sampler
+    while True:
+        order, lengths = epoch_order(
+            s.num_samples, s.chunk_size, seed=s.seed, epoch=epoch, shuffle=s.shuffle,
+            num_replicas=s.num_replicas, rank=s.rank, drop_last=s.drop_last,
+        )  # fmt: skip
+        stops = np.cumsum(lengths)
+        ranges = [(max(a, start), b) for a, b in zip((stops - lengths).tolist(), stops.tolist()) if b > start]
+        for k, (a, b) in enumerate(ranges):
+            yield epoch, order[a:b], k == len(ranges) - 1
+        epoch, start = epoch + 1, 0
+
+
 class _Failure:
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+_running: weakref.WeakSet[Producer] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_running() -> None:
+    for producer in list(_running):
+        producer.close()
 
 
 class Producer:
@@ -56,12 +89,13 @@ class Producer:
         self._stop = threading.Event()
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="torchloader-chunks", daemon=True)
+        _running.add(self)
         self._thread.start()
 
     def _run(self) -> None:
         try:
             for epoch, indices, last in self._plan:
-                buffer = self._pool.acquire(self._stop)
+                buffer = self._pool.acquire(self._stop, busy=self._consumer_busy)
                 if buffer is None:
                     return
                 forget = getattr(self._filler, "forget", None)
@@ -81,6 +115,10 @@ class Producer:
                 self._queue.put(LoadedChunk(epoch, buffer, len(indices), last))
         except BaseException as error:  # raised again in the consumer
             self._queue.put(_Failure(error))
+
+    def _consumer_busy(self) -> bool:
+        """Whether the consumer still has a loaded chunk to serve."""
+        return not self._queue.empty()
 
     def next_chunk(self) -> LoadedChunk:
         """The next loaded chunk, waiting for it (the wait is counted in the stats)."""
@@ -106,6 +144,7 @@ class Producer:
         """Stop loading and give the queued buffers back; returns once the thread ended."""
         self._stop.set()
         self._thread.join()
+        _running.discard(self)
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if isinstance(item, LoadedChunk):

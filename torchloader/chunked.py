@@ -15,7 +15,8 @@ kept alive past the next chunk keep their buffer alive (see
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import numpy as np
@@ -23,9 +24,9 @@ import torch
 
 from .chunk_buffer import BufferPool
 from .chunk_fill import ChunkFiller
-from .chunk_producer import LoadedChunk, Producer
+from .chunk_producer import LoadedChunk, Producer, chunk_plan
 from .chunk_workers import ProcessFiller
-from .chunking import epoch_order, format_bytes, parse_bytes
+from .chunking import format_bytes, parse_bytes
 from .device import DeviceLoader
 from .loader_stats import LoaderStats
 from .sampler import ChunkedSampler
@@ -106,7 +107,12 @@ class ChunkedLoader:
         )  # fmt: skip
         self.device = None if device is None else torch.device(device)
         self.transform = transform
-        pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+        pin = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        if pin and not torch.cuda.is_available():
+            raise ValueError(
+                "pin_memory=True needs CUDA, and torch.cuda.is_available() is False here; "
+                "leave pin_memory=None to pin only where CUDA is present"
+            )
         shared = self.filler.shared_buffers and not self.filler.batched
         self.pool = BufferPool(self.layout, chunk_size, slots=_BUFFERS, pin=pin, shared=shared)
         self.stats = LoaderStats()
@@ -125,7 +131,10 @@ class ChunkedLoader:
         if chunk_size is not None:
             chunk_size = _positive("chunk_size", chunk_size)
         else:
-            budget = parse_bytes(ram_budget)  # type: ignore[arg-type]
+            try:
+                budget = parse_bytes(ram_budget)  # type: ignore[arg-type]
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"ram_budget={ram_budget!r}: {err}") from None
             chunk_size = budget // (_BUFFERS * self.layout.nbytes)
             smallest = _BUFFERS * self.batch_size * self.layout.nbytes
             if chunk_size < self.batch_size:
@@ -151,35 +160,47 @@ class ChunkedLoader:
         """Use the order of ``epoch`` next (the epoch also advances after each pass)."""
         self.sampler.set_epoch(epoch)
         if epoch != self.epoch:
-            self._start = 0
+            self._start = self._position = 0
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[Any]:
-        batches = self._host_batches()
+        sizes: deque[int] = deque()  # samples of each batch made and not yet handed out
+        host = self._host_batches(sizes)
+        batches: Iterator[Any] = host
         if self.device is not None:
-            return iter(DeviceLoader(batches, self.device, transform=self.transform))
-        if self.transform is not None:
-            return map(self.transform, batches)
-        return batches
+            batches = iter(DeviceLoader(host, self.device, transform=self.transform))
+        elif self.transform is not None:
+            batches = map(self.transform, host)
+        return self._handed_out(host, batches, sizes)
 
-    def _host_batches(self) -> Iterator[Any]:
+    def _handed_out(self, host: Generator, batches: Iterator[Any], sizes: deque[int]) -> Iterator[Any]:
+        """Count what the caller got (a ``DeviceLoader`` makes batches one ahead)."""
+        epoch = self.epoch
+        self._position = self._start
+        try:
+            for batch in batches:
+                self._position += sizes.popleft()
+                yield batch
+        finally:
+            host.close()  # a break: stop loading now, not when the generators are collected
+        self.epoch, self._start, self._position = epoch + 1, 0, 0
+        self.sampler.set_epoch(self.epoch)
+
+    def _host_batches(self, sizes: deque[int]) -> Iterator[Any]:
         epoch, start = self.epoch, self._start
-        self._position = start
         pieces: list[tuple[torch.Tensor, torch.Tensor | None]] = []
         try:
             if start < len(self.sampler):
                 producer = self._producer_for(epoch, start)
                 for chunk in self._chunks_of(producer):
-                    yield from self._batches_of(chunk, pieces)
+                    yield from self._batches_of(chunk, pieces, sizes)
                     producer.release(chunk)
             if pieces and not self.drop_last:
-                self._position += _count(pieces)
+                sizes.append(_count(pieces))
                 yield _batch(*_join(pieces))
         except BaseException:
             self._close_producer()
             raise
-        self.epoch, self._start, self._position = epoch + 1, 0, 0
-        self.sampler.set_epoch(self.epoch)
 
     def _producer_for(self, epoch: int, start: int) -> Producer:
         """The running producer if it is about to load this epoch's first chunk."""
@@ -188,23 +209,10 @@ class ChunkedLoader:
         self._close_producer()
         if isinstance(self.filler, ProcessFiller):
             self.filler.start()  # from this thread, before the loading thread exists
-        self._producer = Producer(self._plan(epoch, start), self.pool, self.filler, self.stats)
+        # the plan must not refer to self: a running producer would keep the loader alive
+        self._producer = Producer(chunk_plan(self.sampler, epoch, start), self.pool, self.filler, self.stats)
         self._producer_epoch = epoch
         return self._producer
-
-    def _plan(self, epoch: int, start: int) -> Iterator[tuple[int, np.ndarray, bool]]:
-        """``(epoch, indices, last)`` of every chunk from ``start`` on, epoch after epoch."""
-        s = self.sampler
-        while True:
-            order, lengths = epoch_order(
-                s.num_samples, s.chunk_size, seed=s.seed, epoch=epoch, shuffle=s.shuffle,
-                num_replicas=s.num_replicas, rank=s.rank, drop_last=s.drop_last,
-            )  # fmt: skip
-            stops = np.cumsum(lengths)
-            ranges = [(max(a, start), b) for a, b in zip((stops - lengths).tolist(), stops.tolist()) if b > start]
-            for k, (a, b) in enumerate(ranges):
-                yield epoch, order[a:b], k == len(ranges) - 1
-            epoch, start = epoch + 1, 0
 
     def _chunks_of(self, producer: Producer) -> Iterator[LoadedChunk]:
         chunk = producer.next_chunk()
@@ -216,7 +224,7 @@ class ChunkedLoader:
             yield chunk
         self._producer_epoch = chunk.epoch + 1  # it loads the next epoch meanwhile
 
-    def _batches_of(self, chunk: LoadedChunk, pieces: list) -> Iterator[Any]:
+    def _batches_of(self, chunk: LoadedChunk, pieces: list, sizes: deque[int]) -> Iterator[Any]:
         """The batches that end in ``chunk``; a batch it cannot finish goes to ``pieces``."""
         x, y = chunk.buffer.x, chunk.buffer.y
         pos, size = 0, chunk.size
@@ -226,11 +234,11 @@ class ChunkedLoader:
             pieces.append((xs.clone(), None if ys is None else ys.clone()))
             pos = need
             if _count(pieces) == self.batch_size:
-                self._position += self.batch_size
+                sizes.append(self.batch_size)
                 yield _batch(*_join(pieces))
                 pieces.clear()
         while pos + self.batch_size <= size:
-            self._position += self.batch_size
+            sizes.append(self.batch_size)
             yield _batch(*_slice(x, y, pos, pos + self.batch_size))
             pos += self.batch_size
         if pos < size:  # the start of a batch that ends in a later chunk
@@ -271,6 +279,7 @@ class ChunkedLoader:
         self.sampler.load_state_dict(state)
         self._close_producer()
         self.epoch, self._start = state["epoch"], state["consumed"]
+        self._position = self._start
 
     def __repr__(self) -> str:
         return (
