@@ -109,13 +109,11 @@ def main() -> None:
         bound = PreloadedDataset.from_dataset(ds, progress=False)
         rate, _, _ = timed_epochs(lambda: bound.batches(BATCH), args.n)
         rows.append(("in-RAM gather bound (PreloadedDataset.batches)", rate, None))
-        del bound
         for workers in (0, 2):
             plain = DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers,
                                persistent_workers=workers > 0)
             rate, _, pss = timed_epochs(lambda: plain, args.n)
             rows.append((f"DataLoader(PathDataset), {workers} workers", rate, pss))
-            del plain
             loader = ChunkedLoader(ds, BATCH, ram_budget=budget, num_workers=workers)
             rate, lat, pss = timed_epochs(lambda: loader, args.n)
             rows.append((f"ChunkedLoader(PathDataset), {workers} workers", rate, pss))

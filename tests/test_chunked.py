@@ -753,3 +753,23 @@ def test_ram_stays_under_the_budget_for_data_eight_times_larger(tmp_path):
     assert peak.samples >= 10
     assert (peak.peak[1] - baseline[1]) < budget + OVERHEAD
 
+
+
+def test_block_size_reaches_the_sampler_and_batches_still_match_the_reference():
+    ds = PreloadedDataset(torch.arange(200) * 3, torch.arange(200))
+    loader = ChunkedLoader(ds, 16, chunk_size=40, block_size=8, seed=2)
+    reference = DataLoader(ds, batch_size=16,
+                           sampler=ChunkedSampler(ds, chunk_size=40, block_size=8, seed=2))
+    assert loader.sampler.block_size == 8
+    assert [yb.tolist() for _, yb in loader] == [yb.tolist() for _, yb in reference]
+
+
+def test_shuffle_quality_reports_label_entropy_and_spread_of_an_epoch():
+    labels = torch.arange(400) // 40  # 10 classes stored in order
+    ds = PreloadedDataset(torch.zeros(400, 2), labels)
+    plain = ChunkedLoader(ds, 20, chunk_size=40).shuffle_quality()
+    mixed = ChunkedLoader(ds, 20, chunk_size=40, block_size=4).shuffle_quality()
+    assert plain.label_entropy < 0.2 and mixed.label_entropy > 0.7
+    assert plain.spread < mixed.spread
+    no_labels = ChunkedLoader(PreloadedDataset(torch.zeros(400, 2)), 20, chunk_size=40)
+    assert no_labels.shuffle_quality(epoch=3).label_entropy is None

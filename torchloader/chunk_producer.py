@@ -26,7 +26,6 @@ import numpy as np
 
 from .chunk_buffer import BufferPool, ChunkBuffer
 from .chunk_fill import ChunkFiller
-from .chunking import epoch_order
 from .loader_stats import LoaderStats
 from .sampler import ChunkedSampler
 
@@ -45,12 +44,8 @@ class LoadedChunk:
 def chunk_plan(sampler: ChunkedSampler, epoch: int, start: int) -> Iterator[tuple[int, np.ndarray, bool]]:
     """``(epoch, indices, last)`` of every chunk of ``sampler``'s order from
     sample ``start`` of ``epoch`` on, epoch after epoch (``last``: the epoch's last)."""
-    s = sampler
     while True:
-        order, lengths = epoch_order(
-            s.num_samples, s.chunk_size, seed=s.seed, epoch=epoch, shuffle=s.shuffle,
-            num_replicas=s.num_replicas, rank=s.rank, drop_last=s.drop_last,
-        )  # fmt: skip
+        order, lengths = sampler.order_of(epoch)
         stops = np.cumsum(lengths)
         ranges = [(max(a, start), b) for a, b in zip((stops - lengths).tolist(), stops.tolist()) if b > start]
         for k, (a, b) in enumerate(ranges):

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .chunk_batches import batches_of, finish
 from .chunk_buffer import BufferPool
 from .chunk_fill import ChunkFiller
 from .chunk_producer import LoadedChunk, Producer, chunk_plan
@@ -30,6 +31,7 @@ from .chunking import format_bytes, parse_bytes
 from .device import DeviceLoader
 from .loader_stats import LoaderStats
 from .sampler import ChunkedSampler
+from .shuffle_quality import ShuffleQuality, shuffle_quality
 
 __all__ = ["ChunkedLoader"]
 
@@ -47,7 +49,9 @@ class ChunkedLoader:
         chunk_size: samples per RAM chunk; or give ``ram_budget`` instead.
         ram_budget: bytes (or ``"8GiB"``) for the chunk buffers together; each of
             the two buffers gets half.
-        shuffle, seed, num_replicas, rank: as for :class:`ChunkedSampler`.
+        shuffle, seed, num_replicas, rank, block_size: as for :class:`ChunkedSampler`
+            (``block_size`` builds a chunk from blocks in random places: far better
+            mixed batches on data stored sorted by class, see ``shuffle_quality``).
         drop_last: drop the last batch of an epoch if it is short.
         num_workers: processes (or threads) that read samples into a chunk; 0: the
             loading thread reads them itself.
@@ -85,6 +89,7 @@ class ChunkedLoader:
         pin_memory: bool | None = None,
         num_replicas: int | None = None,
         rank: int | None = None,
+        block_size: int | None = None,
     ) -> None:
         self.dataset = dataset
         self.batch_size = _positive("batch_size", batch_size)
@@ -103,7 +108,7 @@ class ChunkedLoader:
         chunk_size = self._chunk_size(chunk_size, ram_budget)
         self.sampler = ChunkedSampler(
             dataset, chunk_size=chunk_size, shuffle=shuffle, seed=seed,
-            num_replicas=num_replicas, rank=rank,
+            num_replicas=num_replicas, rank=rank, block_size=block_size,
         )  # fmt: skip
         self.device = None if device is None else torch.device(device)
         self.transform = transform
@@ -156,6 +161,16 @@ class ChunkedLoader:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def shuffle_quality(self, epoch: int | None = None) -> ShuffleQuality:
+        """How random this rank's order of ``epoch`` (default: the next) is, per batch,
+        relative to a full shuffle: label entropy (when the dataset has ``labels``
+        or a 1-D ``y``) and spread in storage order; 1.0 is as good as a full shuffle."""
+        order, _ = self.sampler.order_of(self.epoch if epoch is None else epoch)
+        labels = getattr(self.dataset, "labels", None)
+        if labels is None and getattr(getattr(self.dataset, "y", None), "ndim", 0) == 1:
+            labels = self.dataset.y.numpy()
+        return shuffle_quality(order, self.batch_size, labels)
+
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch`` next (the epoch also advances after each pass)."""
         self.sampler.set_epoch(epoch)
@@ -193,11 +208,10 @@ class ChunkedLoader:
             if start < len(self.sampler):
                 producer = self._producer_for(epoch, start)
                 for chunk in self._chunks_of(producer):
-                    yield from self._batches_of(chunk, pieces, sizes)
+                    yield from batches_of(chunk.buffer, chunk.size, self.batch_size, pieces, sizes)
                     producer.release(chunk)
             if pieces and not self.drop_last:
-                sizes.append(_count(pieces))
-                yield _batch(*_join(pieces))
+                yield finish(pieces, sizes)
         except BaseException:
             self._close_producer()
             raise
@@ -223,27 +237,6 @@ class ChunkedLoader:
             chunk = producer.next_chunk()
             yield chunk
         self._producer_epoch = chunk.epoch + 1  # it loads the next epoch meanwhile
-
-    def _batches_of(self, chunk: LoadedChunk, pieces: list, sizes: deque[int]) -> Iterator[Any]:
-        """The batches that end in ``chunk``; a batch it cannot finish goes to ``pieces``."""
-        x, y = chunk.buffer.x, chunk.buffer.y
-        pos, size = 0, chunk.size
-        if pieces:  # finish the batch that started in an earlier chunk
-            need = min(self.batch_size - _count(pieces), size)
-            xs, ys = _slice(x, y, 0, need)
-            pieces.append((xs.clone(), None if ys is None else ys.clone()))
-            pos = need
-            if _count(pieces) == self.batch_size:
-                sizes.append(self.batch_size)
-                yield _batch(*_join(pieces))
-                pieces.clear()
-        while pos + self.batch_size <= size:
-            sizes.append(self.batch_size)
-            yield _batch(*_slice(x, y, pos, pos + self.batch_size))
-            pos += self.batch_size
-        if pos < size:  # the start of a batch that ends in a later chunk
-            xs, ys = _slice(x, y, pos, size)
-            pieces.append((xs.clone(), None if ys is None else ys.clone()))
 
     def _close_producer(self) -> None:
         if self._producer is not None:
@@ -287,24 +280,6 @@ class ChunkedLoader:
             f"chunk_size={self.chunk_size}, num_workers={self.num_workers}, "
             f"device={self.device}, epoch={self.epoch})"
         )
-
-
-def _slice(x: torch.Tensor, y: torch.Tensor | None, a: int, b: int) -> tuple:
-    return x[a:b], None if y is None else y[a:b]
-
-
-def _count(pieces: list) -> int:
-    return sum(len(x) for x, _ in pieces)
-
-
-def _join(pieces: list) -> tuple:
-    x = torch.cat([p[0] for p in pieces])
-    y = None if pieces[0][1] is None else torch.cat([p[1] for p in pieces])
-    return x, y
-
-
-def _batch(x: torch.Tensor, y: torch.Tensor | None) -> Any:
-    return x if y is None else (x, y)
 
 
 def _positive(name: str, value: Any, *, minimum: int = 1) -> int:

@@ -6,7 +6,6 @@ from collections.abc import Iterator, Sized
 from typing import Any
 
 import numpy as np
-import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
@@ -92,8 +91,12 @@ class ChunkedSampler(Sampler[int]):
         self._current = None
 
     def _order(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.order_of(self.epoch)
+
+    def order_of(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, chunk_lengths)`` of ``epoch`` on this rank (see ``chunking.epoch_order``)."""
         return epoch_order(
-            self.num_samples, self.chunk_size, seed=self.seed, epoch=self.epoch,
+            self.num_samples, self.chunk_size, seed=self.seed, epoch=epoch,
             shuffle=self.shuffle, num_replicas=self.num_replicas, rank=self.rank,
             drop_last=self.drop_last, block_size=self.block_size,
         )  # fmt: skip
