@@ -37,6 +37,7 @@ from torchloader.shuffle_quality import shuffle_buffer_order, shuffle_quality
 
 BATCH = 256
 CLASSES = 10
+BLOCK = 16  # samples per contiguous read when a chunk is built from blocks
 
 
 def make_folder(root: str, n: int) -> PathDataset:
@@ -81,20 +82,40 @@ class PeakPSS:
         self._thread.join()
 
 
-def timed_epochs(make_iter, n: int) -> tuple[float, list[float], float]:
-    """(samples/s of epoch 2, batch latencies of epoch 2, peak PSS over baseline)."""
-    for _ in make_iter():  # warm-up epoch: starts workers, fills caches
-        pass
+class Epochs:
+    """An iterable that starts a new epoch of ``batches()`` at each ``iter``."""
+
+    def __init__(self, batches) -> None:
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches())
+
+
+def timed_epochs(make, n: int, step: float = 0.0) -> tuple[float, list[float], int]:
+    """Build a loader with ``make()`` and run two epochs; for the second return
+    (samples/s, seconds spent waiting in ``next()`` per batch, peak PSS of the
+    process tree over the baseline taken before the loader was built).
+    ``step`` simulates a training step per batch (seconds of sleep)."""
     baseline = PeakPSS.now()
-    latencies = []
     with PeakPSS() as pss:
-        start = last = time.perf_counter()
-        for _ in make_iter():
-            now = time.perf_counter()
-            latencies.append(now - last)
-            last = now
+        loader = make()
+        for _ in loader:  # warm-up epoch: starts workers, fills caches
+            time.sleep(step)
+        waits = []
+        batches = iter(loader)
+        start = time.perf_counter()
+        while True:
+            before = time.perf_counter()
+            batch = next(batches, None)
+            waits.append(time.perf_counter() - before)
+            if batch is None:
+                break
+            time.sleep(step)
         seconds = time.perf_counter() - start
-    return n / seconds, latencies, pss.peak - baseline
+        del batch, batches
+        getattr(loader, "close", lambda: None)()
+    return n / seconds, waits[:-1], pss.peak - baseline
 
 
 def main() -> None:
@@ -107,39 +128,51 @@ def main() -> None:
         ds = make_folder(root, args.n)
         rows, boundary = [], []
         bound = PreloadedDataset.from_dataset(ds, progress=False)
-        rate, _, _ = timed_epochs(lambda: bound.batches(BATCH), args.n)
+        rate, _, _ = timed_epochs(lambda: Epochs(lambda: bound.batches(BATCH)), args.n)
         rows.append(("in-RAM gather bound (PreloadedDataset.batches)", rate, None))
         for workers in (0, 2):
-            plain = DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers,
-                               persistent_workers=workers > 0)
-            rate, _, pss = timed_epochs(lambda: plain, args.n)
+            rate, _, pss = timed_epochs(lambda: DataLoader(
+                ds, batch_size=BATCH, shuffle=True, num_workers=workers,
+                persistent_workers=workers > 0), args.n)
             rows.append((f"DataLoader(PathDataset), {workers} workers", rate, pss))
-            loader = ChunkedLoader(ds, BATCH, ram_budget=budget, num_workers=workers)
-            rate, lat, pss = timed_epochs(lambda: loader, args.n)
+            rate, _, pss = timed_epochs(lambda: ChunkedLoader(
+                ds, BATCH, ram_budget=budget, num_workers=workers), args.n)
             rows.append((f"ChunkedLoader(PathDataset), {workers} workers", rate, pss))
-            boundary.append((workers, lat[0], statistics.median(lat[1:]), loader))
-            chunk_size = loader.chunk_size
-            loader.close()
+        rate, _, pss = timed_epochs(lambda: ChunkedLoader(
+            ds, BATCH, ram_budget=budget, num_workers=2, block_size=BLOCK), args.n)
+        rows.append((f"ChunkedLoader(PathDataset, block_size={BLOCK}), 2 workers", rate, pss))
+        # Epoch boundary: with a training step that loading keeps up with, the
+        # first batch of an epoch should come as fast as any other.
+        step = 1.5 * BATCH / rate
+        _, waits, _ = timed_epochs(lambda: ChunkedLoader(
+            ds, BATCH, ram_budget=budget, num_workers=2), args.n, step=step)
+        boundary.append((2, step, waits[0], statistics.median(waits[1:]), max(waits[1:])))
+        chunk_size = ChunkedLoader(ds, BATCH, ram_budget=budget).chunk_size
         labels = ds.labels
-    plain_rates = {r[0].split(", ")[1]: r[1] for r in rows if r[0].startswith("DataLoader")}
+    plain_rates = {r[0].rsplit(", ", 1)[1]: r[1] for r in rows if r[0].startswith("DataLoader")}
     bound_rate = rows[0][1]
     print(machine())
     print(f"{args.n} JPEGs 128x128, {CLASSES} classes stored in order; batch {BATCH}; "
           f"ram_budget {format_bytes(budget)} -> chunk_size {chunk_size}\n")
     print(table(
         [(name, f"{rate:,.0f}", f"{rate / bound_rate:.2f}x",
-          f"{rate / plain_rates[name.split(', ')[1]]:.2f}x" if ", " in name else "",
+          f"{rate / plain_rates[name.rsplit(', ', 1)[1]]:.2f}x" if ", " in name else "",
           "" if pss is None else format_bytes(pss))
          for name, rate, pss in rows],
         ("mode", "samples/s", "vs bound", "vs DataLoader, same workers", "peak PSS over baseline"),
     ))
-    print("\nEpoch boundary (epoch 2): time to the first batch vs the median batch")
-    print(table([(w, f"{first * 1e3:.1f} ms", f"{median * 1e3:.1f} ms")
-                 for w, first, median, _ in boundary],
-                ("workers", "first batch", "median batch")))
+    print("\nEpoch boundary (epoch 2, ChunkedLoader with 2 workers, a simulated training "
+          "step per batch): time spent waiting in next()")
+    print(table([(w, f"{step * 1e3:.0f} ms", f"{first * 1e3:.2f} ms", f"{median * 1e3:.2f} ms",
+                  f"{worst * 1e3:.1f} ms")
+                 for w, step, first, median, worst in boundary],
+                ("workers", "training step", "first batch of the epoch", "median batch",
+                 "slowest batch")))
     order, _ = epoch_order(len(labels), chunk_size, seed=0)
+    block_order, _ = epoch_order(len(labels), chunk_size, seed=0, block_size=BLOCK)
     orders = {
         f"chunked, chunk_size {chunk_size}": order,
+        f"chunked, chunk_size {chunk_size}, block_size {BLOCK}": block_order,
         f"shuffle buffer of {chunk_size * 2} samples (same RAM)": shuffle_buffer_order(len(labels), chunk_size * 2),
         "full shuffle": np.random.default_rng(1).permutation(len(labels)),
     }
