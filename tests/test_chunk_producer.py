@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -20,30 +18,11 @@ from torchloader.chunk_buffer import BufferPool
 from torchloader.chunk_fill import ChunkFiller
 from torchloader.chunk_producer import LoadedChunk, Producer, chunk_plan
 from torchloader.loader_stats import LoaderStats
+from helpers import deadline, wait_until
 
 
-@contextlib.contextmanager
-def deadline(seconds):
-    """Fail instead of hanging: SIGALRM interrupts the main thread after ``seconds``."""
-
-    def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
-def wait_until(condition, seconds=10.0):
-    """Poll ``condition`` until it holds; fail after ``seconds`` (not a timing check)."""
-    end = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < end, "the condition never held"
-        time.sleep(0.005)
 
 
 DS = PreloadedDataset(torch.arange(40).reshape(20, 2), torch.arange(20))

@@ -15,27 +15,11 @@ import torch
 
 from torchloader import PathDataset, PreloadedDataset, SampleLoadError
 from torchloader.chunk_workers import ProcessFiller, _portable
+from helpers import IGNORE_FORK_WARNING, deadline
 
-# Python >= 3.12 warns on fork() in a process with threads; not about this library.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:This process .* is multi-threaded, use of fork:DeprecationWarning"
-)
+pytestmark = IGNORE_FORK_WARNING
 
 
-@contextlib.contextmanager
-def deadline(seconds):
-    """Fail instead of hanging: SIGALRM interrupts the main thread after ``seconds``."""
-
-    def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 class Slow:

@@ -32,11 +32,9 @@ from torchloader import (
     SampleLoadError,
     parse_bytes,
 )
+from helpers import IGNORE_FORK_WARNING, deadline, wait_until
 
-# Python >= 3.12 warns on fork() in a process with threads; not about this library.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:This process .* is multi-threaded, use of fork:DeprecationWarning"
-)
+pytestmark = IGNORE_FORK_WARNING
 
 MiB = 2**20
 
@@ -44,28 +42,8 @@ MiB = 2**20
 # --- helpers ------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def deadline(seconds):
-    """Fail instead of hanging: SIGALRM interrupts the main thread after ``seconds``."""
-
-    def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
-def wait_until(condition, seconds=10.0):
-    """Poll ``condition`` until it holds; fail after ``seconds`` (not a timing check)."""
-    end = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < end, "the condition never held"
-        time.sleep(0.005)
 
 
 def preloaded(n, labels=True):

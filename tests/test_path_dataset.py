@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import os
 import pickle
 import sys
@@ -16,21 +14,13 @@ from torch.utils.data import DataLoader
 
 from torchloader import ImageReader, NpyReader, PathDataset, SampleLoadError, SuffixReader
 from torchloader.readers import IMAGE_SUFFIXES
+from helpers import china
 
 
-@functools.lru_cache(maxsize=None)
-def _china() -> np.ndarray:
-    """scikit-learn's sample photograph, 427 x 640 x 3, read without importing sklearn."""
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or spec.origin is None:
-        pytest.skip("needs scikit-learn's sample images")
-    path = os.path.join(os.path.dirname(spec.origin), "datasets", "images", "china.jpg")
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def photo(height=16, width=20, top=150, left=300) -> np.ndarray:
-    return _china()[top : top + height, left : left + width].copy()
+    return china()[top : top + height, left : left + width].copy()
 
 
 def chw(array: np.ndarray) -> torch.Tensor:

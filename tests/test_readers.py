@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-import os
 import pickle
 import types
 
@@ -23,6 +20,7 @@ from torchloader.readers import (
     SuffixReader,
     to_tensor,
 )
+from helpers import china
 
 try:
     import simplejpeg
@@ -32,20 +30,11 @@ except ImportError:  # pragma: no cover - simplejpeg is a dev dependency
 needs_simplejpeg = pytest.mark.skipif(simplejpeg is None, reason="needs simplejpeg")
 
 
-@functools.lru_cache(maxsize=None)
-def _china() -> np.ndarray:
-    """scikit-learn's sample photograph, 427 x 640 x 3, read without importing sklearn."""
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or spec.origin is None:
-        pytest.skip("needs scikit-learn's sample images")
-    path = os.path.join(os.path.dirname(spec.origin), "datasets", "images", "china.jpg")
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def photo(height=48, width=64, top=120, left=230) -> np.ndarray:
     """A crop of a real photograph (edges, texture, smooth sky), uint8 H x W x 3."""
-    return _china()[top : top + height, left : left + width].copy()
+    return china()[top : top + height, left : left + width].copy()
 
 
 def save(path, array_or_image, **options):

@@ -1,0 +1,55 @@
+"""Helpers shared by several test modules (pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@contextlib.contextmanager
+def deadline(seconds):
+    """Fail instead of hanging: SIGALRM interrupts the main thread after ``seconds``."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s: a hang")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def wait_until(condition, seconds=10.0):
+    """Poll ``condition`` until it holds; fail after ``seconds`` (not a timing check)."""
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, "the condition never held"
+        time.sleep(0.005)
+
+
+@functools.lru_cache(maxsize=None)
+def china() -> np.ndarray:
+    """scikit-learn's sample photograph, 427 x 640 x 3, read without importing sklearn."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        pytest.skip("needs scikit-learn's sample images")
+    path = os.path.join(os.path.dirname(spec.origin), "datasets", "images", "china.jpg")
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+# Python >= 3.12 warns on fork() in a process with threads; not about this library.
+IGNORE_FORK_WARNING = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded, use of fork:DeprecationWarning"
+)
