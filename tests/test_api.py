@@ -40,6 +40,11 @@ def test_every_public_class_pickles(tmp_path):
     objects.append(torchloader.SequenceSampler(objects[-1]))
     objects.append(torchloader.DeviceLoader([torch.zeros(2)], "cpu"))
     objects.append(torchloader.LoaderStats(chunks_loaded=3))
+    objects.append(torchloader.Resize(8, crop=True))
+    objects.append(torchloader.PackSummary(samples=1, bytes=2, seconds=0.5))
+    np.save(tmp_path / "b.npy", np.ones(2))
+    torchloader.pack(str(tmp_path), str(tmp_path / "packed"), workers=0, progress=False)
+    objects.append(torchloader.PackedDataset(tmp_path / "packed"))
     # ChunkedLoader owns threads and processes, like a DataLoader iterator: not picklable.
     classes = {name for name in torchloader.__all__ if isinstance(getattr(torchloader, name), type)}
     classes -= {"ChunkedLoader"}

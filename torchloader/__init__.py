@@ -5,6 +5,7 @@
 - :class:`ChunkedSampler`: RAM-sized contiguous chunks, shuffled per epoch and rank.
 - :class:`ChunkedLoader`: loads those chunks into RAM under a budget, serves batches.
 - :class:`DeviceLoader`: copies the next batch to the GPU while the model works.
+- :func:`pack` and :class:`PackedDataset`: decode once into shards, then memory-map.
 - :func:`from_sequence`: a Keras-style ``Sequence`` inside a torch ``DataLoader``.
 """
 
@@ -14,11 +15,15 @@ from .chunking import format_bytes, parse_bytes
 from .device import DeviceLoader
 from .errors import SampleLoadError
 from .loader_stats import LoaderStats
+from .pack import PackSummary, pack
+from .packed import PackedDataset
 from .path_dataset import PathDataset
 from .preloaded import PreloadedDataset
 from .readers import ImageReader, NpyReader, NpzReader, PtReader, SuffixReader
+from .resize import Resize
 from .sampler import ChunkedSampler
 from .sequence import SequenceDataset, SequenceSampler, from_sequence
+from .shards import verify_pack
 
 __version__ = "0.1.0"
 
@@ -31,14 +36,19 @@ __all__ = [
     "LoaderStats",
     "NpyReader",
     "NpzReader",
+    "PackSummary",
+    "PackedDataset",
     "PathDataset",
     "PreloadedDataset",
     "PtReader",
+    "Resize",
     "SampleLoadError",
     "SequenceDataset",
     "SequenceSampler",
     "SuffixReader",
     "format_bytes",
     "from_sequence",
+    "pack",
     "parse_bytes",
+    "verify_pack",
 ]

@@ -3,6 +3,8 @@
 Commands:
     env     what this machine offers a data loader: versions, JPEG decoder,
             cores, RAM, shared memory, CUDA.
+    pack    decode a data set once into .npy shards (see torchloader.pack).
+    verify  check a packed directory against its manifest.
 """
 
 from __future__ import annotations
@@ -54,6 +56,50 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from .pack import pack
+
+    size = None
+    if args.size:
+        size = args.size[0] if len(args.size) == 1 else (args.size[0], args.size[1])
+    summary = pack(
+        args.src, args.dst, size=size, crop=args.crop, mode=args.mode,
+        shard_size=args.shard_size, workers=args.workers, on_error=args.on_error,
+        overwrite=args.overwrite, progress=not args.quiet,
+    )  # fmt: skip
+    print(summary)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .shards import verify_pack
+
+    problems = verify_pack(args.dst)
+    for problem in problems:
+        print(problem)
+    if not problems:
+        print(f"{args.dst}: every file matches the manifest")
+    return 1 if problems else 0
+
+
+def _add_pack(commands: Any) -> None:
+    pack = commands.add_parser("pack", help="decode a data set once into .npy shards")
+    pack.add_argument("src", help="image folder root/<class>/<file>, a .csv of path,label, or a folder of .npy")
+    pack.add_argument("dst", help="output folder")
+    pack.add_argument("--size", type=int, nargs="+", metavar="N", help="resize to H W (or N x N)")
+    pack.add_argument("--crop", action="store_true", help="keep the aspect ratio, cut the centre")
+    pack.add_argument("--mode", default="RGB", choices=("RGB", "L", "RGBA"), help="image channels")
+    pack.add_argument("--shard-size", default="1GiB", help="bytes per shard file (default 1GiB)")
+    pack.add_argument("--workers", type=int, default=None, help="processes (default: the cores)")
+    pack.add_argument("--on-error", default="raise", choices=("raise", "skip"))
+    pack.add_argument("--overwrite", action="store_true", help="replace a different pack in DST")
+    pack.add_argument("--quiet", action="store_true", help="no progress bar")
+    pack.set_defaults(run=_cmd_pack)
+    verify = commands.add_parser("verify", help="check a packed directory against its manifest")
+    verify.add_argument("dst")
+    verify.set_defaults(run=_cmd_verify)
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -65,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     env = commands.add_parser("env", help="show what this machine offers a data loader")
     env.add_argument("--json", action="store_true", help="print JSON for scripts")
     env.set_defaults(run=_cmd_env)
+    _add_pack(commands)
     return parser
 
 
@@ -75,4 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    return args.run(args)
+    if args.command == "pack" and args.size and len(args.size) > 2:
+        parser.error("--size takes H W or one N")
+    try:
+        return args.run(args)
+    except (OSError, ValueError) as exc:  # a user error: the message says what to do
+        print(f"torchloader {args.command}: {exc}", file=sys.stderr)
+        return 1
