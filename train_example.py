@@ -11,6 +11,7 @@ Copy-paste::
     python train_example.py                       # PathDataset + DataLoader, 5 epochs
     python train_example.py --mode preload        # everything in RAM, one gather per batch
     python train_example.py --mode chunked --ram-budget 256KiB   # ChunkedLoader, RAM-sized chunks
+    python train_example.py --mode packed         # decode once into shards, then memory-map
     python train_example.py --workers 2 --epochs 10
     python train_example.py --data ~/my_images --image-size 64 --mode chunked --ram-budget 1GiB
 
@@ -27,6 +28,9 @@ The three ``--mode`` values are the three ways torchloader holds data:
   each batch one ``index_select``. Only for data that fits in RAM.
 - ``chunked``: :class:`torchloader.ChunkedLoader` over a ``PathDataset``: the
   data set is read in contiguous RAM-sized chunks, shuffled chunk by chunk.
+- ``packed``: ``torchloader.pack`` decodes the images once into ``.npy`` shards
+  next to the data (``<data>.packed/``, reused later), then a ``ChunkedLoader``
+  reads RAM chunks from the memory-mapped :class:`torchloader.PackedDataset`.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
-from torchloader import ChunkedLoader, ImageReader, PathDataset, PreloadedDataset
+from torchloader import ChunkedLoader, ImageReader, PackedDataset, PathDataset, PreloadedDataset, pack
 
 DIGITS_COUNT = 1797  # images in sklearn.datasets.load_digits
 DIGITS_SPLIT_SEED = 0  # the train/test split on disk does not depend on --seed
@@ -53,7 +57,7 @@ TEST_FRACTION = 0.2
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=("path", "preload", "chunked"), default="path",
+    parser.add_argument("--mode", choices=("path", "preload", "chunked", "packed"), default="path",
                         help="how the data is held and read (default: path)")
     parser.add_argument("--data", default=None,
                         help="your own DIR/<class>/<file> image folder (default: the digits)")
@@ -65,7 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--image-size", type=int, default=28, help="images are resized to SxS")
     parser.add_argument("--ram-budget", default="256KiB",
-                        help="--mode chunked: bytes per RAM chunk, e.g. 256KiB, 2GiB")
+                        help="--mode chunked/packed: bytes for the RAM chunks, e.g. 256KiB, 2GiB")
+    parser.add_argument("--block-size", type=int, default=4,
+                        help="--mode packed: samples per contiguous read inside a chunk")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -175,6 +181,30 @@ def make_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str]
     return Subset(full, train_idx), Subset(full, test_idx), full.classes
 
 
+def make_packed_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str]]:
+    """``(train, test, classes)`` read from packs made once next to the data.
+
+    ``pack`` decodes and resizes every image once into ``.npy`` shards in
+    ``<data>.packed/``; a later run finds the same pack complete and reuses it.
+    """
+    root = build_digits(args.digits_dir) if args.data is None else args.data
+    mode = "L" if args.data is None else "RGB"
+    packs = os.path.normpath(root) + ".packed"
+
+    def packed(src: str, name: str) -> PackedDataset:
+        dst = os.path.join(packs, f"{name}-{args.image_size}px-{mode}")
+        print(pack(src, dst, size=args.image_size, mode=mode, workers=args.workers, progress=False))
+        return PackedDataset(dst)
+
+    train_dir, test_dir = os.path.join(root, "train"), os.path.join(root, "test")
+    if os.path.isdir(train_dir) and os.path.isdir(test_dir):
+        train, test = packed(train_dir, "train"), packed(test_dir, "test")
+        return train, test, train.classes or []
+    full = packed(root, "all")  # same file order as PathDataset.from_folder(root)
+    train_idx, test_idx = split_indices(len(full), seed=args.seed)
+    return Subset(full, train_idx), Subset(full, test_idx), full.classes or []
+
+
 def shuffled_order(n: int, *, seed: int) -> list[int]:
     """A seeded random permutation of ``range(n)``."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
@@ -191,7 +221,10 @@ def split_indices(n: int, *, seed: int) -> tuple[list[int], list[int]]:
 
 def make_loaders(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
     """``(train_loader, test_loader, classes)`` for ``args.mode``."""
-    train, test, classes = make_datasets(args)
+    if args.mode == "packed":
+        train, test, classes = make_packed_datasets(args)
+    else:
+        train, test, classes = make_datasets(args)
     on_cuda = torch.device(args.device).type == "cuda"
     common = dict(
         num_workers=args.workers,
@@ -200,6 +233,17 @@ def make_loaders(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
         pin_memory=on_cuda,
         persistent_workers=args.workers > 0,  # keep workers across epochs
     )
+    if args.mode == "packed":
+        # Decoded once into memory-mapped shards; ChunkedLoader fills each RAM chunk
+        # with one batched read. The pack keeps the folder's class order, so each
+        # chunk is built from --block-size-sample blocks taken from random places:
+        # batches mix classes almost as a full shuffle would, reads stay sequential runs.
+        train_loader = ChunkedLoader(train, args.batch_size, ram_budget=args.ram_budget,
+                                     block_size=args.block_size, seed=args.seed,
+                                     num_workers=args.workers)
+        print(f"packed: {train_loader.shuffle_quality()}")
+        test_loader = DataLoader(test, batch_size=args.batch_size, shuffle=False, **common)
+        return train_loader, test_loader, classes
     if args.mode == "preload":
         # One parallel pass reads every file; then each batch is one index_select.
         train = PreloadedDataset.from_dataset(train)

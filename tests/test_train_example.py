@@ -62,7 +62,7 @@ def user_folder(tmp_path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["path", "preload", "chunked"])
+@pytest.mark.parametrize("mode", ["path", "preload", "chunked", "packed"])
 def test_every_mode_learns_the_digits(mode, digits, capsys):
     result = te.main(["--mode", mode, "--epochs", "2", "--digits-dir", digits])
 
@@ -100,7 +100,7 @@ def test_workers_train_exactly_as_the_main_process_does(mode, digits):
     assert workers["history"][-1]["test_acc"] > 0.7
 
 
-@pytest.mark.parametrize("mode", ["path", "preload", "chunked"])
+@pytest.mark.parametrize("mode", ["path", "preload", "chunked", "packed"])
 def test_a_user_folder_of_rgb_images_of_any_size_trains(mode, user_folder):
     result = te.main(["--data", str(user_folder), "--mode", mode, "--epochs", "1",
                       "--image-size", "16", "--batch-size", "4"])
@@ -169,7 +169,7 @@ def test_resize_keeps_channels_and_dtype():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("mode", ["path", "preload", "chunked"])
+@pytest.mark.parametrize("mode", ["path", "preload", "chunked", "packed"])
 def test_every_mode_learns_on_the_gpu(mode, digits):
     run = te.main(["--mode", mode, "--epochs", "2", "--device", "cuda", "--digits-dir", digits])
     assert run["history"][-1]["test_acc"] > 0.7
