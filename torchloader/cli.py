@@ -3,6 +3,7 @@
 Commands:
     env     what this machine offers a data loader: versions, JPEG decoder,
             cores, RAM, shared memory, CUDA.
+    inspect how big a data set is and which way to load it.
     pack    decode a data set once into .npy shards (see torchloader.pack).
     verify  check a packed directory against its manifest.
 """
@@ -43,6 +44,14 @@ def _env() -> dict[str, Any]:
         "shared_memory": format_bytes(shm) if shm else "none",
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available",
     }
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect_data import inspect_data
+
+    report = inspect_data(args.path)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report)
+    return 0
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
@@ -111,6 +120,10 @@ def _parser() -> argparse.ArgumentParser:
     env = commands.add_parser("env", help="show what this machine offers a data loader")
     env.add_argument("--json", action="store_true", help="print JSON for scripts")
     env.set_defaults(run=_cmd_env)
+    inspect = commands.add_parser("inspect", help="size a data set and recommend how to load it")
+    inspect.add_argument("path", help="image folder, .csv, folder of .npy, or packed directory")
+    inspect.add_argument("--json", action="store_true", help="print JSON for scripts")
+    inspect.set_defaults(run=_cmd_inspect)
     _add_pack(commands)
     return parser
 
