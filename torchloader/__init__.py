@@ -14,7 +14,7 @@ from .chunked import ChunkedLoader
 from .chunking import format_bytes, parse_bytes
 from .device import DeviceLoader
 from .errors import SampleLoadError
-from .inspect_data import inspect_data
+from .data_report import inspect_data
 from .loader_stats import LoaderStats
 from .pack import PackSummary, pack
 from .packed import PackedDataset

@@ -47,7 +47,7 @@ def _env() -> dict[str, Any]:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect_data import inspect_data
+    from .data_report import inspect_data
 
     report = inspect_data(args.path)
     print(json.dumps(report.as_dict(), indent=2) if args.json else report)

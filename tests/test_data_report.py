@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from torchloader import inspect_data as inspection
+from torchloader import data_report as inspection
 from torchloader import pack
 from torchloader.cli import main
-from torchloader.inspect_data import inspect_data
+from torchloader.data_report import inspect_data
 
 MiB = 2**20
 
