@@ -41,6 +41,7 @@ BLOCK = 16  # samples per contiguous read when a chunk is built from blocks
 
 
 def make_folder(root: str, n: int) -> PathDataset:
+    os.makedirs(root, exist_ok=True)
     paths = make_jpegs(root, n)
     for i, path in enumerate(paths):  # sorted by class, as a class-per-folder tree
         folder = os.path.join(root, f"class{i * CLASSES // n}")
