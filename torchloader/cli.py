@@ -66,16 +66,21 @@ def _cmd_env(args: argparse.Namespace) -> int:
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
+    from .errors import SampleLoadError
     from .pack import pack
 
     size = None
     if args.size:
         size = args.size[0] if len(args.size) == 1 else (args.size[0], args.size[1])
-    summary = pack(
-        args.src, args.dst, size=size, crop=args.crop, mode=args.mode,
-        shard_size=args.shard_size, workers=args.workers, on_error=args.on_error,
-        overwrite=args.overwrite, progress=not args.quiet,
-    )  # fmt: skip
+    try:
+        summary = pack(
+            args.src, args.dst, size=size, crop=args.crop, mode=args.mode,
+            shard_size=args.shard_size, workers=args.workers, on_error=args.on_error,
+            overwrite=args.overwrite, progress=not args.quiet,
+        )  # fmt: skip
+    except SampleLoadError as exc:  # a bad file is a user error too: no traceback
+        print(f"torchloader pack: {exc}\n(--on-error skip leaves unreadable files out)", file=sys.stderr)
+        return 1
     print(summary)
     return 0
 

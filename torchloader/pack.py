@@ -3,31 +3,33 @@
 Per-file loading is slow because every epoch opens and decodes every file again.
 ``pack`` reads each sample once (an image folder, a CSV of paths and labels, or a
 folder of ``.npy`` files), resizes images to one size with :class:`Resize`, and
-writes fixed-shape shards in parallel, one shard per worker task. Images are
-stored ``H x W x C`` (so a shard slice is what a decoder produces) and read back
-as ``C x H x W`` views. Every file is written under a temporary name and moved
-into place; ``manifest.json`` comes last, so an interrupted pack never loads as
-complete, and running the same pack again finishes it.
+writes fixed-shape shards in parallel (blocks of samples per worker task, see
+``pack_writer.py``). Images are stored ``H x W x C`` (so a shard slice is what a
+decoder produces) and read back as ``C x H x W`` views. Every file is written
+under a temporary name and moved into place; ``manifest.json`` comes last, so an
+interrupted pack never loads as complete, and running the same pack again
+finishes it.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .chunking import format_bytes, parse_bytes
-from .errors import SampleLoadError
 from .load_all import default_num_workers
 from .pack_source import open_source
+from .pack_writer import ShardWritten, Stored, probe, write_shards
 from .shards import MANIFEST, Manifest, ShardInfo, sha256_of
 
 __all__ = ["PackSummary", "pack"]
+
+_SHARD_FILE = re.compile(r"shard-\d+\.npy(\.partial)?(\.compact)?$")
 
 
 @dataclass
@@ -85,11 +87,14 @@ def pack(
             it out and lists it in the summary and the manifest.
         overwrite: replace a different pack already in ``dst``.
 
+    Raises:
+        SampleLoadError: a file cannot be read (with ``on_error="raise"``).
+        FileExistsError: ``dst`` holds a different pack and ``overwrite`` is False.
+
     Example:
         >>> pack("data/train", "data/train.packed", size=128)  # doctest: +SKIP
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip' (got {on_error!r})")
+    _check_arguments(on_error, workers)
     src, dst = os.fspath(src), os.fspath(dst)
     dataset, options = open_source(src, size=size, crop=crop, mode=mode)
     options["shard_size"] = parse_bytes(shard_size)
@@ -97,143 +102,77 @@ def pack(
     if existing is not None:
         return existing
     start = time.perf_counter()
-    shape, dtype, layout = _probe(dataset)
-    options["layout"] = layout
-    per_shard = max(1, options["shard_size"] // max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize))
-    jobs = [(k, a, min(a + per_shard, len(dataset))) for k, a in enumerate(range(0, len(dataset), per_shard))]
+    stored = probe(dataset)
+    options["layout"] = stored.layout
     os.makedirs(dst, exist_ok=True)
-    results = _run(dataset, jobs, dst, shape, dtype, layout, on_error, workers, progress)
-    manifest = _finish(dst, dataset, results, shape, dtype, options)
+    workers = default_num_workers() if workers is None else workers
+    shards = write_shards(dataset, dst, stored, options["shard_size"], on_error, workers, progress)
+    manifest = _finish(dst, dataset, shards, stored, options)
     seconds = time.perf_counter() - start
     total = sum(s.nbytes for s in manifest.shards)
     return PackSummary(manifest.count, total, seconds, manifest.skipped)
 
 
+def _check_arguments(on_error: str, workers: int | None) -> None:
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip' (got {on_error!r})")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ValueError(f"workers must be an int >= 0 (got {workers!r}); 0 packs in this process")
+
+
 def _existing(dst: str, options: dict[str, Any], overwrite: bool) -> PackSummary | None:
     if not os.path.exists(os.path.join(dst, MANIFEST)):
         return None
+    if overwrite:  # even a manifest this version cannot read: --overwrite is its fix
+        os.remove(os.path.join(dst, MANIFEST))  # from here on it no longer loads
+        return None
     old = Manifest.read(dst)
-    same = {k: old.options.get(k) for k in options} == options
-    if same and not overwrite:
+    differs = sorted(k for k in options if old.options.get(k) != options[k])
+    if not differs:
         return PackSummary(old.count, sum(s.nbytes for s in old.shards), 0.0, old.skipped, True)
-    if not overwrite:
-        differs = sorted(k for k in options if old.options.get(k) != options[k])
-        raise FileExistsError(
-            f"'{dst}' holds a different pack (differs in {', '.join(differs)}); pass "
-            f"overwrite=True (--overwrite) to replace it, or choose another folder"
-        )
-    os.remove(os.path.join(dst, MANIFEST))  # from here on it no longer loads
-    return None
+    raise FileExistsError(
+        f"'{dst}' holds a different pack (differs in {', '.join(differs)}); pass "
+        f"overwrite=True (--overwrite) to replace it, or choose another folder"
+    )
 
 
-def _probe(dataset: Any) -> tuple[tuple[int, ...], str, str]:
-    """Shape and dtype as stored, and the layout, from the first readable sample."""
-    for index in range(len(dataset)):
-        try:
-            x = _sample(dataset, index)[0]
-        except SampleLoadError:
+def _finish(dst: str, dataset: Any, shards: list[ShardWritten], stored: Stored, options: dict) -> Manifest:
+    infos, kept, skipped, position = [], [], [], 0
+    for shard in shards:
+        skipped += shard.skipped
+        if shard.file is None:
             continue
-        return tuple(x.shape), x.dtype.str, "HWC" if dataset.images else "as-is"
-    raise ValueError("no sample of the source could be read; nothing to pack")
-
-
-def _sample(dataset: Any, index: int) -> tuple[np.ndarray, int | None]:
-    item = dataset[index]
-    x, y = item if isinstance(item, tuple) else (item, None)
-    x = x.permute(1, 2, 0) if dataset.images else x  # images: C x H x W view -> H x W x C
-    return x.numpy(), None if y is None else int(y)
-
-
-_dataset: Any = None  # the source, in each worker process (set once by _init)
-
-
-def _init(dataset: Any) -> None:
-    global _dataset
-    _dataset = dataset
-
-
-def _run(dataset, jobs, dst, shape, dtype, layout, on_error, workers, progress) -> list[dict]:
-    workers = default_num_workers() if workers is None else workers
-    tasks = [(k, a, b, dst, shape, dtype, on_error) for k, a, b in jobs]
-    results = []
-    with tqdm(total=len(dataset), unit="sample", desc="packing", disable=not progress) as bar:
-        if workers == 0 or len(jobs) == 1:
-            _init(dataset)
-            outputs = map(_write_shard, tasks)
-            for result in outputs:
-                results.append(_check(result))
-                bar.update(result["stop"] - result["start"])
-            return results
-        with mp.get_context().Pool(min(workers, len(jobs)), _init, (dataset,)) as pool:
-            for result in pool.imap_unordered(_write_shard, tasks):
-                results.append(_check(result))
-                bar.update(result["stop"] - result["start"])
-    return sorted(results, key=lambda r: r["shard"])
-
-
-def _check(result: dict) -> dict:
-    if "error" in result:
-        raise SampleLoadError(result["error"])
-    return result
-
-
-def _write_shard(task: tuple) -> dict:
-    k, start, stop, dst, shape, dtype, on_error = task
-    out = np.empty((stop - start, *shape), dtype=dtype)
-    labels, sources, skipped, n = [], [], [], 0
-    for index in range(start, stop):
-        try:
-            x, y = _sample(_dataset, index)
-            if x.shape != shape or x.dtype.str != dtype:
-                fix = "pass size=... to resize" if _dataset.images else "arrays must share one shape and dtype"
-                raise ValueError(f"{x.dtype} {x.shape} instead of {np.dtype(dtype)} {shape}; {fix}")
-        except (SampleLoadError, ValueError) as exc:
-            message = str(exc) if isinstance(exc, SampleLoadError) else f"sample {index} from '{_dataset.path(index)}' has {exc}"
-            if on_error == "raise":
-                return {"error": message, "start": start, "stop": stop}
-            skipped.append({"path": _dataset.path(index), "error": message})
-            continue
-        out[n] = x
-        labels.append(-1 if y is None else y)
-        sources.append(_dataset.path(index))
-        n += 1
-    name = f"shard-{k:05d}.npy"
-    path = os.path.join(dst, name)
-    with open(path + ".partial", "wb") as f:
-        np.save(f, out[:n], allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".partial", path)
-    return {"shard": k, "file": name, "count": n, "labels": labels, "sources": sources,
-            "skipped": skipped, "sha256": sha256_of(path), "nbytes": os.path.getsize(path),
-            "start": start, "stop": stop}
-
-
-def _finish(dst, dataset, results, shape, dtype, options) -> Manifest:
-    shards, labels, sources, skipped, position = [], [], [], [], 0
-    for r in results:
-        skipped += r["skipped"]
-        if r["count"] == 0:
-            os.remove(os.path.join(dst, r["file"]))
-            continue
-        shards.append(ShardInfo(r["file"], position, position + r["count"], r["sha256"], r["nbytes"]))
-        position += r["count"]
-        labels += r["labels"]
-        sources += r["sources"]
+        infos.append(ShardInfo(shard.file, position, position + len(shard.kept), shard.sha256, shard.nbytes))
+        position += len(shard.kept)
+        kept.append(shard.kept)
+    order = np.concatenate(kept)  # the source index of every packed sample
     label_info = None
     if dataset.labels is not None:
-        label_info = _write_array(dst, "labels.npy", np.asarray(labels, dtype=np.int64))
-    with open(os.path.join(dst, "sources.txt.partial"), "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.writelines(p + "\n" for p in sources)
-    os.replace(os.path.join(dst, "sources.txt.partial"), os.path.join(dst, "sources.txt"))
-    manifest = Manifest(position, list(shape), dtype, shards, dataset.classes, label_info, options, skipped)
+        label_info = _write_array(dst, "labels.npy", np.asarray(dataset.labels[order], dtype=np.int64))
+    temp = os.path.join(dst, "sources.txt.partial")
+    with open(temp, "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.writelines(dataset.path(int(i)) + "\n" for i in order)
+    os.replace(temp, os.path.join(dst, "sources.txt"))
+    _remove_stale(dst, {info.file for info in infos})
+    manifest = Manifest(
+        position, list(stored.shape), stored.dtype, infos, dataset.classes, label_info, options, skipped
+    )
     manifest.write(dst)  # last, atomically: only now does the folder load as a data set
     return manifest
+
+
+def _remove_stale(dst: str, keep: set[str]) -> None:
+    """Shard files of an earlier (interrupted or replaced) pack that this one did not write."""
+    for name in os.listdir(dst):
+        if _SHARD_FILE.match(name) and name not in keep:
+            os.remove(os.path.join(dst, name))
 
 
 def _write_array(dst: str, name: str, array: np.ndarray) -> dict[str, str]:
     path = os.path.join(dst, name)
     with open(path + ".partial", "wb") as f:
         np.save(f, array, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(path + ".partial", path)
     return {"file": name, "sha256": sha256_of(path)}

@@ -36,6 +36,8 @@ def open_source(
     src: str, *, size: int | tuple[int, int] | None, crop: bool, mode: str
 ) -> tuple[PackSource, dict[str, Any]]:
     """The source to pack and the options that define the pack (for re-runs)."""
+    if crop and size is None:
+        raise ValueError("crop=True (--crop) cuts images to size=...; give a size too")
     resize = None if size is None else Resize(size, crop=crop)
     image = ImageReader(mode)
     reader = SuffixReader({suffix: image for suffix in IMAGE_SUFFIXES})
@@ -57,6 +59,11 @@ def open_source(
     images = bool(suffixes & set(IMAGE_SUFFIXES))
     if images and suffixes - set(IMAGE_SUFFIXES):
         raise ValueError(f"'{src}' mixes images and other files ({sorted(suffixes)}); pack them separately")
+    if resize is not None and not images:
+        raise ValueError(
+            f"size={size!r} resizes images, but '{src}' holds arrays ({sorted(suffixes)}); "
+            f"leave size out: arrays are packed as they are"
+        )
     options = {
         "source": os.path.abspath(src),
         "size": None if resize is None else list(resize.size),

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .path_dataset import _check_index
 from .shards import Manifest
 
 __all__ = ["PackedDataset"]
@@ -83,6 +84,7 @@ class PackedDataset(Dataset):
     def _map(self, name: str, count: int, *, labels: bool = False) -> np.ndarray:
         path = os.path.join(self.root, name)
         shape = (count,) if labels else (count, *self.manifest.sample_shape)
+        dtype = np.dtype(np.int64 if labels else self.manifest.dtype)
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -91,17 +93,15 @@ class PackedDataset(Dataset):
                 f"is damaged; `torchloader verify {self.root}` lists what differs, and "
                 f"`torchloader pack SRC {self.root} --overwrite` rebuilds it"
             ) from exc
-        if array.shape != shape:
+        if array.shape != shape or array.dtype != dtype:
             raise ValueError(
-                f"'{path}' holds {array.shape}, the manifest says {shape}; re-pack with "
-                f"`torchloader pack SRC {self.root} --overwrite`"
+                f"'{path}' holds {array.dtype} {array.shape}, the manifest says {dtype} {shape}; "
+                f"re-pack with `torchloader pack SRC {self.root} --overwrite`"
             )
         return array
 
     def __getitem__(self, index: int) -> Any:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} is out of range for {len(self)} samples")
-        index = index % len(self)
+        index = _check_index(index, len(self))
         shards = self._open()
         k = int(np.searchsorted(self._stops, index, side="right"))
         x = self._tensor(np.array(shards[k][index - self.manifest.shards[k].start]), batch=False)
@@ -114,7 +114,7 @@ class PackedDataset(Dataset):
 
     def gather(self, indices: Sequence[int] | np.ndarray) -> Any:
         """The samples at ``indices`` as one batch, read shard by shard in storage order."""
-        indices = np.asarray(indices, dtype=np.int64)
+        indices = self._check_indices(indices)
         order = np.argsort(indices, kind="stable")
         ordered = indices[order]
         out = np.empty((len(indices), *self.manifest.sample_shape), dtype=self.manifest.dtype)
@@ -125,7 +125,7 @@ class PackedDataset(Dataset):
             if a == b:
                 continue
             local = ordered[a:b] - self.manifest.shards[k].start
-            if local[-1] - local[0] + 1 == len(local):  # a run: one sequential slice
+            if np.all(np.diff(local) == 1):  # a run (no repeats): one sequential slice
                 out[order[a:b]] = shard[local[0] : local[-1] + 1]
             else:
                 out[order[a:b]] = shard[local]
@@ -133,6 +133,19 @@ class PackedDataset(Dataset):
         if self._labels is None:
             return x
         return x, torch.from_numpy(np.asarray(self._labels[indices]))
+
+    def _check_indices(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """``indices`` as int64 in ``[0, len)`` (negative ones count from the end)."""
+        array = np.asarray(indices)
+        if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
+            raise TypeError(
+                f"indices must be a 1-D sequence of integers (got {array.dtype} of shape {array.shape})"
+            )
+        array = array.astype(np.int64)
+        outside = array[(array < -len(self)) | (array >= len(self))]
+        if outside.size:
+            raise IndexError(f"index {outside[0]} is out of range for {len(self)} samples")
+        return np.where(array < 0, array + len(self), array)
 
     def _tensor(self, array: np.ndarray, *, batch: bool) -> torch.Tensor:
         tensor = torch.from_numpy(array)

@@ -8,6 +8,8 @@ shrinking), one image at a time.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import torch
 from PIL import Image
@@ -30,20 +32,17 @@ class Resize:
     """
 
     def __init__(self, size: int | tuple[int, int], *, crop: bool = False) -> None:
-        height, width = (size, size) if isinstance(size, int) else tuple(size)
-        if height < 1 or width < 1:
-            raise ValueError(f"size must be positive (got {size!r})")
-        self.size = (int(height), int(width))
-        self.crop = crop
+        self.size = _check_size(size)
+        self.crop = bool(crop)
 
     def __repr__(self) -> str:
         return f"Resize({self.size}, crop={self.crop})"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 3 or x.dtype != torch.uint8:
-            raise ValueError(
-                f"Resize takes a uint8 C x H x W tensor (got {x.dtype} of shape {tuple(x.shape)})"
-            )
+        uint8_chw = isinstance(x, torch.Tensor) and x.ndim == 3 and x.dtype == torch.uint8
+        if not uint8_chw or not 1 <= x.shape[0] <= 4:
+            got = f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"Resize takes a uint8 C x H x W tensor with 1 to 4 channels (got {got})")
         pixels = x.permute(1, 2, 0).numpy()
         image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
         height, width = self.size
@@ -55,6 +54,19 @@ class Resize:
         if array.ndim == 2:
             array = array[:, :, None]
         return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def _check_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    pair = (size, size) if isinstance(size, numbers.Integral) else size
+    if (
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair)
+    ):
+        raise TypeError(f"size must be an int or (height, width) of ints (got {size!r})")
+    if min(pair) < 1:
+        raise ValueError(f"size must be positive (got {size!r})")
+    return int(pair[0]), int(pair[1])
 
 
 def _centre_box(w: int, h: int, out_w: int, out_h: int) -> tuple[int, int, int, int]:

@@ -77,8 +77,14 @@ class Manifest:
                 f"reads version {VERSION}: re-pack with `torchloader pack --overwrite` or "
                 f"install the torchloader that wrote it"
             )
-        raw["shards"] = [ShardInfo(**s) for s in raw["shards"]]
-        return cls(**raw)
+        try:
+            raw["shards"] = [ShardInfo(**s) for s in raw["shards"]]
+            return cls(**raw)
+        except (KeyError, TypeError) as exc:  # a field missing, unknown or of the wrong kind
+            raise ValueError(
+                f"'{path}' is damaged ({type(exc).__name__}: {exc}); re-pack with "
+                f"`torchloader pack SRC '{root}' --overwrite`"
+            ) from exc
 
     def write(self, root: str) -> None:
         write_json_atomic(os.path.join(root, MANIFEST), asdict(self))
@@ -136,7 +142,10 @@ def _check_array(path: str, shape: tuple, dtype: str, sha256: str) -> list[str]:
     except Exception as exc:
         return [f"'{path}' cannot be read: {type(exc).__name__}: {exc}"]
     if tuple(array.shape) != tuple(shape) or array.dtype != np.dtype(dtype):
-        return [f"'{path}' holds {array.dtype} {tuple(array.shape)}, the manifest says {dtype} {tuple(shape)}"]
+        return [
+            f"'{path}' holds {array.dtype} {tuple(array.shape)}, the manifest says "
+            f"{np.dtype(dtype)} {tuple(shape)}"
+        ]
     if sha256_of(path) != sha256:
         return [f"'{path}' has a different checksum than the manifest: its bytes changed"]
     return []
