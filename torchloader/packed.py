@@ -113,22 +113,22 @@ class PackedDataset(Dataset):
         return x, y if self.target_transform is None else self.target_transform(y)
 
     def gather(self, indices: Sequence[int] | np.ndarray) -> Any:
-        """The samples at ``indices`` as one batch, read shard by shard in storage order."""
+        """The samples at ``indices`` as one batch: one fancy-indexed read per shard.
+
+        Rows come straight from the memory map into the batch in the requested
+        order (measured here: faster than sorting the reads and scattering them).
+        """
         indices = self._check_indices(indices)
-        order = np.argsort(indices, kind="stable")
-        ordered = indices[order]
-        out = np.empty((len(indices), *self.manifest.sample_shape), dtype=self.manifest.dtype)
         shards = self._open()
-        bounds = np.searchsorted(ordered, np.concatenate(([0], self._stops)))
-        for k, shard in enumerate(shards):
-            a, b = int(bounds[k]), int(bounds[k + 1])
-            if a == b:
-                continue
-            local = ordered[a:b] - self.manifest.shards[k].start
-            if np.all(np.diff(local) == 1):  # a run (no repeats): one sequential slice
-                out[order[a:b]] = shard[local[0] : local[-1] + 1]
-            else:
-                out[order[a:b]] = shard[local]
+        which = np.searchsorted(self._stops, indices, side="right")
+        first = int(which[0]) if len(which) else 0
+        if len(which) and (which == first).all():  # one shard: no scatter needed
+            out = shards[first][indices - self.manifest.shards[first].start]
+        else:
+            out = np.empty((len(indices), *self.manifest.sample_shape), dtype=self.manifest.dtype)
+            for k in np.unique(which).tolist():
+                rows = np.flatnonzero(which == k)
+                out[rows] = shards[k][indices[rows] - self.manifest.shards[k].start]
         x = self._tensor(out, batch=True)
         if self._labels is None:
             return x
