@@ -223,9 +223,9 @@ def test_a_dataloader_with_two_workers_gives_the_same_batches(ds):
 class CountingPacked(PackedDataset):
     gathers = items = 0
 
-    def gather(self, indices):
+    def gather(self, indices, **kwargs):
         type(self).gathers += 1
-        return super().gather(indices)
+        return super().gather(indices, **kwargs)
 
     def __getitem__(self, index):
         type(self).items += 1
@@ -340,3 +340,20 @@ def test_missing_labels_name_the_file(damaged):
     with pytest.raises(ValueError) as err:
         PackedDataset(damaged)[0]
     assert str(err.value).startswith(f"cannot map '{damaged / 'labels.npy'}' (FileNotFoundError: ")
+
+
+
+@pytest.mark.parametrize("indices", [[3, 1, 4, 1], [0, 5, 2]])
+def test_gather_into_out_writes_the_rows_there(ds, indices):
+    xb, yb = ds.gather(indices)
+    x0 = ds[0][0]
+    # a buffer laid out like the samples (a C x H x W view of H x W x C memory)
+    out_x = torch.empty((len(indices), *x0.permute(1, 2, 0).shape), dtype=x0.dtype).permute(0, 3, 1, 2)
+    out_y = torch.empty(len(indices), dtype=torch.int64)
+    assert ds.gather(indices, out=(out_x, out_y)) == (out_x, out_y)
+    assert torch.equal(out_x, xb) and torch.equal(out_y, yb)
+
+
+def test_gather_into_out_of_another_memory_order_returns_none(ds):
+    out_x = torch.empty((2, *ds[0][0].shape), dtype=torch.uint8)  # contiguous C x H x W
+    assert ds.gather([0, 1], out=(out_x, None)) is None

@@ -77,9 +77,17 @@ def fill_slots(
 
 
 def fill_batched(dataset: Any, buffer: ChunkBuffer, indices: np.ndarray) -> None:
-    """Fill a buffer with one ``dataset.gather(indices)`` call."""
-    x, y = split_sample(dataset.gather(indices))
+    """Fill a buffer with one ``dataset.gather(indices)`` call.
+
+    A dataset whose ``gather`` takes ``out=(x, y)`` (``PackedDataset``) reads
+    straight into the buffer: one copy, no temporary batch.
+    """
     n = len(indices)
+    if getattr(dataset, "gather_into_supported", False):
+        out = (buffer.x[:n], None if buffer.y is None else buffer.y[:n])
+        if dataset.gather(indices, out=out) is not None:
+            return
+    x, y = split_sample(dataset.gather(indices))
     buffer.x[:n].copy_(x)
     if buffer.y is not None and y is not None:
         buffer.y[:n].copy_(y)

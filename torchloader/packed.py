@@ -112,27 +112,58 @@ class PackedDataset(Dataset):
         y = torch.scalar_tensor(int(self._labels[index]), dtype=torch.int64)
         return x, y if self.target_transform is None else self.target_transform(y)
 
-    def gather(self, indices: Sequence[int] | np.ndarray) -> Any:
+    gather_into_supported = True  # gather(..., out=...) writes into given tensors
+
+    def gather(
+        self,
+        indices: Sequence[int] | np.ndarray,
+        *,
+        out: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    ) -> Any:
         """The samples at ``indices`` as one batch: one fancy-indexed read per shard.
 
         Rows come straight from the memory map into the batch in the requested
         order (measured here: faster than sorting the reads and scattering them).
+        With ``out=(x, y)`` (tensors shaped like the batch, ``x`` laid out as the
+        samples are, e.g. a ``ChunkedLoader`` buffer) the rows are written there
+        and ``out`` is returned, or None where ``x``'s memory order does not allow it.
         """
         indices = self._check_indices(indices)
+        target = None if out is None else self._stored_view(out[0])
+        if out is not None and target is None:
+            return None
+        x = self._read_rows(indices, target)
+        labels = None if self._labels is None else np.asarray(self._labels[indices])
+        if out is not None:
+            if out[1] is not None and labels is not None:
+                out[1].copy_(torch.from_numpy(labels))
+            return out
+        x = self._tensor(x, batch=True)
+        return x if labels is None else (x, torch.from_numpy(labels))
+
+    def _read_rows(self, indices: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         shards = self._open()
         which = np.searchsorted(self._stops, indices, side="right")
-        first = int(which[0]) if len(which) else 0
-        if len(which) and (which == first).all():  # one shard: no scatter needed
-            out = shards[first][indices - self.manifest.shards[first].start]
-        else:
+        kinds = np.unique(which).tolist()
+        if len(kinds) == 1:  # one shard: plain fancy indexing, numpy's fastest read here
+            rows = shards[kinds[0]][indices - self.manifest.shards[kinds[0]].start]
+            if out is None:
+                return rows
+            out[...] = rows  # (np.take(..., out=out) measured 2x slower)
+            return out
+        if out is None:
             out = np.empty((len(indices), *self.manifest.sample_shape), dtype=self.manifest.dtype)
-            for k in np.unique(which).tolist():
-                rows = np.flatnonzero(which == k)
-                out[rows] = shards[k][indices[rows] - self.manifest.shards[k].start]
-        x = self._tensor(out, batch=True)
-        if self._labels is None:
-            return x
-        return x, torch.from_numpy(np.asarray(self._labels[indices]))
+        for k in kinds:
+            rows = np.flatnonzero(which == k)
+            out[rows] = shards[k][indices[rows] - self.manifest.shards[k].start]
+        return out
+
+    def _stored_view(self, x: torch.Tensor) -> np.ndarray | None:
+        """``x`` (N x sample shape, as samples come back) as an array in stored order."""
+        stored = x.permute(0, 2, 3, 1) if self._images and x.ndim == 4 else x
+        if not stored.is_contiguous() or stored.dtype != torch.from_numpy(np.empty(0, self.manifest.dtype)).dtype:
+            return None
+        return stored.numpy()
 
     def _check_indices(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """``indices`` as int64 in ``[0, len)`` (negative ones count from the end)."""
