@@ -331,10 +331,10 @@ def test_a_ram_budget_below_two_batches_is_refused_with_the_numbers():
     )
 
 
-@pytest.mark.parametrize(("budget", "chunk_size"), [(512, 8), ("1KiB", 16), (1000, 15), ("1GiB", 100)])
+@pytest.mark.parametrize(("budget", "chunk_size"), [(512, 8), ("1KiB", 16), (1000, 8), ("1GiB", 100)])
 def test_the_ram_budget_holds_two_chunks(closing, budget, chunk_size):
     loader = closing(preloaded(100), 8, ram_budget=budget)
-    assert loader.chunk_size == chunk_size  # at most the data set
+    assert loader.chunk_size == chunk_size  # whole batches (15 fit: 8), at most the data set
     assert_same_epochs(run(loader), reference(preloaded(100), 8, chunk_size=chunk_size)[0])
     assert loader.stats.peak_buffer_bytes <= parse_bytes(budget)
 

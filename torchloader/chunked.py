@@ -150,6 +150,8 @@ class ChunkedLoader:
                     f"{self.batch_size * self.layout.nbytes} bytes; the smallest budget "
                     f"that works is ram_budget={smallest} ({format_bytes(smallest)})"
                 )
+            # whole batches per chunk: no batch straddles two chunks (and is copied)
+            chunk_size -= chunk_size % self.batch_size
         return min(chunk_size, len(self.dataset))
 
     @property
