@@ -357,3 +357,20 @@ def test_gather_into_out_writes_the_rows_there(ds, indices):
 def test_gather_into_out_of_another_memory_order_returns_none(ds):
     out_x = torch.empty((2, *ds[0][0].shape), dtype=torch.uint8)  # contiguous C x H x W
     assert ds.gather([0, 1], out=(out_x, None)) is None
+
+
+def test_a_shuffled_contiguous_range_is_read_as_one_slice(ds, monkeypatch):
+    indices = np.random.default_rng(0).permutation(np.arange(5, 8))  # inside shard 1 (4-8)
+    expected = stack(ds, indices.tolist())
+    shard = ds._open()[1]
+    reads = []
+
+    class Spy(np.ndarray):
+        def __getitem__(self, key):
+            reads.append(key)
+            return super().__getitem__(key)
+
+    ds._shards[1] = shard.view(Spy)
+    got = ds.gather(indices)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    assert reads == [slice(1, 4)]

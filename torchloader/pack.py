@@ -153,9 +153,11 @@ def _finish(dst: str, dataset: Any, shards: list[ShardWritten], stored: Stored, 
     with open(temp, "w", encoding="utf-8", errors="surrogateescape") as f:
         f.writelines(dataset.path(int(i)) + "\n" for i in order)
     os.replace(temp, os.path.join(dst, "sources.txt"))
+    sources = {"file": "sources.txt", "sha256": sha256_of(os.path.join(dst, "sources.txt"))}
     _remove_stale(dst, {info.file for info in infos})
     manifest = Manifest(
-        position, list(stored.shape), stored.dtype, infos, dataset.classes, label_info, options, skipped
+        position, list(stored.shape), stored.dtype, infos, dataset.classes, label_info, options,
+        skipped, sources,
     )
     manifest.write(dst)  # last, atomically: only now does the folder load as a data set
     return manifest

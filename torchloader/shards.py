@@ -50,6 +50,7 @@ class Manifest:
     labels: dict[str, Any] | None = None  # {"file": ..., "sha256": ...}
     options: dict[str, Any] = field(default_factory=dict)  # how it was packed
     skipped: list[dict[str, Any]] = field(default_factory=list)  # {"path", "error"}
+    sources: dict[str, Any] | None = None  # {"file": "sources.txt", "sha256": ...}
     format: str = FORMAT
     version: int = VERSION
 
