@@ -37,7 +37,7 @@ import torch
 import torch.multiprocessing as mp
 
 from .chunk_buffer import ChunkBuffer, SampleLayout
-from .chunk_fill import fill_batched, fill_slots, read_sample, storage_runs
+from .chunk_fill import ChunkFiller, fill_batched, fill_slots, storage_runs
 from .errors import SampleLoadError
 
 __all__ = ["ProcessFiller"]
@@ -96,16 +96,13 @@ def _portable(exc: Exception) -> Exception:
         return SampleLoadError(f"{type(exc).__name__}: {exc}")
 
 
-class ProcessFiller:
+class ProcessFiller(ChunkFiller):
     """Reads samples of ``dataset`` into shared-memory chunk buffers with processes."""
 
     shared_buffers = True
 
     def __init__(self, dataset: Any, num_workers: int, *, multiprocessing_context: Any = None) -> None:
-        self.dataset = dataset
-        self.num_workers = num_workers
-        self.batched = callable(getattr(dataset, "gather", None))
-        self.first: tuple[int, SampleLayout] | None = None
+        super().__init__(dataset, num_workers)  # its thread pool is never started here
         self._context = multiprocessing_context
         self._workers: list[Any] = []
         self._tasks: list[Any] = []
@@ -113,11 +110,6 @@ class ProcessFiller:
         self._halt: Any = None  # set: the workers drop the rest of the chunk
         self._sent: dict[int, ChunkBuffer] = {}  # buffers the workers hold, by id
         self._lock = threading.Lock()
-
-    def layout(self, index: int) -> SampleLayout:
-        if self.first is None:
-            self.first = (index, SampleLayout.of(*read_sample(self.dataset, index)))
-        return self.first[1]
 
     def start(self) -> None:
         """Start the workers (from the main thread, before any loading thread runs)."""

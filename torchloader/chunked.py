@@ -19,7 +19,6 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
-import numpy as np
 import torch
 
 from .chunk_batches import batches_of, finish
@@ -27,10 +26,11 @@ from .chunk_buffer import BufferPool
 from .chunk_fill import ChunkFiller
 from .chunk_producer import LoadedChunk, Producer, chunk_plan
 from .chunk_workers import ProcessFiller
-from .chunking import format_bytes, parse_bytes
+from .chunking import format_bytes
 from .device import DeviceLoader
 from .loader_stats import LoaderStats
-from .sampler import ChunkedSampler
+from .sampler import ChunkedSampler, check_chunk_args
+from .sampler import _check_non_negative_int as _check_int
 from .shuffle_quality import ShuffleQuality, shuffle_quality
 
 __all__ = ["ChunkedLoader"]
@@ -92,9 +92,9 @@ class ChunkedLoader:
         block_size: int | None = None,
     ) -> None:
         self.dataset = dataset
-        self.batch_size = _positive("batch_size", batch_size)
+        self.batch_size = _check_int("batch_size", batch_size, minimum=1)
         self.drop_last = bool(drop_last)
-        self.num_workers = _positive("num_workers", num_workers, minimum=0)
+        self.num_workers = _check_int("num_workers", num_workers)
         if worker_type not in ("process", "thread"):
             raise ValueError(f"worker_type must be 'process' or 'thread' (got {worker_type!r})")
         self.worker_type = worker_type
@@ -128,18 +128,9 @@ class ChunkedLoader:
         self._producer_epoch = -1  # the epoch whose first chunk the producer holds
 
     def _chunk_size(self, chunk_size: int | None, ram_budget: int | str | None) -> int:
-        if (chunk_size is None) == (ram_budget is None):
-            raise ValueError(
-                f"give exactly one of chunk_size (samples) or ram_budget (bytes) "
-                f"(got chunk_size={chunk_size!r}, ram_budget={ram_budget!r})"
-            )
-        if chunk_size is not None:
-            chunk_size = _positive("chunk_size", chunk_size)
-        else:
-            try:
-                budget = parse_bytes(ram_budget)  # type: ignore[arg-type]
-            except (TypeError, ValueError) as err:
-                raise type(err)(f"ram_budget={ram_budget!r}: {err}") from None
+        chunk_size, budget = check_chunk_args(chunk_size, ram_budget)
+        if chunk_size is None:
+            assert budget is not None
             chunk_size = budget // (_BUFFERS * self.layout.nbytes)
             smallest = _BUFFERS * self.batch_size * self.layout.nbytes
             if chunk_size < self.batch_size:
@@ -283,10 +274,3 @@ class ChunkedLoader:
             f"device={self.device}, epoch={self.epoch})"
         )
 
-
-def _positive(name: str, value: Any, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name!r} must be <int> (got {value!r} that is a <{type(value).__name__}>)")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum} (got {name}={value})")
-    return int(value)

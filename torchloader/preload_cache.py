@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .readers import to_tensor
+from .shards import write_json_atomic
 
 __all__ = ["PreloadCache"]
 
@@ -62,10 +63,7 @@ class PreloadCache:
             meta["arrays"][name] = {"shape": list(array.shape), "dtype": array.dtype.str}
             os.replace(self._path(f"{name}.npy.partial"), self._path(f"{name}.npy"))
         self._pending.clear()
-        temp = self._path(f"meta.json.{os.getpid()}.partial")
-        with open(temp, "w") as f:
-            json.dump(meta, f, indent=2)
-        os.replace(temp, self._path("meta.json"))
+        write_json_atomic(self._path("meta.json"), meta)
 
     def open(self, *, expected_len: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Memory-map the cached arrays (copy-on-write: the files never change)."""

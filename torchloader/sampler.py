@@ -248,18 +248,25 @@ class _EpochIterator:
             self._sampler._finish_epoch(self)
 
 
-def _check_chunking(data_source: Sized, chunk_size: Any, ram_budget: Any) -> int:
+def check_chunk_args(chunk_size: Any, ram_budget: Any) -> tuple[int | None, int | None]:
+    """``(chunk_size, ram_budget in bytes)`` checked, exactly one of them not None."""
     if (chunk_size is None) == (ram_budget is None):
         raise ValueError(
             f"give exactly one of chunk_size (samples) or ram_budget (bytes) "
             f"(got chunk_size={chunk_size!r}, ram_budget={ram_budget!r})"
         )
     if chunk_size is not None:
-        return _check_non_negative_int("chunk_size", chunk_size, minimum=1)
+        return _check_non_negative_int("chunk_size", chunk_size, minimum=1), None
     try:
-        budget = parse_bytes(ram_budget)
+        return None, parse_bytes(ram_budget)
     except (TypeError, ValueError) as err:
         raise type(err)(f"ram_budget={ram_budget!r}: {err}") from None
+
+
+def _check_chunking(data_source: Sized, chunk_size: Any, ram_budget: Any) -> int:
+    chunk_size, budget = check_chunk_args(chunk_size, ram_budget)
+    if chunk_size is not None:
+        return chunk_size
     return chunk_size_for_budget(budget, sample_nbytes(data_source))
 
 
