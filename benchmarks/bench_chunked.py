@@ -26,11 +26,10 @@ import threading
 import time
 
 import numpy as np
-import psutil
 from torch.utils.data import DataLoader
 
 from bench_decode import make_jpegs
-from common import machine, table
+from common import PeakPSS, machine, table
 from torchloader import ChunkedLoader, PathDataset, PreloadedDataset, format_bytes, parse_bytes
 from torchloader.chunking import epoch_order
 from torchloader.shuffle_quality import shuffle_buffer_order, shuffle_quality
@@ -48,39 +47,6 @@ def make_folder(root: str, n: int) -> PathDataset:
         os.makedirs(folder, exist_ok=True)
         os.replace(path, os.path.join(folder, os.path.basename(path)))
     return PathDataset.from_folder(root)
-
-
-class PeakPSS:
-    """Peak summed PSS of this process and its children, sampled every 10 ms."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @staticmethod
-    def now() -> int:
-        me = psutil.Process()
-        total = 0
-        for p in [me, *me.children(recursive=True)]:
-            try:
-                total += p.memory_full_info().pss
-            except psutil.Error:
-                pass
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.now())
-            time.sleep(0.01)
-
-    def __enter__(self) -> PeakPSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 class Epochs:

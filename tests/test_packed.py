@@ -90,7 +90,7 @@ def test_an_index_out_of_range_is_an_index_error(ds, index):
 def test_an_index_that_is_not_an_integer_is_a_type_error(ds):
     with pytest.raises(TypeError) as err:
         ds[1.5]
-    assert str(err.value) == "index must be an integer (got float); for batches of indices use a DataLoader"
+    assert str(err.value) == "index must be an integer (got float); for a batch pass a list or array of indices"
 
 
 def test_an_item_is_a_copy_not_the_memory_map(ds):

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sized
 from itertools import islice
+from typing import Any
 
 import numpy as np
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
-__all__ = ["IndexBatchSampler"]
+from .sampler import ChunkedSampler
+
+__all__ = ["IndexBatchSampler", "batch_dataloader", "shuffled_batches"]
 
 
 class IndexBatchSampler(Sampler[np.ndarray]):
@@ -71,3 +74,32 @@ class IndexBatchSampler(Sampler[np.ndarray]):
             f"IndexBatchSampler({self.sampler!r}, batch_size={self.batch_size}, "
             f"drop_last={self.drop_last})"
         )
+
+
+def shuffled_batches(
+    dataset: Sized, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool
+) -> IndexBatchSampler:
+    """Index arrays of ``batch_size`` over a full shuffle of ``dataset`` per epoch."""
+    # One chunk of the whole data set is a full shuffle, drawn from (seed, epoch).
+    order = ChunkedSampler(dataset, chunk_size=max(1, len(dataset)), shuffle=shuffle, seed=seed)
+    return IndexBatchSampler(order, batch_size, drop_last=drop_last)
+
+
+def batch_dataloader(
+    dataset: Any, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool, **kwargs: Any
+) -> DataLoader:
+    """A ``DataLoader`` that hands ``dataset`` one index array per batch.
+
+    ``DataLoader(dataset, batch_size=None, sampler=IndexBatchSampler(...))``: the
+    dataset's ``dataset[indices]`` builds the whole batch, and the DataLoader's
+    per-sample fetch and collate are skipped. Other keyword arguments
+    (``num_workers``, ``pin_memory``, ...) pass through.
+    """
+    for key in ("sampler", "batch_sampler", "collate_fn"):
+        if key in kwargs:
+            raise TypeError(
+                f"dataloader() sets {key} itself; for your own {key} build "
+                f"DataLoader(ds, batch_size=None, sampler=IndexBatchSampler(...))"
+            )
+    sampler = shuffled_batches(dataset, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    return DataLoader(dataset, batch_size=None, sampler=sampler, **kwargs)

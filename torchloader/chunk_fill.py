@@ -24,7 +24,8 @@ import torch
 
 from .chunk_buffer import ChunkBuffer, SampleLayout
 from .errors import SampleLoadError
-from .samples import describe, mismatch_message, split_sample
+from .batch_buffer import stack_labels
+from .samples import ShapeMismatch, describe, mismatch_message, split_sample
 
 __all__ = ["ChunkFiller", "check_sample", "fill_batched", "fill_slots", "read_sample", "storage_runs"]
 
@@ -63,17 +64,38 @@ def fill_slots(
     indices: np.ndarray,
     stop: threading.Event | None = None,
 ) -> None:
-    """Write ``dataset[indices[k]]`` into slot ``slots[k]`` of ``buffer``, for every k."""
+    """Write ``dataset[indices[k]]`` into slot ``slots[k]`` of ``buffer``, for every k.
+
+    A dataset with ``read_into(index, slot)`` (``PathDataset``) writes each sample
+    straight into its slot (JPEGs decoded there); others are read and copied.
+    """
+    read_into = getattr(dataset, "read_into", None)
     ys = []  # labels go in with one write per run: a copy per 0-dim tensor costs ~7 us
     for slot, index in zip(slots.tolist(), indices.tolist()):
         if stop is not None and stop.is_set():
             return
+        if read_into is not None:
+            ys.append(_read_into(read_into, first, index, buffer.x[slot]))
+            continue
         x, y = read_sample(dataset, index)
         check_sample(first, index, x, y)
         buffer.x[slot].copy_(x)
         ys.append(y)
     if buffer.y is not None and ys:
-        buffer.y[torch.from_numpy(slots)] = torch.stack(ys)
+        buffer.y[torch.from_numpy(slots)] = stack_labels(ys)
+
+
+def _read_into(read_into: Any, first: tuple[int, SampleLayout], index: int, out: torch.Tensor) -> Any:
+    try:
+        return read_into(index, out)
+    except ShapeMismatch as exc:
+        first_index, layout = first
+        expected = describe(torch.empty(layout.x_shape, dtype=layout.x_dtype), None)
+        raise ValueError(mismatch_message(index, exc.what, first_index, expected)) from None
+    except SampleLoadError:
+        raise
+    except Exception as exc:
+        raise SampleLoadError.from_exception(index, None, exc) from exc
 
 
 def fill_batched(dataset: Any, buffer: ChunkBuffer, indices: np.ndarray) -> None:

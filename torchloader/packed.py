@@ -15,9 +15,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
-from .path_dataset import _check_index
+from .batch_buffer import as_index_array
+from .batching import batch_dataloader
+from .chunk_buffer import SampleLayout
+from .path_dataset import _check_index, _is_batch
+from .samples import split_sample
 from .shards import Manifest
 
 __all__ = ["PackedDataset"]
@@ -100,7 +104,10 @@ class PackedDataset(Dataset):
             )
         return array
 
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, index: Any) -> Any:
+        """Sample ``index``; a list, array, tensor or slice gives the batch (``gather``)."""
+        if _is_batch(index):
+            return self._batch(as_index_array(index, len(self)))
         index = _check_index(index, len(self))
         shards = self._open()
         k = int(np.searchsorted(self._stops, index, side="right"))
@@ -111,6 +118,31 @@ class PackedDataset(Dataset):
             return x
         y = torch.scalar_tensor(int(self._labels[index]), dtype=torch.int64)
         return x, y if self.target_transform is None else self.target_transform(y)
+
+    def _batch(self, indices: np.ndarray) -> Any:
+        if self.transform is not None or self.target_transform is not None:
+            return default_collate([self[i] for i in indices.tolist()])  # as ds[i] each
+        if get_worker_info() is None:
+            return self.gather(indices)
+        # In a DataLoader worker: read into shared memory, so that sending the batch
+        # to the main process copies nothing more (as torch's collate does).
+        layout = SampleLayout.of(*split_sample(self[int(indices[0])])) if len(indices) else None
+        if layout is None:
+            return self.gather(indices)
+        buffer = layout.allocate(len(indices), pin=False, shared=True)
+        self.gather(indices, out=(buffer.x, buffer.y))
+        return buffer.x if buffer.y is None else (buffer.x, buffer.y)
+
+    def dataloader(
+        self, batch_size: int, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
+        **kwargs: Any,
+    ) -> DataLoader:  # fmt: skip
+        """A ``DataLoader`` whose batches are one ``gather`` each (no per-sample collate).
+
+        As ``PathDataset.dataloader``: ``batch_size=None`` with an
+        :class:`IndexBatchSampler`; other keyword arguments pass through.
+        """
+        return batch_dataloader(self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, **kwargs)
 
     gather_into_supported = True  # gather(..., out=...) writes into given tensors
 

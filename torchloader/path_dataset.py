@@ -18,13 +18,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
+from .batch_buffer import as_index_array, read_batch
+from .batching import batch_dataloader
 from .errors import SampleLoadError
 from .folder import scan_folder
 from .csv_table import read_csv_table
 from .labels import encode_labels
 from .readers import Reader, SuffixReader, to_tensor
+from .samples import ShapeMismatch, describe
 
 __all__ = ["PathDataset"]
 
@@ -171,21 +174,74 @@ class PathDataset(Dataset):
         """The file of sample ``index``."""
         return os.fsdecode(self.paths[index])
 
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, index: Any) -> Any:
+        """Sample ``index`` as ``(x, y)`` (or ``x``); a list, array, tensor or slice
+        of indices gives the whole batch, read straight into one buffer."""
+        if _is_batch(index):
+            indices = as_index_array(index, len(self))
+            plain = self.labels is not None and self.target_transform is None
+            return read_batch(self, indices, self.labels if plain else None)
         index = _check_index(index, len(self))
         path = self.path(index)
         try:
-            x = to_tensor(self.reader(path))
-            if self.transform is not None:
-                x = self.transform(x)
+            x = self._load(path)
         except Exception as exc:
             raise SampleLoadError.from_exception(index, path, exc) from exc
+        return x if self.labels is None else (x, self._label(index))
+
+    def read_into(self, index: int, out: torch.Tensor) -> Any:
+        """Load sample ``index`` into ``out`` and return its label (None without labels).
+
+        ``out`` must have the sample's shape and dtype (a slot of a batch or RAM
+        chunk). A JPEG that fits is decoded by libjpeg-turbo straight into it;
+        anything else is read as ``ds[index]`` would and copied. A sample of
+        another shape or dtype raises ``ShapeMismatch`` (a ``ValueError``).
+        """
+        path = self.path(index)
+        try:
+            direct = self.transform is None and _reads_into(self.reader, path, out)
+            x = None if direct else self._load(path)
+        except Exception as exc:
+            raise SampleLoadError.from_exception(index, path, exc) from exc
+        if x is not None:
+            if tuple(x.shape) != tuple(out.shape) or x.dtype != out.dtype:
+                raise ShapeMismatch(index, describe(x, None))
+            out.copy_(x)
         if self.labels is None:
-            return x
-        y = torch.scalar_tensor(int(self.labels[index]), dtype=torch.int64)
-        if self.target_transform is not None:
-            y = self.target_transform(y)
-        return x, y
+            return None
+        return self.labels[index] if self.target_transform is None else self._label(index)
+
+    def dataloader(
+        self, batch_size: int, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
+        **kwargs: Any,
+    ) -> DataLoader:  # fmt: skip
+        """A ``DataLoader`` that reads each batch straight into one buffer.
+
+        An ordinary DataLoader with ``batch_size=None`` and an
+        :class:`IndexBatchSampler`: each worker builds whole batches with
+        ``ds[indices]`` (no per-sample collate; JPEGs decoded in place, batches
+        channels-last). Other keyword arguments (``num_workers``, ``pin_memory``,
+        ``persistent_workers``, ...) pass through; the order is a function of
+        ``(seed, epoch)``.
+
+        Example:
+            >>> import numpy as np, tempfile, os
+            >>> folder = tempfile.mkdtemp()
+            >>> for i in range(5):
+            ...     np.save(os.path.join(folder, f"{i}.npy"), np.full(3, i, np.uint8))
+            >>> ds = PathDataset([os.path.join(folder, f"{i}.npy") for i in range(5)], [0] * 5)
+            >>> [tuple(xb.shape) for xb, yb in ds.dataloader(2, shuffle=False)]
+            [(2, 3), (2, 3), (1, 3)]
+        """
+        return batch_dataloader(self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, **kwargs)
+
+    def _load(self, path: str) -> Any:
+        x = to_tensor(self.reader(path))
+        return x if self.transform is None else self.transform(x)
+
+    def _label(self, index: int) -> Any:
+        y = torch.scalar_tensor(int(self.labels[index]), dtype=torch.int64)  # type: ignore[index]
+        return y if self.target_transform is None else self.target_transform(y)
 
     def __repr__(self) -> str:
         labels = "None" if self.labels is None else f"{len(np.unique(self.labels))} values"
@@ -211,9 +267,20 @@ def _check_index(index: Any, length: int) -> int:
         index = operator.index(index)
     except TypeError:
         raise TypeError(
-            f"index must be an integer (got {type(index).__name__}); for batches of "
-            f"indices use a DataLoader"
+            f"index must be an integer (got {type(index).__name__}); for a batch "
+            f"pass a list or array of indices"
         ) from None
     if not -length <= index < length:
         raise IndexError(f"index {index} is out of range for {length} samples")
     return index + length if index < 0 else index
+
+
+def _is_batch(index: Any) -> bool:
+    if isinstance(index, (list, tuple, slice)):
+        return True
+    return isinstance(index, (np.ndarray, torch.Tensor)) and index.ndim == 1
+
+
+def _reads_into(reader: Any, path: str, out: torch.Tensor) -> bool:
+    read_into = getattr(reader, "read_into", None)
+    return read_into is not None and read_into(path, out)

@@ -24,11 +24,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from .batching import IndexBatchSampler
+from .batching import IndexBatchSampler, batch_dataloader, shuffled_batches
 from .load_all import load_all
 from .preload_cache import PreloadCache
 from .readers import to_tensor
-from .sampler import ChunkedSampler
 
 __all__ = ["PreloadedDataset"]
 
@@ -149,21 +148,12 @@ class PreloadedDataset(Dataset):
             >>> [tuple(xb.shape) for xb, _ in ds.dataloader(4)]
             [(4, 3), (4, 3), (2, 3)]
         """
-        for key in ("sampler", "batch_sampler", "collate_fn"):
-            if key in kwargs:
-                raise TypeError(
-                    f"dataloader() sets {key} itself; for your own {key} build "
-                    f"DataLoader(ds, batch_size=None, sampler=IndexBatchSampler(...))"
-                )
-        sampler = self._index_sampler(batch_size, shuffle, seed, drop_last)
-        return DataLoader(self, batch_size=None, sampler=sampler, **kwargs)
+        return batch_dataloader(self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, **kwargs)
 
     def _index_sampler(
         self, batch_size: int, shuffle: bool, seed: int, drop_last: bool
     ) -> IndexBatchSampler:
-        # One chunk of the whole data set is a full shuffle.
-        order = ChunkedSampler(self, chunk_size=len(self), shuffle=shuffle, seed=seed)
-        return IndexBatchSampler(order, batch_size, drop_last=drop_last)
+        return shuffled_batches(self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
 
     @classmethod
     def from_dataset(

@@ -117,6 +117,39 @@ class ImageReader:
         # Pillow's read-only arrays (and fixes big-endian 16-bit ones).
         return to_tensor(array).permute(2, 0, 1)
 
+    def read_into(self, path: str, out: torch.Tensor) -> bool:
+        """Decode ``path`` straight into ``out`` where that is exact; else return False.
+
+        ``out`` is a ``C x H x W`` ``uint8`` view of ``H x W x C`` memory (a
+        channels-last slot, as batch and chunk buffers have). A JPEG whose size,
+        channels and colour space fit is decoded by libjpeg-turbo into it, with
+        no temporary array and no copy. Anything else (another format, another
+        size, CMYK, no simplejpeg) returns False and writes nothing, so the
+        caller reads the file the ordinary way and reports any mismatch.
+        """
+        channels = {"RGB": 3, "L": 1}.get(self.mode)
+        if (
+            channels is None or self.decoder != "auto" or simplejpeg is None
+            or not _is_jpeg(path) or out.dtype != torch.uint8 or out.ndim != 3
+            or out.shape[0] != channels or not out.permute(1, 2, 0).is_contiguous()
+        ):  # fmt: skip
+            return False
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError:
+            return False  # the ordinary path reports what is wrong with the file
+        limit = Image.MAX_IMAGE_PIXELS  # above it, Pillow's bomb guard decides
+        if (
+            (height, width) != tuple(out.shape[1:]) or colorspace not in _TURBO_EXACT[self.mode]
+            or (limit is not None and height * width > limit)
+        ):  # fmt: skip
+            return False
+        simplejpeg.decode_jpeg(data, colorspace=self.mode if channels == 3 else "GRAY",
+                               buffer=out.permute(1, 2, 0).numpy())  # fmt: skip
+        return True
+
     def _decode_turbo(self, data: bytes) -> np.ndarray | None:
         """Decode with libjpeg-turbo, or return None where Pillow must decide."""
         try:
@@ -144,6 +177,10 @@ class ImageReader:
             elif image.mode == "P":
                 image = image.convert("RGBA" if transparent else "RGB")
             return np.asarray(image)
+
+
+# Colour spaces whose libjpeg-turbo decode equals Pillow's, per mode (tested).
+_TURBO_EXACT = {"RGB": ("YCbCr", "Gray"), "L": ("Gray",)}
 
 
 def _is_jpeg(path: str) -> bool:
@@ -252,6 +289,12 @@ class SuffixReader:
 
     def __repr__(self) -> str:
         return f"SuffixReader(suffixes={list(self.suffixes)})"
+
+    def read_into(self, path: str, out: torch.Tensor) -> bool:
+        """Let the suffix's reader write ``path`` straight into ``out``, if it can."""
+        reader = self.readers.get(os.path.splitext(path)[1].lower())
+        read_into = getattr(reader, "read_into", None)
+        return read_into is not None and read_into(path, out)
 
     def __call__(self, path: str) -> torch.Tensor | np.ndarray:
         suffix = os.path.splitext(path)[1].lower()

@@ -8,7 +8,7 @@ import torch
 
 from .readers import to_tensor
 
-__all__ = ["describe", "mismatch_message", "split_sample"]
+__all__ = ["ShapeMismatch", "describe", "mismatch_message", "split_sample"]
 
 
 def split_sample(sample: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -36,3 +36,12 @@ def mismatch_message(index: int, what: str, other: int, other_what: str) -> str:
         f"share one shape and dtype to be stacked into one tensor. Resize or crop "
         f"them to one size in the dataset's transform"
     )
+
+
+class ShapeMismatch(ValueError):
+    """A sample does not fit the buffer it is read into; ``what`` describes it."""
+
+    def __init__(self, index: int, what: str) -> None:
+        super().__init__(f"sample {index} has {what}, which does not fit the buffer")
+        self.index = index
+        self.what = what

@@ -1,0 +1,82 @@
+"""Realistic benchmark data on disk: JPEG photos in class folders, and small grey digits.
+
+- ``jpeg128/<class>/<i>.jpg``: ``--n`` (default 20,000) random 128x128 crops of the
+  two photographs scikit-learn ships, quality 90, in ``--classes`` class folders
+  (like an ImageNet-style tree: files stored sorted by class).
+- ``grey28/<class>/<i>.png``: ``--n-small`` (default 20,000) 28x28 greyscale crops,
+  the per-sample-overhead case (tiny files where Python work per sample dominates).
+
+A finished set is marked by ``DONE`` holding its parameters; a re-run with the same
+parameters does nothing, so the runner and the peers can call it cheaply.
+
+Run: ``python benchmarks/make_data.py OUT [--n 20000] [--n-small 20000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+
+import numpy as np
+from PIL import Image
+from sklearn.datasets import load_sample_images
+
+
+def _crops(n: int, size: int, seed: int):
+    rng = np.random.default_rng(seed)
+    photos = load_sample_images().images
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        top = rng.integers(0, photo.shape[0] - size)
+        left = rng.integers(0, photo.shape[1] - size)
+        yield i, photo[top : top + size, left : left + size]
+
+
+def make_set(root: str, n: int, *, size: int, grey: bool, classes: int, seed: int = 0) -> str:
+    """Write ``n`` crops under ``root/<class>/``; return ``root``. Idempotent."""
+    params = {"n": n, "size": size, "grey": grey, "classes": classes, "seed": seed}
+    done = os.path.join(root, "DONE")
+    if os.path.exists(done):
+        with open(done) as f:
+            if json.load(f) == params:
+                return root
+        shutil.rmtree(root)
+    tmp = root + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for c in range(classes):
+        os.makedirs(os.path.join(tmp, f"class{c:02d}"))
+    suffix = ".png" if grey else ".jpg"
+    for i, crop in _crops(n, size, seed):
+        image = Image.fromarray(crop).convert("L") if grey else Image.fromarray(crop)
+        folder = os.path.join(tmp, f"class{i * classes // n:02d}")
+        image.save(os.path.join(folder, f"{i:06d}{suffix}"), **({} if grey else {"quality": 90}))
+    with open(os.path.join(tmp, "DONE"), "w") as f:
+        json.dump(params, f)
+    os.replace(tmp, root)  # only a finished set appears under its name
+    return root
+
+
+def make_data(out: str, n: int = 20_000, n_small: int = 20_000, classes: int = 10) -> dict[str, str]:
+    """Both sets under ``out``; returns ``{"jpeg128": path, "grey28": path}``."""
+    os.makedirs(out, exist_ok=True)
+    return {
+        "jpeg128": make_set(os.path.join(out, "jpeg128"), n, size=128, grey=False, classes=classes),
+        "grey28": make_set(os.path.join(out, "grey28"), n_small, size=28, grey=True, classes=classes),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out")
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--n-small", type=int, default=20_000)
+    parser.add_argument("--classes", type=int, default=10)
+    args = parser.parse_args()
+    for name, path in make_data(args.out, args.n, args.n_small, args.classes).items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()
