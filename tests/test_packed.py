@@ -374,3 +374,43 @@ def test_a_shuffled_contiguous_range_is_read_as_one_slice(ds, monkeypatch):
     got = ds.gather(indices)
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
     assert reads == [slice(1, 4)]
+
+
+# --- batches: ds[indices] and ds.dataloader() ---------------------------------------
+
+
+def test_a_batch_of_indices_is_the_gather(ds):
+    indices = [22, 0, 5, 5, 13]
+
+    xb, yb = ds[indices]
+
+    x_ref, y_ref = stack(ds, indices)
+    assert torch.equal(xb, x_ref) and torch.equal(yb, y_ref)
+    assert torch.equal(ds[np.array(indices)][0], x_ref)
+    assert torch.equal(ds[2:6][0], stack(ds, range(2, 6))[0])
+
+
+def test_a_batch_with_a_transform_applies_it_per_sample(packed_root):
+    ds = PackedDataset(packed_root, transform=lambda x: x[:1], target_transform=lambda y: y * 10)
+
+    xb, yb = ds[[3, 20]]
+
+    assert torch.equal(xb, torch.stack([ds[3][0], ds[20][0]]))
+    assert yb.tolist() == [int(ds[3][1]), int(ds[20][1])]
+
+
+@IGNORE_FORK_WARNING
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize("workers", [0, 2])
+def test_dataloader_gives_every_sample_once_per_epoch(ds, workers):
+    loader = ds.dataloader(5, num_workers=workers, seed=1)
+    x_all, y_all = stack(ds, range(N))
+
+    with deadline(60):
+        batches = list(loader)
+    labels = torch.cat([yb for _, yb in batches])
+    xs = torch.cat([xb for xb, _ in batches])
+    found = [next(i for i in range(N) if torch.equal(x_all[i], x)) for x in xs]
+    assert sorted(found) == list(range(N))
+    assert labels.tolist() == y_all[found].tolist()
+    assert [len(yb) for _, yb in batches] == [5, 5, 5, 5, 3]

@@ -13,10 +13,15 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from torchloader import ImageReader, NpyReader, PathDataset, SampleLoadError, SuffixReader
+from torchloader import readers
 from torchloader.readers import IMAGE_SUFFIXES
 from helpers import china
 
 
+
+
+def readers_simplejpeg():
+    return readers.simplejpeg
 
 
 def photo(height=16, width=20, top=150, left=300) -> np.ndarray:
@@ -439,6 +444,191 @@ def test_a_bad_file_in_a_worker_reaches_the_main_process_as_sample_load_error(tm
     message = str(error)
     assert message.startswith("Caught SampleLoadError in DataLoader worker process ")
     assert f"could not load sample 3 from '{bad}': UnidentifiedImageError" in message
+
+
+# --- batches: ds[indices] and ds.dataloader() ---------------------------------------
+
+
+def jpeg_folder(folder, count, size=(24, 32)):
+    """``count`` JPEG crops of a real photo, labels i % 3; returns (paths, labels)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = str(folder / f"{i:03d}.jpg")
+        Image.fromarray(photo(*size, top=100 + 7 * i, left=200 + 5 * i)).save(path, quality=90)
+        paths.append(path)
+    return paths, [i % 3 for i in range(count)]
+
+
+def stacked(ds, indices):
+    samples = [ds[i] for i in indices]
+    return torch.stack([x for x, _ in samples]), torch.stack([y for _, y in samples])
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "png", "npy"])
+def test_a_batch_of_indices_equals_the_stacked_samples(tmp_path, kind):
+    if kind == "npy":
+        paths, labels = npy_files(tmp_path, 7), [0, 1, 2, 0, 1, 2, 0]
+    else:
+        paths, labels = jpeg_folder(tmp_path, 7)
+        if kind == "png":
+            for path in paths:
+                Image.open(path).save(path[:-4] + ".png")
+            paths = [p[:-4] + ".png" for p in paths]
+    ds = PathDataset(paths, labels)
+    indices = [5, 0, 6, 2, 2]
+
+    for batch in ([5, 0, 6, 2, 2], np.array(indices), torch.tensor(indices), (5, 0, 6, 2, 2)):
+        xb, yb = ds[batch]
+        x_ref, y_ref = stacked(ds, indices)
+        assert torch.equal(xb, x_ref) and xb.dtype == x_ref.dtype
+        assert torch.equal(yb, y_ref) and yb.dtype == torch.int64
+
+
+def test_a_batch_of_images_is_channels_last_and_a_slice_works(tmp_path):
+    paths, labels = jpeg_folder(tmp_path, 5)
+    ds = PathDataset(paths, labels)
+
+    xb, yb = ds[1:4]
+
+    assert xb.shape == (3, 3, 24, 32)
+    assert xb.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(xb, stacked(ds, [1, 2, 3])[0])
+    assert yb.tolist() == [1, 2, 0]
+
+
+@pytest.mark.skipif(readers_simplejpeg() is None, reason="needs simplejpeg")
+def test_jpegs_of_a_batch_are_decoded_in_place(tmp_path, monkeypatch):
+    paths, labels = jpeg_folder(tmp_path, 4)
+    ds = PathDataset(paths, labels)
+    direct = []
+    real = ImageReader.read_into
+
+    def spy(self, path, out):
+        done = real(self, path, out)
+        direct.append(done)
+        return done
+
+    monkeypatch.setattr(ImageReader, "read_into", spy)
+    ds[[0, 1, 2, 3]]
+
+    assert direct == [True, True, True]  # the first sample fixes the layout
+
+
+def test_a_batch_without_labels_is_the_tensor_alone(tmp_path):
+    ds = PathDataset(npy_files(tmp_path, 3))
+
+    xb = ds[[2, 1]]
+
+    assert xb[:, 0, 0].tolist() == [2, 1]
+
+
+def test_a_batch_applies_transform_and_target_transform_per_sample(tmp_path):
+    paths, labels = jpeg_folder(tmp_path, 4)
+    ds = PathDataset(paths, labels, transform=lambda x: x[:, :8, :8] // 2, target_transform=lambda y: y + 10)
+
+    xb, yb = ds[[3, 1]]
+
+    assert torch.equal(xb, torch.stack([ds[3][0], ds[1][0]]))
+    assert yb.tolist() == [10, 11]
+
+
+def test_a_batch_of_samples_of_two_shapes_names_both(tmp_path):
+    paths, labels = jpeg_folder(tmp_path, 3)
+    Image.fromarray(photo(20, 32)).save(paths[2], quality=90)
+    ds = PathDataset(paths, labels)
+
+    with pytest.raises(ValueError) as info:
+        ds[[1, 0, 2]]
+    assert str(info.value) == (
+        "sample 2 has x (3, 20, 32) torch.uint8 but sample 1 has x (3, 24, 32) torch.uint8; "
+        "samples must share one shape and dtype to be stacked into one tensor. Resize or "
+        "crop them to one size in the dataset's transform"
+    )
+
+
+def test_a_bad_file_in_a_batch_names_index_path_and_cause(tmp_path):
+    paths, labels = jpeg_folder(tmp_path, 3)
+    bad = write_bytes(tmp_path / "bad.jpg", b"not a jpeg")
+    ds = PathDataset(paths + [bad], labels + [0])
+
+    with pytest.raises(SampleLoadError, match=f"could not load sample 3 from '{bad}': UnidentifiedImageError"):
+        ds[[0, 3]]
+
+
+@pytest.mark.parametrize(
+    ("batch", "error", "message"),
+    [
+        ([0, 9], IndexError, "index 9 is out of range for 3 samples"),
+        ([], IndexError, "a batch needs at least one index"),
+        (np.zeros((2, 2), np.int64), IndexError, "a batch of indices must be a one-dimensional sequence of integers (got int64 with shape (2, 2))"),
+        ([0.5, 1.0], IndexError, "a batch of indices must be a one-dimensional sequence of integers (got float64 with shape (2,))"),
+    ],
+)
+def test_bad_batches_of_indices_are_refused(tmp_path, batch, error, message):
+    ds = PathDataset(npy_files(tmp_path, 3), [0, 1, 2])
+
+    with pytest.raises(error) as info:
+        ds[batch]
+    assert str(info.value) == message
+
+
+def test_negative_indices_in_a_batch_count_from_the_end(tmp_path):
+    ds = PathDataset(npy_files(tmp_path, 4), [0, 1, 2, 3])
+
+    assert ds[[-1, -4]][1].tolist() == [3, 0]
+
+
+@_ignore_worker_count
+@pytest.mark.parametrize("workers", [0, 2])
+def test_dataloader_gives_every_sample_once_per_epoch_in_a_new_order(tmp_path, workers):
+    paths, labels = jpeg_folder(tmp_path, 11)
+    ds = PathDataset(paths, labels)
+    loader = ds.dataloader(4, num_workers=workers, seed=3, persistent_workers=workers > 0)
+    reference = {i: ds[i][0] for i in range(11)}
+
+    orders = []
+    for _ in range(2):
+        seen = []
+        for xb, yb in loader:
+            assert xb.shape[1:] == (3, 24, 32)
+            for x, y in zip(xb, yb.tolist()):
+                match = [i for i, ref in reference.items() if torch.equal(ref, x)]
+                assert len(match) == 1 and labels[match[0]] == y
+                seen.append(match[0])
+        assert sorted(seen) == list(range(11))
+        orders.append(seen)
+    assert orders[0] != orders[1]
+    assert [len(yb) for _, yb in loader] == [4, 4, 3]
+
+
+@_ignore_worker_count
+def test_dataloader_with_workers_reports_a_bad_file_with_index_and_path(tmp_path):
+    paths, labels = jpeg_folder(tmp_path, 3)
+    bad = write_bytes(tmp_path / "bad.jpg", b"not a jpeg")
+    ds = PathDataset(paths + [bad], labels + [0])
+
+    error = _first_error(ds.dataloader(2, num_workers=2))
+
+    assert type(error) is SampleLoadError
+    assert f"could not load sample 3 from '{bad}'" in str(error)
+
+
+def test_dataloader_sets_its_own_sampler(tmp_path):
+    ds = PathDataset(npy_files(tmp_path, 3))
+
+    with pytest.raises(TypeError, match=r"^dataloader\(\) sets sampler itself"):
+        ds.dataloader(2, sampler=[0, 1, 2])
+
+
+def test_read_into_copies_what_it_cannot_decode_in_place(tmp_path):
+    ds = PathDataset(npy_files(tmp_path, 3), [4, 5, 6])
+    out = torch.zeros(2, 3, dtype=torch.int32)
+
+    assert ds.read_into(1, out) == 5
+    assert out.tolist() == [[1, 1, 1], [1, 1, 1]]
+    with pytest.raises(ValueError, match=r"^sample 2 has x \(2, 3\) torch.int32, which does not fit"):
+        ds.read_into(2, torch.zeros(3, 2, dtype=torch.int32))
 
 
 # --- pickling, repr, unusual names ----------------------------------------------

@@ -332,6 +332,85 @@ def test_without_simplejpeg_jpeg_decodes_through_pillow(tmp_path, monkeypatch):
     assert torch.equal(ImageReader()(path), expected)
 
 
+# --- read_into: a JPEG decoded straight into a channels-last slot -----------------
+
+
+def channels_last_slot(channels, height, width) -> torch.Tensor:
+    """A C x H x W view of H x W x C memory, as batch and chunk buffers have."""
+    return torch.full((height, width, channels), 7, dtype=torch.uint8).permute(2, 0, 1)
+
+
+@needs_simplejpeg
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_read_into_decodes_a_fitting_jpeg_in_place_with_the_readers_pixels(tmp_path, turbo_calls, mode):
+    pixels = photo()
+    if mode == "L":
+        pixels = np.asarray(Image.fromarray(pixels).convert("L"))
+    path = save(tmp_path / "a.jpg", pixels, quality=90)
+    out = channels_last_slot(3 if mode == "RGB" else 1, 48, 64)
+    before = out.data_ptr()
+
+    assert ImageReader(mode).read_into(path, out) is True
+    assert out.data_ptr() == before
+    assert torch.equal(out, ImageReader(mode, decoder="pillow")(path))
+    assert len(turbo_calls) == 1
+
+
+@needs_simplejpeg
+@pytest.mark.parametrize(
+    ("case", "reader", "out"),
+    [
+        ("another size", ImageReader(), channels_last_slot(3, 40, 64)),
+        ("another channel count", ImageReader(), channels_last_slot(1, 48, 64)),
+        ("a C x H x W contiguous slot", ImageReader(), torch.zeros(3, 48, 64, dtype=torch.uint8)),
+        ("another dtype", ImageReader(), channels_last_slot(3, 48, 64).float()),
+        ("decoder='pillow'", ImageReader(decoder="pillow"), channels_last_slot(3, 48, 64)),
+        ("mode RGBA", ImageReader("RGBA"), channels_last_slot(4, 48, 64)),
+        ("L of a colour JPEG", ImageReader("L"), channels_last_slot(1, 48, 64)),
+    ],
+)
+def test_read_into_declines_and_writes_nothing_where_it_would_not_be_exact(tmp_path, turbo_calls, case, reader, out):
+    path = save(tmp_path / "a.jpg", photo(), quality=90)
+    before = out.clone()
+
+    assert reader.read_into(path, out) is False, case
+    assert torch.equal(out, before)
+    assert turbo_calls == []
+
+
+@needs_simplejpeg
+def test_read_into_declines_cmyk_pngs_and_broken_jpegs(tmp_path, turbo_calls):
+    cmyk = save(tmp_path / "k.jpg", Image.fromarray(photo()).convert("CMYK"))
+    png = save(tmp_path / "p.png", photo())
+    broken = tmp_path / "b.jpg"
+    broken.write_bytes(b"not a jpeg")
+
+    for path in (cmyk, png, str(broken)):
+        assert ImageReader().read_into(path, channels_last_slot(3, 48, 64)) is False
+    assert turbo_calls == []
+
+
+@needs_simplejpeg
+def test_read_into_leaves_images_over_the_pixel_limit_to_pillow(tmp_path, monkeypatch, turbo_calls):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    path = save(tmp_path / "b.jpg", photo(50, 50))
+
+    assert ImageReader().read_into(path, channels_last_slot(3, 50, 50)) is False
+    assert turbo_calls == []
+
+
+@needs_simplejpeg
+def test_suffix_reader_read_into_uses_the_suffixes_reader(tmp_path):
+    jpeg = save(tmp_path / "a.jpg", photo(), quality=90)
+    npy = tmp_path / "a.npy"
+    np.save(npy, photo())
+    reader = SuffixReader()
+
+    assert reader.read_into(jpeg, channels_last_slot(3, 48, 64)) is True
+    assert reader.read_into(str(npy), channels_last_slot(3, 48, 64)) is False  # NpyReader has none
+    assert SuffixReader({".jpg": ImageReader(decoder="pillow")}).read_into(jpeg, channels_last_slot(3, 48, 64)) is False
+
+
 # --- decompression-bomb guard ----------------------------------------------------
 
 

@@ -6,6 +6,7 @@ Commands:
     inspect how big a data set is and which way to load it.
     pack    decode a data set once into .npy shards (see torchloader.pack).
     verify  check a packed directory against its manifest.
+    bench   time every loading mode on your data, side by side.
 """
 
 from __future__ import annotations
@@ -96,6 +97,42 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench, format_table, plot
+
+    results = bench(
+        args.path, modes=args.modes, workers=args.workers, batch_size=args.batch_size,
+        epochs=args.epochs, ram_budget=args.ram_budget, limit=args.limit, progress=not args.quiet,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        print(f"{args.path}: batch {args.batch_size}, shuffled, median of {args.epochs} epoch(s) after a warm-up")
+        print(format_table(results))
+    if args.plot:
+        plot(results, args.plot, title=f"torchloader bench {os.path.basename(os.path.normpath(args.path))}")
+    return 0
+
+
+def _add_bench(commands: Any) -> None:
+    from .bench import MODES
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    bench = commands.add_parser("bench", help="time every loading mode on your data")
+    bench.add_argument("path", help="image folder, .csv, folder of .npy, or packed directory")
+    bench.add_argument("--modes", nargs="+", choices=list(MODES), help="default: all that apply")
+    bench.add_argument("--workers", type=int, nargs="+", default=sorted({0, cores}),
+                       help=f"worker counts to try (default: 0 {cores})")  # fmt: skip
+    bench.add_argument("--batch-size", type=int, default=256)
+    bench.add_argument("--epochs", type=int, default=1, help="timed epochs after a warm-up (median)")
+    bench.add_argument("--ram-budget", default="256MiB", help="ChunkedLoader's budget (default 256MiB)")
+    bench.add_argument("--limit", type=int, help="use N samples spread over the data set")
+    bench.add_argument("--plot", metavar="OUT.png", help="also draw a bar chart")
+    bench.add_argument("--json", action="store_true", help="print JSON for scripts")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar")
+    bench.set_defaults(run=_cmd_bench)
+
+
 def _add_pack(commands: Any) -> None:
     pack = commands.add_parser("pack", help="decode a data set once into .npy shards")
     pack.add_argument("src", help="image folder root/<class>/<file>, a .csv of path,label, or a folder of .npy")
@@ -130,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print JSON for scripts")
     inspect.set_defaults(run=_cmd_inspect)
     _add_pack(commands)
+    _add_bench(commands)
     return parser
 
 
@@ -144,6 +182,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--size takes H W or one N")
     try:
         return args.run(args)
-    except (OSError, ValueError) as exc:  # a user error: the message says what to do
+    except (OSError, ValueError, ImportError) as exc:  # a user error: the message says what to do
         print(f"torchloader {args.command}: {exc}", file=sys.stderr)
         return 1

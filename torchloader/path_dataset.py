@@ -278,7 +278,7 @@ def _check_index(index: Any, length: int) -> int:
 def _is_batch(index: Any) -> bool:
     if isinstance(index, (list, tuple, slice)):
         return True
-    return isinstance(index, (np.ndarray, torch.Tensor)) and index.ndim == 1
+    return isinstance(index, (np.ndarray, torch.Tensor)) and index.ndim >= 1
 
 
 def _reads_into(reader: Any, path: str, out: torch.Tensor) -> bool:

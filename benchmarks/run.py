@@ -1,0 +1,339 @@
+"""The one runner: every mode, the baselines, the machine's limits and the peers, in one run.
+
+On the same data (``make_data.py``: 20,000 JPEGs of 128x128 in class folders and
+20,000 grey 28x28 PNGs), batch 256, shuffled, 0 and 2 workers where that applies,
+samples/s of one epoch after a warm-up (``--epochs`` for the median of more) and
+the peak memory (PSS) of the whole process tree above its value before the loader:
+
+- limits measured here: a bare ``torch.index_select`` loop over the decoded data
+  in RAM; JPEG decode rate (file read included) on one core x the cores, through
+  libjpeg-turbo (simplejpeg) and Pillow; memcpy bandwidth; sequential read rate of
+  a large file (warm, and cold only where the page cache can be dropped);
+- baselines: the seed tutorial's Keras ``Sequence`` translated literally (each
+  batch a list comprehension of file loads in ``__getitem__``, no DataLoader); a
+  plain DataLoader over a minimal per-file Dataset; a plain DataLoader over the
+  in-RAM tensor with the default collate;
+- every torchloader mode (``torchloader.bench``), over the JPEG folder and the pack;
+- the peers (``peers/*.py``, each run with its own interpreter, ``--peer-python``).
+
+Run: ``python benchmarks/run.py [--data DIR] [--n 20000] [--out results.json] [--plot chart.png]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import simplejpeg
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from common import machine
+from make_data import make_data
+from torchloader import (
+    ChunkedLoader, ImageReader, PackedDataset, PathDataset, PreloadedDataset, SuffixReader, format_bytes, pack,
+)
+from torchloader.bench import Epochs, Measurement, format_table, plot, time_epochs
+
+BATCH = 256
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEERS = ("ffcv", "litdata", "webdataset", "streaming")
+
+
+# --- the machine's limits -----------------------------------------------------------
+
+
+def gather_bound(x: torch.Tensor) -> float:
+    """Samples/s of a bare index_select loop over ``x`` in RAM (best of 3 epochs)."""
+    best = 0.0
+    for _ in range(4):
+        start = time.perf_counter()
+        for index in torch.randperm(len(x)).split(BATCH):
+            torch.index_select(x, 0, index)
+        best = max(best, len(x) / (time.perf_counter() - start))
+    return best
+
+
+def decode_rate(paths: list[str], decode) -> float:
+    """Files/s on one core, file read included, warm page cache."""
+    for p in paths[:200]:
+        decode(p)
+    start = time.perf_counter()
+    for p in paths:
+        decode(p)
+    return len(paths) / (time.perf_counter() - start)
+
+
+def turbo(path: str) -> np.ndarray:
+    with open(path, "rb") as f:
+        return simplejpeg.decode_jpeg(f.read(), colorspace="RGB")
+
+
+def pillow(path: str) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def memcpy_rate(nbytes: int = 512 * 2**20) -> float:
+    """Bytes/s of one large copy between two buffers already in RAM."""
+    src = torch.ones(nbytes, dtype=torch.uint8)
+    dst = torch.zeros(nbytes, dtype=torch.uint8)
+    best = 0.0
+    for _ in range(5):
+        start = time.perf_counter()
+        dst.copy_(src)
+        best = max(best, nbytes / (time.perf_counter() - start))
+    return best
+
+
+def read_rate(path: str) -> float:
+    """Bytes/s reading ``path`` in 8 MiB blocks."""
+    start, total = time.perf_counter(), 0
+    with open(path, "rb", buffering=0) as f:
+        while block := f.read(8 * 2**20):
+            total += len(block)
+    return total / (time.perf_counter() - start)
+
+
+def drop_cache(path: str) -> bool:
+    """Try to evict ``path`` from the page cache; True only if a read then slows down."""
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1\n")
+        return True
+    except OSError:
+        pass
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return False
+
+
+# --- the baselines ------------------------------------------------------------------
+
+
+class SeedSequence:
+    """The seed tutorial's Keras ``Sequence``, translated literally (no DataLoader)."""
+
+    def __init__(self, x_set, y_set, batch_size, shuffle=False):
+        self.x, self.y = x_set, y_set
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.on_epoch_end()
+
+    def __len__(self):
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def on_epoch_end(self):
+        self.indices = np.arange(len(self.x))
+        if self.shuffle:
+            np.random.shuffle(self.indices)
+
+    def loader(self, filepath):
+        return np.asarray(Image.open(filepath).convert("RGB"))
+
+    def __getitem__(self, index):
+        indices = self.indices[index * self.batch_size : (index + 1) * self.batch_size]
+        batch_x, batch_y = self.x[indices], self.y[indices]
+        return np.array([self.loader(x) for x in batch_x]), batch_y
+
+    def __iter__(self):  # what Keras' fit() does with it: every batch, then on_epoch_end
+        for i in range(len(self)):
+            yield self[i]
+        self.on_epoch_end()
+
+
+class FileDataset(Dataset):
+    """The minimal per-file Dataset a tutorial writes: Pillow, one file per item."""
+
+    def __init__(self, paths: list[str], labels: np.ndarray) -> None:
+        self.paths, self.labels = paths, labels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        with Image.open(self.paths[i]) as image:
+            x = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+        return x, int(self.labels[i])
+
+
+# --- running ------------------------------------------------------------------------
+
+
+def run_rows(rows: list[Measurement], n: int, plan: list[tuple[str, str, int | None, object]], epochs: int) -> None:
+    for name, mode, workers, make in plan:
+        print(f"  {name} ...", file=sys.stderr, flush=True)
+        rate, memory = time_epochs(make, n, epochs=epochs)
+        rows.append(Measurement(name, mode, workers, rate, memory))
+
+
+def limit_row(name: str, rate: float) -> Measurement:
+    return Measurement(name, "limit", None, rate)
+
+
+def jpeg_section(data: str, work: str, epochs: int) -> list[Measurement]:
+    ds = PathDataset.from_folder(data)
+    n, paths = len(ds), [ds.path(i) for i in range(len(ds))]
+    cores = len(os.sched_getaffinity(0))
+    print("limits ...", file=sys.stderr, flush=True)
+    rows = [Measurement("in-RAM gather bound (index_select)", "bound", None, 0.0)]
+    picks = paths[:: max(1, n // 3000)]
+    for label, fn in (("libjpeg-turbo (simplejpeg)", turbo), ("Pillow", pillow)):
+        rate = decode_rate(picks, fn)
+        rows.append(limit_row(f"JPEG decode, {label}, 1 core x {cores}", rate * cores))
+    preloaded = PreloadedDataset.from_dataset(ds, num_workers=cores, progress=False)
+    rows[0].samples_per_s = gather_bound(preloaded.x)
+    sample_bytes = preloaded.sample_nbytes
+    rows.append(limit_row(f"memcpy ({format_bytes(memcpy_rate())}/s) / sample bytes", memcpy_rate() / sample_bytes))
+    packed_dir = os.path.join(work, "jpeg128.packed")
+    start = time.perf_counter()
+    pack(data, packed_dir, workers=cores, progress=False)
+    pack_seconds = time.perf_counter() - start
+    packed = PackedDataset(packed_dir)
+    shard = os.path.join(packed_dir, packed.manifest.shards[0].file)
+    read_rate(shard)
+    warm = read_rate(shard)
+    rows.append(limit_row(f"sequential read, warm ({format_bytes(warm)}/s) / sample bytes", warm / sample_bytes))
+    cold_ok = drop_cache(shard)
+    cold = read_rate(shard)
+    name = "sequential read, cold" if cold_ok and cold < warm / 2 else "sequential read, 'cold' (cache could not be dropped: warm)"
+    rows.append(limit_row(f"{name} ({format_bytes(cold)}/s) / sample bytes", cold / sample_bytes))
+
+    x_ram, y_ram = preloaded.x, preloaded.y
+    tensor_ds = TensorDataset(x_ram, y_ram)
+    labels = ds.labels
+    plan: list = [("seed loader (Keras Sequence, literal), 0 workers", "seed", 0,
+                   lambda: SeedSequence(ds.paths.astype(str), labels, BATCH, shuffle=True))]
+    for w in (0, 2):
+        p = w > 0
+        plan += [
+            (f"DataLoader(per-file Pillow Dataset), {w} workers", "dataloader", w,
+             lambda w=w, p=p: DataLoader(FileDataset(paths, labels), BATCH, shuffle=True, num_workers=w, persistent_workers=p)),
+            (f"DataLoader(in-RAM TensorDataset), default collate, {w} workers", "ram-collate", w,
+             lambda w=w, p=p: DataLoader(tensor_ds, BATCH, shuffle=True, num_workers=w, persistent_workers=p)),
+            (f"PathDataset.dataloader(), {w} workers", "path", w,
+             lambda w=w, p=p: ds.dataloader(BATCH, num_workers=w, persistent_workers=p)),
+            (f"PackedDataset.dataloader(), {w} workers", "packed", w,
+             lambda w=w, p=p: packed.dataloader(BATCH, num_workers=w, persistent_workers=p)),
+        ]  # fmt: skip
+    plan += [
+        ("PreloadedDataset.dataloader(), 0 workers", "preload", 0, lambda: preloaded.dataloader(BATCH)),
+        ("PreloadedDataset.batches() (no DataLoader)", "preload", None,
+         lambda: Epochs(lambda e: preloaded.batches(BATCH, epoch=e))),
+        ("PackedDataset.gather per batch (no DataLoader)", "packed", None,
+         lambda: Epochs(lambda e: _gather_epoch(packed, n, e))),
+        ("ChunkedLoader(PathDataset, 256MiB), 2 process workers", "chunked", 2,
+         lambda: ChunkedLoader(ds, BATCH, ram_budget="256MiB", num_workers=2)),
+        ("ChunkedLoader(PathDataset, 256MiB), 2 threads", "chunked", 2,
+         lambda: ChunkedLoader(ds, BATCH, ram_budget="256MiB", num_workers=2, worker_type="thread")),
+        ("ChunkedLoader(PackedDataset, 256MiB, block_size=16), 0 workers", "chunked", 0,
+         lambda: ChunkedLoader(packed, BATCH, ram_budget="256MiB", block_size=16)),
+        ("ChunkedLoader(PreloadedDataset, 256MiB), 0 workers", "chunked", 0,
+         lambda: ChunkedLoader(preloaded, BATCH, ram_budget="256MiB")),
+    ]  # fmt: skip
+    run_rows(rows, n, plan, epochs)
+    rows.append(limit_row(f"(pack: {n / pack_seconds:,.0f} images/s with {cores} workers)", n / pack_seconds))
+    return rows
+
+
+def _gather_epoch(packed: PackedDataset, n: int, epoch: int):
+    order = np.random.default_rng(epoch).permutation(n)
+    return (packed.gather(order[i : i + BATCH]) for i in range(0, n, BATCH))
+
+
+def small_section(data: str, epochs: int) -> list[Measurement]:
+    """28x28 grey samples in RAM: where per-sample overhead is everything."""
+    ds = PathDataset.from_folder(data, reader=SuffixReader({".png": ImageReader("L")}))
+    preloaded = PreloadedDataset.from_dataset(ds, progress=False)
+    n = len(preloaded)
+    rows = [Measurement("in-RAM gather bound (index_select)", "bound", None, gather_bound(preloaded.x))]
+    tensor_ds = TensorDataset(preloaded.x, preloaded.y)
+    plan: list = []
+    for w in (0, 2):
+        p = w > 0
+        plan += [
+            (f"DataLoader(in-RAM TensorDataset), default collate, {w} workers", "ram-collate", w,
+             lambda w=w, p=p: DataLoader(tensor_ds, BATCH, shuffle=True, num_workers=w, persistent_workers=p)),
+            (f"PreloadedDataset.dataloader(), {w} workers", "preload", w,
+             lambda w=w, p=p: preloaded.dataloader(BATCH, num_workers=w, persistent_workers=p)),
+        ]  # fmt: skip
+    plan.append(("PreloadedDataset.batches() (no DataLoader)", "preload", None,
+                 lambda: Epochs(lambda e: preloaded.batches(BATCH, epoch=e))))  # fmt: skip
+    run_rows(rows, n, plan, epochs)
+    return rows
+
+
+def peer_rows(data: str, work: str, pythons: dict[str, str], workers: str, limit: int | None) -> list[Measurement]:
+    rows = []
+    for peer in PEERS:
+        script = os.path.join(HERE, "peers", f"{peer}_peer.py")
+        python = pythons.get(peer, pythons.get("*", sys.executable))
+        print(f"peer {peer} ({python}) ...", file=sys.stderr, flush=True)
+        if not os.path.exists(python):
+            rows.append(Measurement(peer, "peer", None, skipped=f"no interpreter at {python} (see peers/install_*.sh)"))
+            continue
+        cmd = [python, script, "--data", data, "--work", os.path.join(work, peer), "--batch-size", str(BATCH), "--workers", workers]
+        if limit:
+            cmd += ["--limit", str(limit)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            rows.append(Measurement(peer, "peer", None, skipped=f"exit {done.returncode}: {tail[:200]}"))
+        for line in lines:
+            found = re.search(r"(\d+) workers?", line["name"])
+            w = line.get("workers", int(found.group(1)) if found else None)
+            rows.append(Measurement(line["name"], "peer", w, line.get("samples_per_s"), line.get("peak_pss_bytes"),
+                                    line.get("skipped")))  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "torchloader-bench"))
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--peer-python", action="append", default=[], metavar="[PEER=]PYTHON",
+                        help="interpreter for the peers (one for all, or per peer, e.g. ffcv=/venv/bin/python)")
+    parser.add_argument("--peer-workers", default="2")
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--out", help="write every row as JSON here")
+    parser.add_argument("--plot", help="bar chart of the JPEG section (PNG)")
+    args = parser.parse_args()
+    sets = make_data(args.data, args.n, args.n)
+    work = os.path.join(args.data, "work")
+    os.makedirs(work, exist_ok=True)
+    pythons = dict(p.split("=", 1) if "=" in p else ("*", p) for p in args.peer_python)
+    jpeg = jpeg_section(sets["jpeg128"], work, args.epochs)
+    if not args.no_peers:
+        jpeg += peer_rows(sets["jpeg128"], work, pythons, args.peer_workers, None)
+    small = small_section(sets["grey28"], args.epochs)
+    print(machine())
+    print(f"{args.n} JPEGs 128x128 (10 classes in folders); batch {BATCH}, shuffled; samples/s of "
+          f"{'the median of ' + str(args.epochs) + ' epochs' if args.epochs > 1 else 'one epoch'} after a warm-up\n")
+    print(format_table(jpeg))
+    print(f"\n{args.n} grey PNGs 28x28, decoded in RAM (1x28x28 uint8)\n")
+    print(format_table(small))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"machine": machine(), "jpeg128": [r.as_dict() for r in jpeg],
+                       "grey28": [r.as_dict() for r in small]}, f, indent=1)  # fmt: skip
+    if args.plot:
+        plot(jpeg, args.plot, title=f"{args.n} JPEGs 128x128, batch {BATCH}: samples/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""``torchloader bench``: every way of loading one data set, timed side by side here.
+
+Which mode and how many workers are fastest depends on the machine (cores,
+decoder, disk, page cache) as much as on the data, so the answer is measured,
+not guessed: each mode runs one warm-up epoch (workers started, files in the
+page cache) and then ``epochs`` timed epochs of shuffled batches, on the same
+data in the same run. The table gives samples/s (median epoch), the ratio to
+the in-RAM gather bound (``torch.index_select`` over up to 256 MiB of decoded
+samples, at least 2,048, which no loader can beat) and to a plain per-sample ``DataLoader``
+with the same workers, and the peak memory of the process tree above what it
+was before the loader was built (PSS, see :mod:`torchloader.memory`).
+
+Example:
+    >>> results = bench("data/train", modes=["path"], workers=[0])  # doctest: +SKIP
+    >>> print(format_table(results))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .chunked import ChunkedLoader
+from .chunking import format_bytes, parse_bytes
+from .data_report import available_ram
+from .memory import PeakMemory
+from .pack_source import open_source
+from .packed import PackedDataset
+from .path_dataset import PathDataset
+from .preloaded import PreloadedDataset
+from .samples import split_sample
+from .shards import MANIFEST
+from .sizes import nbytes
+
+__all__ = ["MODES", "Epochs", "Measurement", "bench", "format_table", "open_for_bench", "plot", "time_epochs"]
+
+MODES = {
+    "dataloader": "DataLoader({ds}), per-sample collate",
+    "path": "PathDataset.dataloader()",
+    "packed": "PackedDataset.dataloader()",
+    "chunked": "ChunkedLoader({ds}), processes",
+    "chunked-threads": "ChunkedLoader({ds}), threads",
+    "preload": "PreloadedDataset.dataloader()",
+}
+BOUND = "in-RAM gather bound (index_select)"
+BOUND_SAMPLES = 2048
+BOUND_BYTES = 256 * 2**20
+
+
+@dataclass
+class Measurement:
+    """One row: a mode with a number of workers (None where workers do not apply)."""
+
+    name: str
+    mode: str
+    workers: int | None
+    samples_per_s: float | None = None
+    memory_bytes: int | None = None
+    skipped: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Epochs:
+    """An iterable whose every ``iter`` is one new epoch of ``batches(epoch)``."""
+
+    def __init__(self, batches: Callable[[int], Iterable[Any]]) -> None:
+        self.batches = batches
+        self.epoch = 0
+
+    def __iter__(self):
+        self.epoch += 1
+        return iter(self.batches(self.epoch))
+
+
+def time_epochs(make: Callable[[], Iterable[Any]], samples: int, *, epochs: int = 1, warmup: int = 1) -> tuple[float, int | None]:
+    """Samples/s (median of ``epochs`` timed epochs after ``warmup``) and peak memory.
+
+    ``make()`` builds the loader inside the measurement, so its workers and
+    buffers count; each ``iter(loader)`` must be one epoch. Memory is the peak
+    of the process tree above its value before ``make()``, or None.
+    """
+    with PeakMemory() as memory:
+        loader = make()
+        try:
+            for _ in range(warmup):
+                for _ in loader:
+                    pass
+            times = []
+            for _ in range(epochs):
+                start = time.perf_counter()
+                for _ in loader:
+                    pass
+                times.append(time.perf_counter() - start)
+        finally:
+            getattr(loader, "close", lambda: None)()
+            del loader
+    return samples / statistics.median(times), memory.above_baseline
+
+
+def open_for_bench(path: str, *, limit: int | None = None) -> Dataset:
+    """The data set at ``path`` (image folder, CSV, ``.npy`` folder or packed
+    directory), reduced to ``limit`` samples spread over it (every k-th)."""
+    if os.path.exists(os.path.join(path, MANIFEST)):
+        ds: Any = PackedDataset(path)
+        if limit is not None and limit < len(ds):
+            raise ValueError(f"--limit is for file folders; '{path}' is packed (pack fewer samples instead)")
+        return ds
+    ds = open_source(path, size=None, crop=False, mode="RGB")[0].dataset
+    if limit is not None and limit < len(ds):
+        step = len(ds) / limit
+        keep = (np.arange(limit) * step).astype(np.int64)
+        ds = PathDataset(ds.paths[keep], None if ds.labels is None else ds.labels[keep],
+                         reader=ds.reader, classes=ds.classes)  # fmt: skip
+    return ds
+
+
+def _loader(mode: str, ds: Any, workers: int, batch_size: int, budget: int, preloaded: Any) -> Callable[[], Iterable[Any]]:
+    persistent = workers > 0
+    if mode == "dataloader":
+        return lambda: DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                  persistent_workers=persistent)  # fmt: skip
+    if mode in ("path", "packed", "preload"):
+        source = preloaded() if mode == "preload" else ds
+        return lambda: source.dataloader(batch_size, num_workers=workers, persistent_workers=persistent)
+    kind = "thread" if mode == "chunked-threads" else "process"
+    return lambda: ChunkedLoader(ds, batch_size, ram_budget=budget, num_workers=workers, worker_type=kind)
+
+
+def _applies(mode: str, ds: Any, workers: int) -> str | None:
+    """Why ``mode`` does not apply here, or None."""
+    packed = isinstance(ds, PackedDataset)
+    if mode == "path" and packed:
+        return "the data is packed: see packed"
+    if mode == "packed" and not packed:
+        return "not a packed directory (torchloader pack SRC DST, then bench DST)"
+    if mode == "chunked-threads" and workers == 0:
+        return "threads need workers > 0"
+    if mode == "preload" and workers > 0:
+        return "in RAM: workers only add copies (use 0)"
+    if mode == "preload":
+        needed = len(ds) * nbytes(split_sample(ds[0])[0])
+        if needed > available_ram() // 2:
+            return f"needs {format_bytes(needed)}, more than half the available RAM"
+    return None
+
+
+def bench(
+    path: str,
+    *,
+    modes: Sequence[str] | None = None,
+    workers: Sequence[int] = (0, 2),
+    batch_size: int = 256,
+    epochs: int = 1,
+    ram_budget: str | int = "256MiB",
+    limit: int | None = None,
+    progress: bool = True,
+) -> list[Measurement]:
+    """Time each of ``modes`` (default: all of :data:`MODES`) with each worker count."""
+    modes = list(MODES) if modes is None else list(modes)
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"unknown mode(s) {unknown}; choose from {list(MODES)}")
+    ds = open_for_bench(path, limit=limit)
+    n, budget, name = len(ds), parse_bytes(ram_budget), type(ds).__name__
+    cache: dict[str, PreloadedDataset] = {}
+
+    def preloaded() -> PreloadedDataset:
+        if "all" not in cache:
+            cache["all"] = PreloadedDataset.from_dataset(ds, progress=False)
+        return cache["all"]
+
+    plan = [(m, w) for m in modes for w in workers]
+    from tqdm.auto import tqdm
+
+    results = [_bound(ds, batch_size, epochs)]
+    with tqdm(plan, desc="torchloader bench", unit="run", disable=not progress) as runs:
+        for mode, w in runs:
+            runs.set_postfix_str(f"{mode}, {w} workers")
+            row = Measurement(f"{MODES[mode].format(ds=name)}, {w} workers", mode, w)
+            row.skipped = _applies(mode, ds, w)
+            if row.skipped is None:
+                make = _loader(mode, ds, w, batch_size, budget, preloaded)
+                row.samples_per_s, row.memory_bytes = time_epochs(make, n, epochs=epochs)
+            results.append(row)
+    return results
+
+
+def _bound(ds: Any, batch_size: int, epochs: int) -> Measurement:
+    # Enough samples that the gather runs from RAM, not from the CPU caches.
+    count = min(len(ds), max(BOUND_SAMPLES, BOUND_BYTES // max(1, nbytes(split_sample(ds[0])[0]))))
+    picks = np.linspace(0, len(ds) - 1, count).astype(np.int64)
+    sample = PreloadedDataset.from_dataset(_Subset(ds, picks), progress=False)
+    x = sample.x
+    # A limit, so the best of many short epochs (at least 0.3 s of them), not the median.
+    best, spent = 0.0, 0.0
+    while spent < 0.3:
+        start = time.perf_counter()
+        for index in torch.randperm(len(x)).split(batch_size):
+            torch.index_select(x, 0, index)
+        seconds = time.perf_counter() - start
+        best, spent = max(best, len(x) / seconds), spent + seconds
+    return Measurement(BOUND, "bound", None, best)
+
+
+class _Subset(Dataset):
+    def __init__(self, ds: Any, indices: np.ndarray) -> None:
+        self.ds, self.indices = ds, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.ds[int(self.indices[i])]
+
+
+def format_table(results: Sequence[Measurement]) -> str:
+    """A Markdown table with ratios to the bound and to the plain DataLoader."""
+    bound = next((r.samples_per_s for r in results if r.mode == "bound"), None)
+    plain = {r.workers: r.samples_per_s for r in results if r.mode == "dataloader" and r.samples_per_s}
+    lines = ["| mode | samples/s | vs bound | vs DataLoader, same workers | peak memory |", "|---|---|---|---|---|"]
+    skipped: dict[str, str] = {}
+    for r in results:
+        if r.skipped:
+            skipped.setdefault(f"{r.mode}: {r.skipped}", r.name)
+            continue
+        vs_bound = f"{r.samples_per_s / bound:.2f}x" if bound else ""
+        base = plain.get(r.workers if r.workers is not None else 0)
+        vs_plain = f"{r.samples_per_s / base:.2f}x" if base and r.mode not in ("bound", "limit") else ""
+        memory = "" if r.memory_bytes is None else format_bytes(max(0, r.memory_bytes))
+        lines.append(f"| {r.name} | {r.samples_per_s:,.0f} | {vs_bound} | {vs_plain} | {memory} |")
+    if skipped:
+        lines += ["", *(f"not run: {why}" for why in skipped)]
+    return "\n".join(lines)
+
+
+def plot(results: Sequence[Measurement], out: str, *, title: str = "samples/s") -> None:
+    """A horizontal bar chart of samples/s per row, written to ``out`` (PNG)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("plotting needs matplotlib: pip install 'torchloader[bench]'") from None
+    rows = [r for r in results if r.samples_per_s]
+    fig, ax = plt.subplots(figsize=(9, 0.38 * len(rows) + 1.2))
+    ax.barh([r.name for r in rows][::-1], [r.samples_per_s for r in rows][::-1],
+            color=["#888" if r.mode in ("bound", "dataloader") or r.mode.startswith("limit")
+                   else "#3b75af" for r in rows][::-1])  # fmt: skip
+    ax.set_xlabel("samples/s")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
