@@ -24,7 +24,6 @@ import torch
 
 from .chunk_buffer import ChunkBuffer, SampleLayout
 from .errors import SampleLoadError
-from .batch_buffer import stack_labels
 from .samples import ShapeMismatch, describe, mismatch_message, split_sample
 
 __all__ = ["ChunkFiller", "check_sample", "fill_batched", "fill_slots", "read_sample", "storage_runs"]
@@ -66,36 +65,43 @@ def fill_slots(
 ) -> None:
     """Write ``dataset[indices[k]]`` into slot ``slots[k]`` of ``buffer``, for every k.
 
-    A dataset with ``read_into(index, slot)`` (``PathDataset``) writes each sample
-    straight into its slot (JPEGs decoded there); others are read and copied.
+    A dataset with ``read_into(indices, out, slots)`` (``PathDataset``) writes the
+    samples straight into their slots (JPEGs decoded there), a run at a time.
     """
-    read_into = getattr(dataset, "read_into", None)
+    if getattr(dataset, "read_into", None) is not None:
+        _fill_by_read_into(dataset, first, buffer, slots, indices, stop)
+        return
     ys = []  # labels go in with one write per run: a copy per 0-dim tensor costs ~7 us
     for slot, index in zip(slots.tolist(), indices.tolist()):
         if stop is not None and stop.is_set():
             return
-        if read_into is not None:
-            ys.append(_read_into(read_into, first, index, buffer.x[slot]))
-            continue
         x, y = read_sample(dataset, index)
         check_sample(first, index, x, y)
         buffer.x[slot].copy_(x)
         ys.append(y)
     if buffer.y is not None and ys:
-        buffer.y[torch.from_numpy(slots)] = stack_labels(ys)
+        buffer.y[torch.from_numpy(slots)] = torch.stack(ys)
 
 
-def _read_into(read_into: Any, first: tuple[int, SampleLayout], index: int, out: torch.Tensor) -> Any:
-    try:
-        return read_into(index, out)
-    except ShapeMismatch as exc:
-        first_index, layout = first
-        expected = describe(torch.empty(layout.x_shape, dtype=layout.x_dtype), None)
-        raise ValueError(mismatch_message(index, exc.what, first_index, expected)) from None
-    except SampleLoadError:
-        raise
-    except Exception as exc:
-        raise SampleLoadError.from_exception(index, None, exc) from exc
+RUN = 32  # samples per read_into call: a stop request is seen within one run
+
+
+def _fill_by_read_into(
+    dataset: Any, first: tuple[int, SampleLayout], buffer: ChunkBuffer, slots: np.ndarray,
+    indices: np.ndarray, stop: threading.Event | None,
+) -> None:  # fmt: skip
+    first_index, layout = first
+    for start in range(0, len(slots), RUN):
+        if stop is not None and stop.is_set():
+            return
+        run = slots[start : start + RUN]
+        try:
+            ys = dataset.read_into(indices[start : start + RUN].tolist(), buffer.x, run.tolist())
+        except ShapeMismatch as exc:
+            expected = describe(torch.empty(layout.x_shape, dtype=layout.x_dtype), None)
+            raise ValueError(mismatch_message(exc.index, exc.what, first_index, expected)) from None
+        if buffer.y is not None and ys is not None:
+            buffer.y[torch.from_numpy(run)] = ys
 
 
 def fill_batched(dataset: Any, buffer: ChunkBuffer, indices: np.ndarray) -> None:

@@ -178,9 +178,7 @@ class PathDataset(Dataset):
         """Sample ``index`` as ``(x, y)`` (or ``x``); a list, array, tensor or slice
         of indices gives the whole batch, read straight into one buffer."""
         if _is_batch(index):
-            indices = as_index_array(index, len(self))
-            plain = self.labels is not None and self.target_transform is None
-            return read_batch(self, indices, self.labels if plain else None)
+            return read_batch(self, as_index_array(index, len(self)))
         index = _check_index(index, len(self))
         path = self.path(index)
         try:
@@ -189,27 +187,44 @@ class PathDataset(Dataset):
             raise SampleLoadError.from_exception(index, path, exc) from exc
         return x if self.labels is None else (x, self._label(index))
 
-    def read_into(self, index: int, out: torch.Tensor) -> Any:
-        """Load sample ``index`` into ``out`` and return its label (None without labels).
+    def read_into(
+        self, indices: Sequence[int], out: torch.Tensor, slots: Sequence[int] | None = None
+    ) -> torch.Tensor | None:
+        """Load the samples at ``indices`` into ``out[slots[k]]``; return their labels.
 
-        ``out`` must have the sample's shape and dtype (a slot of a batch or RAM
-        chunk). A JPEG that fits is decoded by libjpeg-turbo straight into it;
-        anything else is read as ``ds[index]`` would and copied. A sample of
-        another shape or dtype raises ``ShapeMismatch`` (a ``ValueError``).
+        ``out`` is a batch or RAM-chunk buffer (one slot per sample, each of the
+        sample's shape and dtype); ``slots`` defaults to ``0, 1, ...``. JPEGs that
+        fit are decoded by libjpeg-turbo straight into their slot when ``out`` is
+        channels-last (``N x C x H x W`` over ``N x H x W x C`` memory); anything else
+        is read as ``ds[i]`` would be and copied. Labels come back as one tensor
+        (None without labels).
+
+        Raises:
+            SampleLoadError: a file could not be read (index, path and cause named).
+            ShapeMismatch: a sample has another shape or dtype than ``out``'s slots.
         """
-        path = self.path(index)
-        try:
-            direct = self.transform is None and _reads_into(self.reader, path, out)
-            x = None if direct else self._load(path)
-        except Exception as exc:
-            raise SampleLoadError.from_exception(index, path, exc) from exc
-        if x is not None:
-            if tuple(x.shape) != tuple(out.shape) or x.dtype != out.dtype:
+        slots = range(len(indices)) if slots is None else slots
+        stored = _stored_images(out)
+        direct = getattr(self.reader, "read_into", None) if stored is not None and self.transform is None else None
+        for slot, index in zip(slots, indices):
+            path = os.fsdecode(self.paths[index])
+            try:
+                if direct is not None and direct(path, stored[slot]):
+                    continue
+                x = self._load(path)
+            except Exception as exc:
+                raise SampleLoadError.from_exception(index, path, exc) from exc
+            if x.shape != out.shape[1:] or x.dtype != out.dtype:
                 raise ShapeMismatch(index, describe(x, None))
-            out.copy_(x)
+            out[slot].copy_(x)
+        return self._labels_of(indices)
+
+    def _labels_of(self, indices: Sequence[int]) -> torch.Tensor | None:
         if self.labels is None:
             return None
-        return self.labels[index] if self.target_transform is None else self._label(index)
+        if self.target_transform is None:
+            return torch.from_numpy(self.labels[np.asarray(indices, dtype=np.int64)])
+        return torch.stack([self._label(i) for i in indices])
 
     def dataloader(
         self, batch_size: int, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
@@ -281,6 +296,9 @@ def _is_batch(index: Any) -> bool:
     return isinstance(index, (np.ndarray, torch.Tensor)) and index.ndim >= 1
 
 
-def _reads_into(reader: Any, path: str, out: torch.Tensor) -> bool:
-    read_into = getattr(reader, "read_into", None)
-    return read_into is not None and read_into(path, out)
+def _stored_images(out: torch.Tensor) -> np.ndarray | None:
+    """``out`` as an ``N x H x W x C`` uint8 array where it is channels-last, else None."""
+    if out.ndim != 4 or out.dtype != torch.uint8 or out.device.type != "cpu":
+        return None
+    stored = out.permute(0, 2, 3, 1)
+    return stored.numpy() if stored.is_contiguous() else None

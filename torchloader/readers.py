@@ -38,12 +38,33 @@ __all__ = [
     "PtReader",
     "Reader",
     "SuffixReader",
+    "read_bytes",
     "to_tensor",
 ]
 
 Reader = Callable[[str], Union[torch.Tensor, np.ndarray]]
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 _MODES = ("RGB", "L", "RGBA", "keep")
+
+
+def read_bytes(path: str) -> bytes:
+    """The bytes of the file at ``path``: one ``fstat`` and (usually) one ``read``.
+
+    A third faster than ``open(path, "rb").read()`` for small files (no buffered
+    file object), which matters when decoding takes only ~80 us per image.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)
+        if len(data) == size:  # a short read of a regular file is its end
+            return data
+        parts = [data]
+        while block := os.read(fd, max(size, 1 << 16)):
+            parts.append(block)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def to_tensor(value: Any, *, what: str = "reader output") -> torch.Tensor:
@@ -103,8 +124,7 @@ class ImageReader:
     def __call__(self, path: str) -> torch.Tensor:
         path = os.fspath(path)
         if self.decoder == "auto" and simplejpeg is not None and _is_jpeg(path):
-            with open(path, "rb") as f:
-                data = f.read()
+            data = read_bytes(path)
             array = self._decode_turbo(data)
             if array is None:
                 array = self._decode_pillow(path)
@@ -117,37 +137,34 @@ class ImageReader:
         # Pillow's read-only arrays (and fixes big-endian 16-bit ones).
         return to_tensor(array).permute(2, 0, 1)
 
-    def read_into(self, path: str, out: torch.Tensor) -> bool:
+    def read_into(self, path: str, out: np.ndarray) -> bool:
         """Decode ``path`` straight into ``out`` where that is exact; else return False.
 
-        ``out`` is a ``C x H x W`` ``uint8`` view of ``H x W x C`` memory (a
-        channels-last slot, as batch and chunk buffers have). A JPEG whose size,
-        channels and colour space fit is decoded by libjpeg-turbo into it, with
-        no temporary array and no copy. Anything else (another format, another
-        size, CMYK, no simplejpeg) returns False and writes nothing, so the
-        caller reads the file the ordinary way and reports any mismatch.
+        ``out`` is an ``H x W x C`` ``uint8`` array (the memory of a channels-last
+        batch or chunk slot). A JPEG whose size, channels and colour space fit is
+        decoded by libjpeg-turbo into it: no temporary array, no copy. Anything else
+        (another format, size or colour space, CMYK, no simplejpeg) returns False
+        and writes nothing, so the caller reads the file the ordinary way and
+        reports any mismatch.
         """
-        channels = {"RGB": 3, "L": 1}.get(self.mode)
-        if (
-            channels is None or self.decoder != "auto" or simplejpeg is None
-            or not _is_jpeg(path) or out.dtype != torch.uint8 or out.ndim != 3
-            or out.shape[0] != channels or not out.permute(1, 2, 0).is_contiguous()
-        ):  # fmt: skip
+        into = _TURBO_INTO.get(self.mode)
+        if into is None or self.decoder != "auto" or simplejpeg is None or not _is_jpeg(path):
             return False
-        with open(path, "rb") as f:
-            data = f.read()
+        colorspace_out, channels = into
+        if out.dtype != np.uint8 or out.shape[2:] != (channels,) or not out.flags.c_contiguous:
+            return False
+        data = read_bytes(path)
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         except ValueError:
             return False  # the ordinary path reports what is wrong with the file
         limit = Image.MAX_IMAGE_PIXELS  # above it, Pillow's bomb guard decides
         if (
-            (height, width) != tuple(out.shape[1:]) or colorspace not in _TURBO_EXACT[self.mode]
+            (height, width) != out.shape[:2] or colorspace not in _TURBO_EXACT[self.mode]
             or (limit is not None and height * width > limit)
         ):  # fmt: skip
             return False
-        simplejpeg.decode_jpeg(data, colorspace=self.mode if channels == 3 else "GRAY",
-                               buffer=out.permute(1, 2, 0).numpy())  # fmt: skip
+        simplejpeg.decode_jpeg(data, colorspace=colorspace_out, buffer=out)
         return True
 
     def _decode_turbo(self, data: bytes) -> np.ndarray | None:
@@ -179,8 +196,10 @@ class ImageReader:
             return np.asarray(image)
 
 
-# Colour spaces whose libjpeg-turbo decode equals Pillow's, per mode (tested).
+# Colour spaces whose libjpeg-turbo decode equals Pillow's, per mode (tested),
+# and what simplejpeg decodes to for each mode.
 _TURBO_EXACT = {"RGB": ("YCbCr", "Gray"), "L": ("Gray",)}
+_TURBO_INTO = {"RGB": ("RGB", 3), "L": ("GRAY", 1)}
 
 
 def _is_jpeg(path: str) -> bool:
@@ -290,7 +309,7 @@ class SuffixReader:
     def __repr__(self) -> str:
         return f"SuffixReader(suffixes={list(self.suffixes)})"
 
-    def read_into(self, path: str, out: torch.Tensor) -> bool:
+    def read_into(self, path: str, out: np.ndarray) -> bool:
         """Let the suffix's reader write ``path`` straight into ``out``, if it can."""
         reader = self.readers.get(os.path.splitext(path)[1].lower())
         read_into = getattr(reader, "read_into", None)
