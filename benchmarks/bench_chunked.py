@@ -29,9 +29,10 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from bench_decode import make_jpegs
-from common import PeakPSS, machine, table
+from common import machine, table
 from torchloader import ChunkedLoader, PathDataset, PreloadedDataset, format_bytes, parse_bytes
 from torchloader.chunking import epoch_order
+from torchloader.memory import PeakMemory
 from torchloader.shuffle_quality import shuffle_buffer_order, shuffle_quality
 
 BATCH = 256
@@ -64,8 +65,7 @@ def timed_epochs(make, n: int, step: float = 0.0) -> tuple[float, list[float], i
     (samples/s, seconds spent waiting in ``next()`` per batch, peak PSS of the
     process tree over the baseline taken before the loader was built).
     ``step`` simulates a training step per batch (seconds of sleep)."""
-    baseline = PeakPSS.now()
-    with PeakPSS() as pss:
+    with PeakMemory() as pss:
         loader = make()
         for _ in loader:  # warm-up epoch: starts workers, fills caches
             time.sleep(step)
@@ -82,7 +82,7 @@ def timed_epochs(make, n: int, step: float = 0.0) -> tuple[float, list[float], i
         seconds = time.perf_counter() - start
         del batch, batches
         getattr(loader, "close", lambda: None)()
-    return n / seconds, waits[:-1], pss.peak - baseline
+    return n / seconds, waits[:-1], pss.above_baseline
 
 
 def main() -> None:

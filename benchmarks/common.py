@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import threading
 import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import PIL
-import psutil
 import torch
 
 
@@ -49,55 +47,13 @@ def table(rows: list[tuple], header: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-class PeakPSS:
-    """Peak summed PSS of this process and its children, sampled every 10 ms."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @staticmethod
-    def now() -> int:
-        me = psutil.Process()
-        total = 0
-        for p in [me, *me.children(recursive=True)]:
-            try:
-                total += p.memory_full_info().pss
-            except psutil.Error:
-                pass
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.now())
-            time.sleep(0.01)
-
-    def __enter__(self) -> PeakPSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def measure_epochs(make: Callable[[], Iterable], samples: int, *, warmup: int = 1) -> tuple[float, int]:
     """Build a loader with ``make()``, run ``warmup`` epochs, time one more.
 
     Returns (samples/s of the timed epoch, peak PSS of the process tree over the
-    PSS before the loader was built, in bytes). Each ``iter(loader)`` must start
-    a new epoch; batches are only iterated, not used.
+    PSS before the loader was built, in bytes): ``torchloader.bench.time_epochs``,
+    for the peers' scripts. Each ``iter(loader)`` must start a new epoch.
     """
-    baseline = PeakPSS.now()
-    with PeakPSS() as pss:
-        loader = make()
-        for _ in range(warmup):
-            for _ in loader:
-                pass
-        start = time.perf_counter()
-        for _ in loader:
-            pass
-        seconds = time.perf_counter() - start
-        getattr(loader, "close", lambda: None)()
-    return samples / seconds, pss.peak - baseline
+    from torchloader.bench import time_epochs
+
+    return time_epochs(make, samples, warmup=warmup)

@@ -32,11 +32,15 @@ import tempfile
 import time
 
 import numpy as np
-import simplejpeg
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from bench_decode import plain_pillow as pillow
+from bench_decode import plain_simplejpeg as turbo
+from bench_decode import rate as decode_rate
+from bench_packed import evict
+from bench_packed import read_rate as files_read_rate
 from common import machine
 from make_data import make_data
 from torchloader import (
@@ -63,26 +67,6 @@ def gather_bound(x: torch.Tensor) -> float:
     return best
 
 
-def decode_rate(paths: list[str], decode) -> float:
-    """Files/s on one core, file read included, warm page cache."""
-    for p in paths[:200]:
-        decode(p)
-    start = time.perf_counter()
-    for p in paths:
-        decode(p)
-    return len(paths) / (time.perf_counter() - start)
-
-
-def turbo(path: str) -> np.ndarray:
-    with open(path, "rb") as f:
-        return simplejpeg.decode_jpeg(f.read(), colorspace="RGB")
-
-
-def pillow(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 def memcpy_rate(nbytes: int = 512 * 2**20) -> float:
     """Bytes/s of one large copy between two buffers already in RAM."""
     src = torch.ones(nbytes, dtype=torch.uint8)
@@ -95,30 +79,15 @@ def memcpy_rate(nbytes: int = 512 * 2**20) -> float:
     return best
 
 
-def read_rate(path: str) -> float:
-    """Bytes/s reading ``path`` in 8 MiB blocks."""
-    start, total = time.perf_counter(), 0
-    with open(path, "rb", buffering=0) as f:
-        while block := f.read(8 * 2**20):
-            total += len(block)
-    return total / (time.perf_counter() - start)
-
-
 def drop_cache(path: str) -> bool:
-    """Try to evict ``path`` from the page cache; True only if a read then slows down."""
+    """Evict ``path`` from the page cache: drop_caches where allowed (root outside a
+    sandbox), else ``posix_fadvise(DONTNEED)``, which some kernels ignore. The caller
+    checks with a read whether it worked."""
     try:
         with open("/proc/sys/vm/drop_caches", "w") as f:
             f.write("1\n")
-        return True
     except OSError:
-        pass
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-    return False
+        evict([path])
 
 
 # --- the baselines ------------------------------------------------------------------
@@ -204,12 +173,12 @@ def jpeg_section(data: str, work: str, epochs: int) -> list[Measurement]:
     pack_seconds = time.perf_counter() - start
     packed = PackedDataset(packed_dir)
     shard = os.path.join(packed_dir, packed.manifest.shards[0].file)
-    read_rate(shard)
-    warm = read_rate(shard)
+    files_read_rate([shard])
+    warm = files_read_rate([shard])
     rows.append(limit_row(f"sequential read, warm ({format_bytes(warm)}/s) / sample bytes", warm / sample_bytes))
-    cold_ok = drop_cache(shard)
-    cold = read_rate(shard)
-    name = "sequential read, cold" if cold_ok and cold < warm / 2 else "sequential read, 'cold' (cache could not be dropped: warm)"
+    drop_cache(shard)
+    cold = files_read_rate([shard])
+    name = "sequential read, cold" if cold < warm / 2 else "sequential read, 'cold' (the cache could not be dropped)"
     rows.append(limit_row(f"{name} ({format_bytes(cold)}/s) / sample bytes", cold / sample_bytes))
 
     x_ram, y_ram = preloaded.x, preloaded.y

@@ -87,23 +87,28 @@ def time_epochs(make: Callable[[], Iterable[Any]], samples: int, *, epochs: int 
 
     ``make()`` builds the loader inside the measurement, so its workers and
     buffers count; each ``iter(loader)`` must be one epoch. Memory is the peak
-    of the process tree above its value before ``make()``, or None.
+    of the process tree above its value before ``make()`` (None where it cannot
+    be read), sampled during the warm-up only and once after the timed epochs:
+    reading PSS walks every mapped page (milliseconds for a large process), so
+    sampling while timing would slow what is timed.
     """
-    with PeakMemory() as memory:
-        loader = make()
-        try:
-            for _ in range(warmup):
+    loader: Any = None
+    try:
+        with PeakMemory() as memory:
+            loader = make()
+            for _ in range(max(1, warmup)):
                 for _ in loader:
                     pass
-            times = []
-            for _ in range(epochs):
-                start = time.perf_counter()
-                for _ in loader:
-                    pass
-                times.append(time.perf_counter() - start)
-        finally:
-            getattr(loader, "close", lambda: None)()
-            del loader
+        times = []
+        for _ in range(epochs):
+            start = time.perf_counter()
+            for _ in loader:
+                pass
+            times.append(time.perf_counter() - start)
+        memory.sample()
+    finally:
+        getattr(loader, "close", lambda: None)()
+        del loader
     return samples / statistics.median(times), memory.above_baseline
 
 

@@ -81,6 +81,8 @@ class PeakMemory:
 
     A background thread samples every ``interval`` seconds; ``peak`` and
     ``baseline`` (taken on entry) are bytes, or None where memory cannot be read.
+    Each reading costs up to milliseconds of kernel time for a large process
+    tree (PSS walks the page tables), so do not sample while timing.
 
     Example:
         >>> with PeakMemory() as memory:
@@ -103,14 +105,15 @@ class PeakMemory:
             return None
         return self.peak - self.baseline
 
-    def _sample(self) -> None:
+    def sample(self) -> None:
+        """Take one reading now (also after the block has ended)."""
         now = process_tree_memory()
         if now is not None:
             self.peak = now if self.peak is None else max(self.peak, now)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self._sample()
+            self.sample()
 
     def __enter__(self) -> PeakMemory:
         self.baseline = process_tree_memory()
@@ -121,4 +124,4 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self._sample()
+        self.sample()
