@@ -205,3 +205,44 @@ def test_pinned_batches_reach_the_gpu_unchanged(workers):
         got.append(yb.to("cuda", non_blocking=True).cpu().tolist())
         assert torch.equal(xb.cpu(), ds.x[yb])
     assert got == expected
+
+
+# --- channels-last data and gathers into a given buffer ------------------------------
+
+
+def channels_last(n=6):
+    x = torch.arange(n * 3 * 4 * 5, dtype=torch.int32).reshape(n, 4, 5, 3).permute(0, 3, 1, 2)
+    return x, torch.arange(n) * 10
+
+
+def test_channels_last_samples_gather_in_their_memory_order():
+    x, y = channels_last()
+    ds = PreloadedDataset(x, y)
+
+    xb, yb = ds[[4, 1]]
+    batches = list(ds.batches(4, shuffle=False))
+
+    assert torch.equal(xb, x[[4, 1]]) and yb.tolist() == [40, 10]
+    assert xb.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(torch.cat([b for b, _ in batches]), x)
+    assert batches[0][0].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("make", [lambda: channels_last(), lambda: (torch.arange(24).reshape(6, 4), torch.arange(6))])
+def test_gather_into_a_buffer_laid_out_like_the_samples(make):
+    x, y = make()
+    ds = PreloadedDataset(x, y)
+    out_x = torch.empty_like(x[:3])
+    out_y = torch.empty(3, dtype=y.dtype)
+
+    result = ds.gather([5, 0, 2], out=(out_x, out_y))
+
+    assert result[0] is out_x and result[1] is out_y
+    assert torch.equal(out_x, x[[5, 0, 2]]) and out_y.tolist() == y[[5, 0, 2]].tolist()
+
+
+def test_gather_into_a_buffer_of_another_layout_declines():
+    x, y = channels_last()
+    out_x = torch.empty((2, *x.shape[1:]), dtype=x.dtype)  # contiguous, x is channels-last
+
+    assert PreloadedDataset(x, y).gather([0, 1], out=(out_x, None)) is None

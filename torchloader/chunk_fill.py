@@ -24,6 +24,7 @@ import torch
 
 from .chunk_buffer import ChunkBuffer, SampleLayout
 from .errors import SampleLoadError
+from .intraop import use_one_intraop_thread
 from .samples import ShapeMismatch, describe, mismatch_message, split_sample
 
 __all__ = ["ChunkFiller", "check_sample", "fill_batched", "fill_slots", "read_sample", "storage_runs"]
@@ -157,7 +158,9 @@ class ChunkFiller:
                 fill_slots(self.dataset, self.first, buffer, run, indices[run], stop)
             return
         if self._threads is None:
-            self._threads = ThreadPoolExecutor(self.num_workers, thread_name_prefix="torchloader-fill")
+            self._threads = ThreadPoolExecutor(
+                self.num_workers, thread_name_prefix="torchloader-fill", initializer=use_one_intraop_thread
+            )  # see NOTE [ torch ops in a background thread ]
         failed = _Either(stop)
         futures = [
             self._threads.submit(fill_slots, self.dataset, self.first, buffer, run, indices[run], failed)

@@ -26,6 +26,7 @@ import numpy as np
 
 from .chunk_buffer import BufferPool, ChunkBuffer
 from .chunk_fill import ChunkFiller
+from .intraop import use_one_intraop_thread
 from .loader_stats import LoaderStats
 from .sampler import ChunkedSampler
 
@@ -88,6 +89,7 @@ class Producer:
         self._thread.start()
 
     def _run(self) -> None:
+        use_one_intraop_thread()  # see NOTE [ torch ops in a background thread ]
         try:
             for epoch, indices, last in self._plan:
                 buffer = self._pool.acquire(self._stop, busy=self._consumer_busy)

@@ -90,7 +90,8 @@ class PackedDataset(Dataset):
         shape = (count,) if labels else (count, *self.manifest.sample_shape)
         dtype = np.dtype(np.int64 if labels else self.manifest.dtype)
         try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            # copy-on-write: never written, but writable, so torch can view it
+            array = np.load(path, mmap_mode="c", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise ValueError(
                 f"cannot map '{path}' ({type(exc).__name__}: {exc}): the packed directory "
@@ -183,12 +184,14 @@ class PackedDataset(Dataset):
             if hi - lo == len(local) and len(np.unique(local)) == len(local):
                 # a contiguous range in any order (a ChunkedLoader chunk): one
                 # sequential read of the range, then the rows in the asked order
-                rows = np.asarray(shards[kinds[0]][lo:hi])[local - lo]
+                source, local = np.asarray(shards[kinds[0]][lo:hi]), local - lo
             else:  # plain fancy indexing: numpy's fastest read of scattered rows here
-                rows = shards[kinds[0]][local]
+                source = shards[kinds[0]]
             if out is None:
-                return rows
-            out[...] = rows  # (np.take(..., out=out) measured 2x slower)
+                return source[local]
+            # Straight from the map into out: no temporary batch, one copy, by
+            # torch's threaded row gather (3x faster here than rows = ...; out[...] = rows).
+            torch.index_select(torch.from_numpy(source), 0, torch.from_numpy(local), out=torch.from_numpy(out))
             return out
         if out is None:
             out = np.empty((len(indices), *self.manifest.sample_shape), dtype=self.manifest.dtype)

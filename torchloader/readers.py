@@ -150,37 +150,31 @@ class ImageReader:
         into = _TURBO_INTO.get(self.mode)
         if into is None or self.decoder != "auto" or simplejpeg is None or not _is_jpeg(path):
             return False
-        colorspace_out, channels = into
-        if out.dtype != np.uint8 or out.shape[2:] != (channels,) or not out.flags.c_contiguous:
+        if out.dtype != np.uint8 or out.shape[2:] != (into[1],) or not out.flags.c_contiguous:
             return False
         data = read_bytes(path)
-        try:
-            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        except ValueError:
-            return False  # the ordinary path reports what is wrong with the file
-        limit = Image.MAX_IMAGE_PIXELS  # above it, Pillow's bomb guard decides
-        if (
-            (height, width) != out.shape[:2] or colorspace not in _TURBO_EXACT[self.mode]
-            or (limit is not None and height * width > limit)
-        ):  # fmt: skip
+        found = self._turbo_exact(data)
+        if found is None or found[1:] != out.shape[:2]:
             return False
-        simplejpeg.decode_jpeg(data, colorspace=colorspace_out, buffer=out)
+        simplejpeg.decode_jpeg(data, colorspace=found[0], buffer=out)
         return True
 
-    def _decode_turbo(self, data: bytes) -> np.ndarray | None:
-        """Decode with libjpeg-turbo, or return None where Pillow must decide."""
+    def _turbo_exact(self, data: bytes) -> tuple[str, int, int] | None:
+        """(simplejpeg colour space, height, width) where libjpeg-turbo decodes
+        ``data`` exactly as Pillow would, else None (Pillow must decide)."""
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         except ValueError:
             return None  # let Pillow report what is wrong with the file
-        limit = Image.MAX_IMAGE_PIXELS
-        if limit is not None and height * width > limit:
-            return None  # Pillow's decompression-bomb guard decides
-        if self.mode == "RGB" and colorspace in ("YCbCr", "Gray"):
-            return simplejpeg.decode_jpeg(data, colorspace="RGB")
-        if self.mode == "L" and colorspace == "Gray":
-            return simplejpeg.decode_jpeg(data, colorspace="GRAY")
-        return None
+        limit = Image.MAX_IMAGE_PIXELS  # above it, Pillow's decompression-bomb guard decides
+        if colorspace not in _TURBO_EXACT.get(self.mode, ()) or (limit is not None and height * width > limit):
+            return None
+        return _TURBO_INTO[self.mode][0], height, width
+
+    def _decode_turbo(self, data: bytes) -> np.ndarray | None:
+        """Decode with libjpeg-turbo, or return None where Pillow must decide."""
+        found = self._turbo_exact(data)
+        return None if found is None else simplejpeg.decode_jpeg(data, colorspace=found[0])
 
     def _decode_pillow(self, path: str) -> np.ndarray:
         with Image.open(path) as image:
