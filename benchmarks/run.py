@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from torchloader import (
     ChunkedLoader, ImageReader, PackedDataset, PathDataset, PreloadedDataset, SuffixReader, format_bytes, pack,
 )
 from torchloader.bench import Epochs, Measurement, format_table, plot, time_epochs
+from torchloader.preloaded import storage_order
 
 BATCH = 256
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,6 +58,7 @@ PEERS = ("ffcv", "litdata", "webdataset", "streaming")
 
 def gather_bound(x: torch.Tensor) -> float:
     """Samples/s of a bare index_select loop over ``x`` in RAM (best of 3 epochs)."""
+    x = x.permute(storage_order(x))  # rows as stored: the gather is plain memory copies
     best = 0.0
     for _ in range(4):
         start = time.perf_counter()
@@ -181,9 +182,9 @@ def jpeg_section(data: str, work: str, epochs: int) -> list[Measurement]:
     name = "sequential read, cold" if cold < warm / 2 else "sequential read, 'cold' (the cache could not be dropped)"
     rows.append(limit_row(f"{name} ({format_bytes(cold)}/s) / sample bytes", cold / sample_bytes))
 
-    x_ram, y_ram = preloaded.x, preloaded.y
-    tensor_ds = TensorDataset(x_ram, y_ram)
+    tensor_ds = TensorDataset(preloaded.x, preloaded.y)
     labels = ds.labels
+    budget = "256MiB"
     plan: list = [("seed loader (Keras Sequence, literal), 0 workers", "seed", 0,
                    lambda: SeedSequence(ds.paths.astype(str), labels, BATCH, shuffle=True))]
     for w in (0, 2):
@@ -193,27 +194,37 @@ def jpeg_section(data: str, work: str, epochs: int) -> list[Measurement]:
              lambda w=w, p=p: DataLoader(FileDataset(paths, labels), BATCH, shuffle=True, num_workers=w, persistent_workers=p)),
             (f"DataLoader(in-RAM TensorDataset), default collate, {w} workers", "ram-collate", w,
              lambda w=w, p=p: DataLoader(tensor_ds, BATCH, shuffle=True, num_workers=w, persistent_workers=p)),
+            (f"DataLoader(PathDataset), per-sample collate, {w} workers", "path-collate", w,
+             lambda w=w, p=p: DataLoader(ds, BATCH, shuffle=True, num_workers=w, persistent_workers=p)),
             (f"PathDataset.dataloader(), {w} workers", "path", w,
              lambda w=w, p=p: ds.dataloader(BATCH, num_workers=w, persistent_workers=p)),
+            (f"ChunkedLoader(PathDataset, {budget}), {w} workers", "chunked", w,
+             lambda w=w: ChunkedLoader(ds, BATCH, ram_budget=budget, num_workers=w)),
             (f"PackedDataset.dataloader(), {w} workers", "packed", w,
              lambda w=w, p=p: packed.dataloader(BATCH, num_workers=w, persistent_workers=p)),
         ]  # fmt: skip
     plan += [
+        (f"ChunkedLoader(PathDataset, {budget}), 2 threads", "chunked", 2,
+         lambda: ChunkedLoader(ds, BATCH, ram_budget=budget, num_workers=2, worker_type="thread")),
+        (f"ChunkedLoader(PathDataset, {budget}, block_size=16), 2 workers", "chunked", 2,
+         lambda: ChunkedLoader(ds, BATCH, ram_budget=budget, num_workers=2, block_size=16)),
         ("PreloadedDataset.dataloader(), 0 workers", "preload", 0, lambda: preloaded.dataloader(BATCH)),
         ("PreloadedDataset.batches() (no DataLoader)", "preload", None,
          lambda: Epochs(lambda e: preloaded.batches(BATCH, epoch=e))),
+        (f"ChunkedLoader(PreloadedDataset, {budget}), 0 workers", "chunked", 0,
+         lambda: ChunkedLoader(preloaded, BATCH, ram_budget=budget)),
         ("PackedDataset.gather per batch (no DataLoader)", "packed", None,
          lambda: Epochs(lambda e: _gather_epoch(packed, n, e))),
-        ("ChunkedLoader(PathDataset, 256MiB), 2 process workers", "chunked", 2,
-         lambda: ChunkedLoader(ds, BATCH, ram_budget="256MiB", num_workers=2)),
-        ("ChunkedLoader(PathDataset, 256MiB), 2 threads", "chunked", 2,
-         lambda: ChunkedLoader(ds, BATCH, ram_budget="256MiB", num_workers=2, worker_type="thread")),
-        ("ChunkedLoader(PackedDataset, 256MiB, block_size=16), 0 workers", "chunked", 0,
-         lambda: ChunkedLoader(packed, BATCH, ram_budget="256MiB", block_size=16)),
-        ("ChunkedLoader(PreloadedDataset, 256MiB), 0 workers", "chunked", 0,
-         lambda: ChunkedLoader(preloaded, BATCH, ram_budget="256MiB")),
+        (f"ChunkedLoader(PackedDataset, {budget}, block_size=16), 0 workers", "chunked", 0,
+         lambda: ChunkedLoader(packed, BATCH, ram_budget=budget, block_size=16)),
     ]  # fmt: skip
     run_rows(rows, n, plan, epochs)
+    if name.startswith("sequential read, cold"):  # the cache can be dropped: time cold epochs
+        for label, make in (("PackedDataset.gather per batch", lambda: Epochs(lambda e: _gather_epoch(packed, n, e))),
+                            (f"ChunkedLoader(PackedDataset, {budget}, block_size=16), 0 workers",
+                             lambda: ChunkedLoader(packed, BATCH, ram_budget=budget, block_size=16))):  # fmt: skip
+            drop_cache(shard)
+            rows.append(Measurement(f"{label}, cold page cache", "packed", None, time_epochs(make, n, warmup=0)[0]))
     rows.append(limit_row(f"(pack: {n / pack_seconds:,.0f} images/s with {cores} workers)", n / pack_seconds))
     return rows
 
@@ -245,28 +256,33 @@ def small_section(data: str, epochs: int) -> list[Measurement]:
     return rows
 
 
-def peer_rows(data: str, work: str, pythons: dict[str, str], workers: str, limit: int | None) -> list[Measurement]:
+# Worker counts per peer: FFCV's workers are threads of one process and 0 means
+# "all cores", so its low figure is 1 worker.
+PEER_WORKERS = {"ffcv": (1, 2), "litdata": (0, 2), "webdataset": (0, 2), "streaming": (0, 2)}
+PEER_PYTHONS = {"ffcv": "/work/venv-ffcv/bin/python", "*": "/work/venv-peers/bin/python"}  # install_*.sh defaults
+
+
+def peer_rows(data: str, work: str, pythons: dict[str, str]) -> list[Measurement]:
+    """Each peer in its own interpreter, one process per worker count (so that its
+    memory is measured alone)."""
     rows = []
     for peer in PEERS:
         script = os.path.join(HERE, "peers", f"{peer}_peer.py")
         python = pythons.get(peer, pythons.get("*", sys.executable))
-        print(f"peer {peer} ({python}) ...", file=sys.stderr, flush=True)
         if not os.path.exists(python):
             rows.append(Measurement(peer, "peer", None, skipped=f"no interpreter at {python} (see peers/install_*.sh)"))
             continue
-        cmd = [python, script, "--data", data, "--work", os.path.join(work, peer), "--batch-size", str(BATCH), "--workers", workers]
-        if limit:
-            cmd += ["--limit", str(limit)]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-        lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-        if not lines:
-            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            rows.append(Measurement(peer, "peer", None, skipped=f"exit {done.returncode}: {tail[:200]}"))
-        for line in lines:
-            found = re.search(r"(\d+) workers?", line["name"])
-            w = line.get("workers", int(found.group(1)) if found else None)
-            rows.append(Measurement(line["name"], "peer", w, line.get("samples_per_s"), line.get("peak_pss_bytes"),
-                                    line.get("skipped")))  # fmt: skip
+        for w in PEER_WORKERS[peer]:
+            print(f"  peer {peer}, {w} workers ({python}) ...", file=sys.stderr, flush=True)
+            cmd = [python, script, "--data", data, "--work", os.path.join(work, peer), "--batch-size", str(BATCH), "--workers", str(w)]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+            lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+            if not lines:
+                tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                rows.append(Measurement(f"{peer}, {w} workers", "peer", w, skipped=f"exit {done.returncode}: {tail[:200]}"))
+            for line in lines:
+                rows.append(Measurement(line["name"], "peer", w, line.get("samples_per_s"), line.get("peak_pss_bytes"),
+                                        line.get("skipped")))  # fmt: skip
     return rows
 
 
@@ -277,7 +293,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--peer-python", action="append", default=[], metavar="[PEER=]PYTHON",
                         help="interpreter for the peers (one for all, or per peer, e.g. ffcv=/venv/bin/python)")
-    parser.add_argument("--peer-workers", default="2")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--out", help="write every row as JSON here")
     parser.add_argument("--plot", help="bar chart of the JPEG section (PNG)")
@@ -285,10 +300,14 @@ def main() -> None:
     sets = make_data(args.data, args.n, args.n)
     work = os.path.join(args.data, "work")
     os.makedirs(work, exist_ok=True)
-    pythons = dict(p.split("=", 1) if "=" in p else ("*", p) for p in args.peer_python)
+    pythons = dict(PEER_PYTHONS)
+    given = dict(p.split("=", 1) if "=" in p else ("*", p) for p in args.peer_python)
+    if "*" in given:  # one interpreter for all
+        pythons = {}
+    pythons.update(given)
     jpeg = jpeg_section(sets["jpeg128"], work, args.epochs)
     if not args.no_peers:
-        jpeg += peer_rows(sets["jpeg128"], work, pythons, args.peer_workers, None)
+        jpeg += peer_rows(sets["jpeg128"], work, pythons)
     small = small_section(sets["grey28"], args.epochs)
     print(machine())
     print(f"{args.n} JPEGs 128x128 (10 classes in folders); batch {BATCH}, shuffled; samples/s of "

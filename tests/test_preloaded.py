@@ -246,3 +246,13 @@ def test_gather_into_a_buffer_of_another_layout_declines():
     out_x = torch.empty((2, *x.shape[1:]), dtype=x.dtype)  # contiguous, x is channels-last
 
     assert PreloadedDataset(x, y).gather([0, 1], out=(out_x, None)) is None
+
+
+def test_from_dataset_keeps_images_in_their_decoded_memory_order():
+    images = [torch.full((4, 5, 3), i, dtype=torch.uint8).permute(2, 0, 1) for i in range(3)]  # as ImageReader
+
+    ds = PreloadedDataset.from_dataset(images, progress=False)
+
+    assert ds.x.shape == (3, 3, 4, 5)
+    assert ds.x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(ds.x, torch.stack(images))

@@ -35,7 +35,7 @@ from .memory import PeakMemory
 from .pack_source import open_source
 from .packed import PackedDataset
 from .path_dataset import PathDataset
-from .preloaded import PreloadedDataset
+from .preloaded import PreloadedDataset, storage_order
 from .samples import split_sample
 from .shards import MANIFEST
 from .sizes import nbytes
@@ -205,7 +205,7 @@ def _bound(ds: Any, batch_size: int, epochs: int) -> Measurement:
     count = min(len(ds), max(BOUND_SAMPLES, BOUND_BYTES // max(1, nbytes(split_sample(ds[0])[0]))))
     picks = np.linspace(0, len(ds) - 1, count).astype(np.int64)
     sample = PreloadedDataset.from_dataset(_Subset(ds, picks), progress=False)
-    x = sample.x
+    x = sample.x.permute(storage_order(sample.x) or list(range(sample.x.ndim)))  # rows as stored
     # A limit, so the best of many short epochs (at least 0.3 s of them), not the median.
     best, spent = 0.0, 0.0
     while spent < 0.3:

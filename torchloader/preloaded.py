@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from .batching import IndexBatchSampler, batch_dataloader, shuffled_batches
+from .chunk_buffer import SampleLayout
 from .load_all import load_all
 from .preload_cache import PreloadCache
 from .readers import to_tensor
@@ -275,9 +276,10 @@ def storage_order(t: torch.Tensor) -> list[int] | None:
 def _allocate_in_ram(
     n: int, x0: torch.Tensor, y0: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    x = torch.empty((n, *x0.shape), dtype=x0.dtype)
-    y = None if y0 is None else torch.empty((n, *y0.shape), dtype=y0.dtype)
-    return x, y
+    # In the samples' own memory order (images decoded H x W x C are kept
+    # channels-last), so loading them is plain copies, and so are the gathers.
+    buffer = SampleLayout.of(x0, y0).allocate(n, pin=False)
+    return buffer.x, buffer.y
 
 
 def _fits(out: torch.Tensor, source: torch.Tensor) -> bool:
