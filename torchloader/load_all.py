@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .chunk_buffer import SampleLayout
 from .samples import describe as _describe
 from .samples import mismatch_message
 from .samples import split_sample as _split
@@ -64,9 +65,13 @@ def _collate(items: list[tuple[int, Any]]) -> _Group | _Mismatch:
     for (index, _), pair in zip(items, pairs):
         if _describe(*pair) != first:
             return _Mismatch(index, _describe(*pair), items[0][0], first)
-    x = torch.stack([x for x, _ in pairs])
-    y = None if pairs[0][1] is None else torch.stack([y for _, y in pairs])
-    return _Group(items[0][0], x, y)
+    # Stacked in the samples' memory order (channels-last for decoded images):
+    # plain copies, and the main process's copy into the whole tensor is one too.
+    group = SampleLayout.of(*pairs[0]).allocate(len(pairs), pin=False)
+    for slot, (x, y) in enumerate(pairs):
+        group.x[slot].copy_(x)
+    y = None if group.y is None else torch.stack([y for _, y in pairs], out=group.y)
+    return _Group(items[0][0], group.x, y)
 
 
 def load_all(
