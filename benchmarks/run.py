@@ -161,7 +161,10 @@ def jpeg_section(data: str, work: str, epochs: int) -> list[Measurement]:
     cores = len(os.sched_getaffinity(0))
     print("limits ...", file=sys.stderr, flush=True)
     rows = [Measurement("in-RAM gather bound (index_select)", "bound", None, 0.0)]
-    picks = paths[:: max(1, n // 3000)]
+    picks = paths[:: max(1, n // 5000)]
+    for p in picks:  # into the page cache: the limit is decoding, not the disk
+        with open(p, "rb") as f:
+            f.read()
     for label, fn in (("libjpeg-turbo (simplejpeg)", turbo), ("Pillow", pillow)):
         rate = decode_rate(fn, picks)
         rows.append(limit_row(f"JPEG decode, {label}, 1 core x {cores}", rate * cores))
@@ -221,6 +224,11 @@ def jpeg_section(data: str, work: str, epochs: int) -> list[Measurement]:
          lambda: ChunkedLoader(packed, BATCH, ram_budget=budget, block_size=16)),
     ]  # fmt: skip
     run_rows(rows, n, plan, epochs)
+    # The bound again, after the loaders: the allocator's state changes how fast a
+    # fresh 12.5 MB batch is (page faults); the best of both runs is the bound.
+    again = gather_bound(preloaded.x)
+    rows[0].name += f" (best of {rows[0].samples_per_s:,.0f} before and {again:,.0f} after the loaders)"
+    rows[0].samples_per_s = max(rows[0].samples_per_s, again)
     if name.startswith("sequential read, cold"):  # the cache can be dropped: time cold epochs
         for label, make in (("PackedDataset.gather per batch", lambda: Epochs(lambda e: _gather_epoch(packed, n, e))),
                             (f"ChunkedLoader(PackedDataset, {budget}, block_size=16), 0 workers",
@@ -316,7 +324,7 @@ def main() -> None:
           f"{'the median of ' + str(args.epochs) + ' epochs' if args.epochs > 1 else 'one epoch'} after a warm-up\n")
     print(format_table(jpeg))
     print(f"\n{args.n} grey PNGs 28x28, decoded in RAM (1x28x28 uint8)\n")
-    print(format_table(small))
+    print(format_table(small, baseline="ram-collate", baseline_name="default collate"))
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"machine": machine(), "jpeg128": [r.as_dict() for r in jpeg],

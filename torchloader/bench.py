@@ -88,7 +88,8 @@ def time_epochs(make: Callable[[], Iterable[Any]], samples: int, *, epochs: int 
     ``make()`` builds the loader inside the measurement, so its workers and
     buffers count; each ``iter(loader)`` must be one epoch. Memory is the peak
     of the process tree above its value before ``make()`` (None where it cannot
-    be read), sampled during the warm-up only and once after the timed epochs:
+    be read), sampled while the loader is built and warmed up, and once after the
+    timed epochs (``warmup=0``: building only):
     reading PSS walks every mapped page (milliseconds for a large process), so
     sampling while timing would slow what is timed.
     """
@@ -96,7 +97,7 @@ def time_epochs(make: Callable[[], Iterable[Any]], samples: int, *, epochs: int 
     try:
         with PeakMemory() as memory:
             loader = make()
-            for _ in range(max(1, warmup)):
+            for _ in range(warmup):
                 for _ in loader:
                     pass
         times = []
@@ -228,11 +229,12 @@ class _Subset(Dataset):
         return self.ds[int(self.indices[i])]
 
 
-def format_table(results: Sequence[Measurement]) -> str:
-    """A Markdown table with ratios to the bound and to the plain DataLoader."""
+def format_table(results: Sequence[Measurement], *, baseline: str = "dataloader", baseline_name: str = "DataLoader") -> str:
+    """A Markdown table with ratios to the bound and to the ``baseline`` mode's
+    rows (the plain DataLoader) with the same number of workers."""
     bound = next((r.samples_per_s for r in results if r.mode == "bound"), None)
-    plain = {r.workers: r.samples_per_s for r in results if r.mode == "dataloader" and r.samples_per_s}
-    lines = ["| mode | samples/s | vs bound | vs DataLoader, same workers | peak memory |", "|---|---|---|---|---|"]
+    plain = {r.workers: r.samples_per_s for r in results if r.mode == baseline and r.samples_per_s}
+    lines = [f"| mode | samples/s | vs bound | vs {baseline_name}, same workers | peak memory |", "|---|---|---|---|---|"]
     skipped: dict[str, str] = {}
     for r in results:
         if r.skipped:

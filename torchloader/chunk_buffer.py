@@ -41,7 +41,7 @@ class SampleLayout:
 
     @classmethod
     def of(cls, x: torch.Tensor, y: torch.Tensor | None) -> SampleLayout:
-        order = tuple(sorted(range(x.ndim), key=lambda d: (-x.stride(d), d)))
+        order = tuple(range(x.ndim)) if x.is_contiguous() else tuple(sorted(range(x.ndim), key=lambda d: (-x.stride(d), d)))
         return cls(
             tuple(x.shape), x.dtype, order,
             None if y is None else tuple(y.shape), None if y is None else y.dtype,

@@ -138,8 +138,11 @@ class PreloadedDataset(Dataset):
             order = order[: len(order) - len(order) % batch_size]
         x, y = self.x, self.y  # the loop below is the whole cost: keep it bare
         layout = storage_order(x)
-        if layout is not None and layout != sorted(layout):  # channels-last: gather rows
-            return (_index_select(x, i) if y is None else (_index_select(x, i), torch.index_select(y, 0, i))
+        if layout is not None and layout != sorted(layout):  # channels-last: gather stored rows
+            stored, inverse = x.permute(layout), [layout.index(d) for d in range(x.ndim)]
+            if y is None:
+                return (torch.index_select(stored, 0, i).permute(inverse) for i in order.split(batch_size))
+            return ((torch.index_select(stored, 0, i).permute(inverse), torch.index_select(y, 0, i))
                     for i in order.split(batch_size))  # fmt: skip
         if y is None:
             return (torch.index_select(x, 0, i) for i in order.split(batch_size))
@@ -267,6 +270,8 @@ def storage_order(t: torch.Tensor) -> list[int] | None:
     and ``t`` is dense in that order (contiguous, channels-last, ...); else None."""
     if t.ndim == 0:
         return None
+    if t.is_contiguous():  # also when only size-1 dims (a grey channel) look permuted
+        return list(range(t.ndim))
     order = sorted(range(t.ndim), key=lambda d: (-t.stride(d), d))
     if order[0] != 0 or not t.permute(order).is_contiguous():
         return None
