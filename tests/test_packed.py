@@ -414,3 +414,13 @@ def test_dataloader_gives_every_sample_once_per_epoch(ds, workers):
     assert sorted(found) == list(range(N))
     assert labels.tolist() == y_all[found].tolist()
     assert [len(yb) for _, yb in batches] == [5, 5, 5, 5, 3]
+
+
+def test_close_unmaps_the_shards_and_a_later_read_maps_them_again(packed_root):
+    ds = PackedDataset(packed_root)
+    x0 = ds[0][0].clone()
+
+    ds.close()
+
+    assert ds._shards is None
+    assert torch.equal(ds[0][0], x0)

@@ -226,6 +226,10 @@ class PackedDataset(Dataset):
             return tensor
         return tensor.permute(0, 3, 1, 2) if batch else tensor.permute(2, 0, 1)
 
+    def close(self) -> None:
+        """Unmap the shards in this process (they are mapped again on the next read)."""
+        self._shards = self._labels = None
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_shards"] = state["_labels"] = None  # each process maps the files itself
