@@ -343,7 +343,14 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--out", help="write every row as JSON here")
     parser.add_argument("--plot", help="bar chart of the JPEG section (PNG)")
+    parser.add_argument("--from-json", help="print (and --plot) the tables of an earlier --out file")
     args = parser.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        jpeg, small = ([Measurement(**row) for row in saved[key]] for key in ("jpeg128", "grey28"))
+        report(saved["machine"], args, jpeg, small)
+        return
     sets = make_data(args.data, args.n, args.n)
     work = os.path.join(args.data, "work")
     os.makedirs(work, exist_ok=True)
@@ -356,18 +363,22 @@ def main() -> None:
     if not args.no_peers:
         jpeg += peer_rows(sets["jpeg128"], work, pythons)
     small = small_section(sets["grey28"], args.epochs)
-    print(machine())
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"machine": machine(), "jpeg128": [r.as_dict() for r in jpeg],
+                       "grey28": [r.as_dict() for r in small]}, f, indent=1)  # fmt: skip
+    report(machine(), args, jpeg, small)
+
+
+def report(machine_line: str, args: argparse.Namespace, jpeg: list[Measurement], small: list[Measurement]) -> None:
+    print(machine_line)
     print(f"{args.n} JPEGs 128x128 (10 classes in folders); batch {BATCH}, shuffled; samples/s of "
           f"{'the median of ' + str(args.epochs) + ' epochs' if args.epochs > 1 else 'one epoch'} after a warm-up\n")
     print(format_table(jpeg))
     print(f"\n{args.n} grey PNGs 28x28, decoded in RAM (1x28x28 uint8)\n")
     print(format_table(small, baseline="ram-collate", baseline_name="default collate"))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"machine": machine(), "jpeg128": [r.as_dict() for r in jpeg],
-                       "grey28": [r.as_dict() for r in small]}, f, indent=1)  # fmt: skip
     if args.plot:
-        plot(jpeg, args.plot, title=f"{args.n} JPEGs 128x128, batch {BATCH}: samples/s")
+        plot(jpeg, args.plot, title=f"{args.n} JPEGs 128x128, batch {BATCH}, 2 cores: samples/s")
 
 
 if __name__ == "__main__":

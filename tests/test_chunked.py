@@ -325,13 +325,29 @@ def test_a_ram_budget_below_two_batches_is_refused_with_the_numbers():
     with pytest.raises(ValueError) as info:
         ChunkedLoader(preloaded(100), 8, ram_budget=500)
     assert str(info.value) == (
-        "ram_budget=500 bytes (500 B) cannot hold 2 chunks of one batch: a sample takes 32 "
-        "bytes, a batch of 8 takes 256 bytes; the smallest budget that works is "
-        "ram_budget=512 (512 B)"
+        "ram_budget=500 bytes (500 B) cannot hold 2 chunks of one batch and the workers' "
+        "reserve: a sample takes 32 bytes, a batch of 8 takes 256 bytes; the smallest budget "
+        "that works is ram_budget=585 (585 B)"
     )
+    ChunkedLoader(preloaded(100), 8, ram_budget=585).close()  # which works
 
 
-@pytest.mark.parametrize(("budget", "chunk_size"), [(512, 8), ("1KiB", 16), (1000, 8), ("1GiB", 100)])
+def test_the_reserve_is_an_eighth_of_the_budget_at_most_12_mib_per_process():
+    ds = PreloadedDataset(torch.empty(2000, 2**20, dtype=torch.uint8))  # 1 MiB samples, never touched
+    MiB = 2**20
+
+    def chunk(budget, **kwargs):
+        loader = ChunkedLoader(ds, 2, ram_budget=budget * MiB, **kwargs)
+        loader.close()
+        return loader.chunk_size
+
+    assert chunk(64) == (64 - 8) // 2  # an eighth
+    assert chunk(1024) == (1024 - 12) // 2  # 12 MiB for the main process
+    assert chunk(1024, num_workers=2) == (1024 - 36) // 2  # and for each worker process
+    assert chunk(1024, num_workers=2, worker_type="thread") == (1024 - 12) // 2
+
+
+@pytest.mark.parametrize(("budget", "chunk_size"), [(585, 8), ("1KiB", 8), (1000, 8), ("2KiB", 24), ("1GiB", 100)])
 def test_the_ram_budget_holds_two_chunks(closing, budget, chunk_size):
     loader = closing(preloaded(100), 8, ram_budget=budget)
     assert loader.chunk_size == chunk_size  # whole batches (15 fit: 8), at most the data set

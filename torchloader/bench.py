@@ -250,8 +250,16 @@ def format_table(results: Sequence[Measurement], *, baseline: str = "dataloader"
     return "\n".join(lines)
 
 
+_COLOURS = {"bound": "#777777", "limit": "#aaaaaa", "peer": "#4c9a52", "dataloader": "#d08a2e",
+            "seed": "#d08a2e", "ram-collate": "#d08a2e"}  # fmt: skip
+
+
 def plot(results: Sequence[Measurement], out: str, *, title: str = "samples/s") -> None:
-    """A horizontal bar chart of samples/s per row, written to ``out`` (PNG)."""
+    """A horizontal bar chart of samples/s per row (log scale), written to ``out`` (PNG).
+
+    Grey: the bound and limits; orange: plain DataLoader baselines; green: peers;
+    blue: torchloader.
+    """
     try:
         import matplotlib
 
@@ -259,13 +267,24 @@ def plot(results: Sequence[Measurement], out: str, *, title: str = "samples/s") 
         import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError("plotting needs matplotlib: pip install 'torchloader[bench]'") from None
-    rows = [r for r in results if r.samples_per_s]
-    fig, ax = plt.subplots(figsize=(9, 0.38 * len(rows) + 1.2))
-    ax.barh([r.name for r in rows][::-1], [r.samples_per_s for r in rows][::-1],
-            color=["#888" if r.mode in ("bound", "dataloader") or r.mode.startswith("limit")
-                   else "#3b75af" for r in rows][::-1])  # fmt: skip
-    ax.set_xlabel("samples/s")
+    rows = [r for r in results if r.samples_per_s][::-1]
+    fig, ax = plt.subplots(figsize=(12, 0.3 * len(rows) + 1.4))
+    ax.barh(range(len(rows)), [r.samples_per_s for r in rows], color=[_COLOURS.get(r.mode, "#3b75af") for r in rows])
+    ax.set_yticks(range(len(rows)), [_short(r.name) for r in rows], fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("samples/s (log scale)")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    ax.grid(axis="x", which="both", alpha=0.3)
+    for k, r in enumerate(rows):
+        ax.text(r.samples_per_s, k, f" {r.samples_per_s:,.0f}", va="center", fontsize=7)
+    fig.subplots_adjust(left=0.42, right=0.95, top=1 - 0.5 / fig.get_figheight(), bottom=0.6 / fig.get_figheight())
+    fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def _short(name: str, width: int = 70) -> str:
+    if len(name) <= width:
+        return name
+    cut = name.split(" (")[0]
+    cut += ", cold" if "cold" in name and "cold" not in cut else ""
+    return cut if len(cut) <= width else cut[: width - 1] + "…"

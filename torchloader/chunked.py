@@ -8,9 +8,12 @@ the loader yields exactly the batches ``DataLoader(dataset, batch_size,
 sampler=ChunkedSampler(...))`` would, only read chunk-wise: a batch is a view of
 the buffer (one that straddles two chunks is copied).
 
-RAM: two chunk buffers, each ``ram_budget / 2`` bytes at most; batches that are
-kept alive past the next chunk keep their buffer alive (see
-``torchloader/chunk_buffer.py``), otherwise nothing else grows with the data.
+RAM: ``ram_budget`` covers the whole process tree's loading memory. Two chunk
+buffers share it, less a reserve for what loading costs besides them (each
+worker process's own pages, a batch that straddles two chunks, allocator
+slack: 20-40 MiB measured with 2 workers): an eighth of the budget, at most
+12 MiB per process. Batches kept alive past the next chunk keep their buffer
+alive (see ``torchloader/chunk_buffer.py``); nothing else grows with the data.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from .shuffle_quality import ShuffleQuality, shuffle_quality
 __all__ = ["ChunkedLoader"]
 
 _BUFFERS = 2  # double buffering: one chunk served while the next loads
+_RESERVE_PER_PROCESS = 12 * 2**20  # of ram_budget, for what loading costs besides the buffers
 
 
 class ChunkedLoader:
@@ -47,8 +51,8 @@ class ChunkedLoader:
             ``gather(indices)`` method fills a chunk with one batched read.
         batch_size: samples per batch.
         chunk_size: samples per RAM chunk; or give ``ram_budget`` instead.
-        ram_budget: bytes (or ``"8GiB"``) for the chunk buffers together; each of
-            the two buffers gets half.
+        ram_budget: bytes (or ``"8GiB"``) for loading: two chunk buffers and a
+            reserve for the workers (an eighth, at most 12 MiB per process).
         shuffle, seed, num_replicas, rank, block_size: as for :class:`ChunkedSampler`
             (``block_size`` builds a chunk from blocks in random places: far better
             mixed batches on data stored sorted by class, see ``shuffle_quality``).
@@ -131,19 +135,30 @@ class ChunkedLoader:
         chunk_size, budget = check_chunk_args(chunk_size, ram_budget)
         if chunk_size is None:
             assert budget is not None
-            chunk_size = budget // (_BUFFERS * self.layout.nbytes)
-            smallest = _BUFFERS * self.batch_size * self.layout.nbytes
+            chunk_size = self._buffer_share(budget) // (_BUFFERS * self.layout.nbytes)
             if chunk_size < self.batch_size:
+                smallest = self._smallest_budget(_BUFFERS * self.batch_size * self.layout.nbytes)
                 raise ValueError(
                     f"ram_budget={budget} bytes ({format_bytes(budget)}) cannot hold "
-                    f"{_BUFFERS} chunks of one batch: a sample takes {self.layout.nbytes} "
-                    f"bytes, a batch of {self.batch_size} takes "
+                    f"{_BUFFERS} chunks of one batch and the workers' reserve: a sample takes "
+                    f"{self.layout.nbytes} bytes, a batch of {self.batch_size} takes "
                     f"{self.batch_size * self.layout.nbytes} bytes; the smallest budget "
                     f"that works is ram_budget={smallest} ({format_bytes(smallest)})"
                 )
             # whole batches per chunk: no batch straddles two chunks (and is copied)
             chunk_size -= chunk_size % self.batch_size
         return min(chunk_size, len(self.dataset))
+
+    def _buffer_share(self, budget: int) -> int:
+        """The bytes of ``budget`` left for the chunk buffers after the reserve."""
+        processes = 1 + (self.num_workers if self.worker_type == "process" else 0)
+        return budget - min(budget // 8, processes * _RESERVE_PER_PROCESS)
+
+    def _smallest_budget(self, buffers: int) -> int:
+        budget = buffers
+        while self._buffer_share(budget) < buffers:
+            budget += buffers - self._buffer_share(budget)
+        return budget
 
     @property
     def chunk_size(self) -> int:
