@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .shared_memory import new_shared
+
 __all__ = ["BufferPool", "ChunkBuffer", "SampleLayout"]
 
 
@@ -71,7 +73,7 @@ def _empty(shape: tuple[int, ...], dtype: torch.dtype | None, *, pin: bool, shar
     if not shared:
         return torch.empty(shape, dtype=dtype, pin_memory=pin)
     nbytes = _numel(shape) * _itemsize(dtype)
-    storage = torch.UntypedStorage._new_shared(nbytes)  # no copy, unlike share_memory_()
+    storage = new_shared(nbytes)  # no copy, unlike share_memory_()
     tensor = torch.empty(0, dtype=dtype).set_(storage, 0, shape)
     if pin and nbytes:  # page-lock the shared pages in place for fast H2D copies
         torch.cuda.cudart().cudaHostRegister(tensor.data_ptr(), nbytes, 0)

@@ -34,6 +34,7 @@ from .device import DeviceLoader
 from .loader_stats import LoaderStats
 from .sampler import ChunkedSampler, check_chunk_args
 from .sampler import _check_non_negative_int as _check_int
+from .shared_memory import check_room
 from .shuffle_quality import ShuffleQuality, shuffle_quality
 
 __all__ = ["ChunkedLoader"]
@@ -123,6 +124,9 @@ class ChunkedLoader:
                 "leave pin_memory=None to pin only where CUDA is present"
             )
         shared = self.filler.shared_buffers and not self.filler.batched
+        if shared:  # see torchloader/shared_memory.py: fail now, not mid-epoch
+            check_room(_BUFFERS * chunk_size * self.layout.nbytes,
+                       f"ChunkedLoader's {_BUFFERS} chunk buffers for {self.num_workers} worker processes")  # fmt: skip
         self.pool = BufferPool(self.layout, chunk_size, slots=_BUFFERS, pin=pin, shared=shared)
         self.stats = LoaderStats()
         self.epoch = 0

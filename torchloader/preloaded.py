@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from .batching import IndexBatchSampler, batch_dataloader, shuffled_batches
 from .chunk_buffer import SampleLayout
+from .shared_memory import new_shared
 from .load_all import load_all
 from .preload_cache import PreloadCache
 from .readers import to_tensor
@@ -257,8 +258,8 @@ def _index_select(source: torch.Tensor, index: torch.Tensor, out: torch.Tensor |
         # In a worker, gather straight into shared memory, as torch's default_collate
         # does, so sending the batch to the main process copies nothing more.
         shape = (len(index), *stored.shape[1:])
-        storage = source._typed_storage()._new_shared(math.prod(shape), device=source.device)
-        out = source.new(storage).view(shape).permute(inverse)
+        storage = new_shared(math.prod(shape) * source.element_size())
+        out = torch.empty(0, dtype=source.dtype).set_(storage, 0, shape).permute(inverse)
     if out is None:
         return torch.index_select(stored, 0, index).permute(inverse)
     torch.index_select(stored, 0, index, out=out.permute(order))
