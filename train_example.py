@@ -14,6 +14,7 @@ Copy-paste::
     python train_example.py --mode packed         # decode once into shards, then memory-map
     python train_example.py --workers 2 --epochs 10
     python train_example.py --data ~/my_images --image-size 64 --mode chunked --ram-budget 1GiB
+    torchrun --nproc_per_node=2 train_example.py --mode chunked   # DDP: gloo on CPU, nccl on GPUs
 
 ``--data DIR`` trains on your own ``DIR/<class>/<file>`` folder of images (any
 size; they are resized to ``--image-size``). If ``DIR`` holds ``train/`` and
@@ -31,6 +32,12 @@ The three ``--mode`` values are the three ways torchloader holds data:
 - ``packed``: ``torchloader.pack`` decodes the images once into ``.npy`` shards
   next to the data (``<data>.packed/``, reused later), then a ``ChunkedLoader``
   reads RAM chunks from the memory-mapped :class:`torchloader.PackedDataset`.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) each process joins a process group (nccl
+on CUDA, one GPU per process; gloo on CPU), the model is wrapped in
+``DistributedDataParallel`` and every loader reads only its rank's share: the
+chunked loaders deal whole chunks to ranks, ``--mode path`` uses a
+``DistributedSampler``. Rank 0 writes the data (and the pack) first and prints.
 """
 
 from __future__ import annotations
@@ -44,9 +51,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
 from torchloader import ChunkedLoader, ImageReader, PackedDataset, PathDataset, PreloadedDataset, pack
 
@@ -241,7 +250,8 @@ def make_loaders(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
         train_loader = ChunkedLoader(train, args.batch_size, ram_budget=args.ram_budget,
                                      block_size=args.block_size, seed=args.seed,
                                      num_workers=args.workers)
-        print(f"packed: {train_loader.shuffle_quality()}")
+        if is_main():
+            print(f"packed: {train_loader.shuffle_quality()}")
         test_loader = DataLoader(test, batch_size=args.batch_size, shuffle=False, **common)
         return train_loader, test_loader, classes
     if args.mode == "preload":
@@ -269,14 +279,17 @@ def make_loaders(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
         train = Subset(train, shuffled_order(len(train), seed=args.seed))
         train_loader = ChunkedLoader(train, args.batch_size, ram_budget=args.ram_budget,
                                      seed=args.seed, num_workers=args.workers)
-        print(f"chunked: {len(train_loader.sampler.chunks())} chunks of up to "
-              f"{train_loader.chunk_size} samples (--ram-budget {args.ram_budget})")
+        if is_main():
+            print(f"chunked: {len(train_loader.sampler.chunks())} chunks of up to "
+                  f"{train_loader.chunk_size} samples (--ram-budget {args.ram_budget})")
     else:
         # The sampler gets a generator of its own: with shuffle=True the DataLoader
         # would draw each iterator's worker seed from the shuffling generator too,
         # and persistent workers draw it once, not per epoch, so the order of epoch
         # 2 onwards would depend on --workers.
-        sampler = RandomSampler(train, generator=torch.Generator().manual_seed(args.seed))
+        sampler: Any = RandomSampler(train, generator=torch.Generator().manual_seed(args.seed))
+        if dist.is_initialized():  # each rank its share of a seeded shuffle
+            sampler = DistributedSampler(train, shuffle=True, seed=args.seed)
         train_loader = DataLoader(train, batch_size=args.batch_size, sampler=sampler,
                                   generator=torch.Generator().manual_seed(args.seed), **common)
     test_loader = DataLoader(test, batch_size=args.batch_size, shuffle=False, **common)
@@ -328,6 +341,7 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
         # Summed on the device: loss.item() per step would wait for the GPU every step.
         total_loss += loss.detach() * len(y)
         seen += len(y)
+    total_loss, seen = all_ranks(total_loss, seen)
     return total_loss.item() / max(seen, 1), seen
 
 
@@ -341,7 +355,33 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device) -> float:
         x, y = to_device(x, y, device)
         correct += (model(x).argmax(dim=1) == y).sum()
         total += len(y)
+    correct, total = all_ranks(correct, total)
     return correct.item() / max(total, 1)
+
+
+def is_main() -> bool:
+    """Rank 0, or the only process: the one that prints."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def all_ranks(value: torch.Tensor, count: int) -> tuple[torch.Tensor, int]:
+    """``value`` and ``count`` summed over the ranks (as they are without torchrun)."""
+    if not dist.is_initialized():
+        return value, count
+    both = torch.stack([value.double(), torch.tensor(float(count), device=value.device).double()])
+    dist.all_reduce(both)
+    return both[0].to(value.dtype), int(both[1].item())
+
+
+def setup_distributed(device: torch.device) -> torch.device:
+    """Join the process group when run by torchrun; returns this rank's device."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
 
 
 def set_epoch(loader: Any, epoch: int) -> None:
@@ -357,15 +397,24 @@ def set_epoch(loader: Any, epoch: int) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Train and evaluate; return the configuration and one metrics dict per epoch."""
     args = parse_args(argv)
-    torch.manual_seed(args.seed)
-    device = torch.device(args.device)
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
+    device = setup_distributed(torch.device(args.device))
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if rank > 0:
+        dist.barrier()  # rank 0 writes the data set (and the pack) first
     train_loader, test_loader, classes = make_loaders(args)
+    if rank == 0 and dist.is_initialized():
+        dist.barrier()
     in_channels = train_loader.dataset[0][0].shape[0]
     model = make_model(in_channels, len(classes)).to(device)
+    if dist.is_initialized():  # gradients averaged over the ranks after each backward
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    print(f"mode={args.mode} device={device} workers={args.workers} "
-          f"train={len(train_loader.dataset)} test={len(test_loader.dataset)} "
-          f"classes={len(classes)} in_channels={in_channels}")
+    say = print if is_main() else (lambda *a, **k: None)
+    say(f"mode={args.mode} device={device} workers={args.workers} "
+        f"train={len(train_loader.dataset)} test={len(test_loader.dataset)} "
+        f"classes={len(classes)} in_channels={in_channels}"
+        + (f" ranks={dist.get_world_size()}" if dist.is_initialized() else ""))
     history = []
     for epoch in range(args.epochs):
         set_epoch(train_loader, epoch)
@@ -375,8 +424,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         accuracy = evaluate(model, test_loader, device)
         history.append(dict(epoch=epoch + 1, seconds=seconds, samples_per_s=seen / seconds,
                             loss=loss, test_acc=accuracy))
-        print(f"epoch {epoch + 1}/{args.epochs}  {seconds:.1f}s  {seen / seconds:.0f} samples/s"
-              f"  loss {loss:.3f}  test acc {accuracy:.3f}")
+        say(f"epoch {epoch + 1}/{args.epochs}  {seconds:.1f}s  {seen / seconds:.0f} samples/s"
+            f"  loss {loss:.3f}  test acc {accuracy:.3f}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return dict(mode=args.mode, in_channels=in_channels, classes=classes,
                 train_samples=len(train_loader.dataset), test_samples=len(test_loader.dataset),
                 history=history)
