@@ -230,3 +230,31 @@ def test_repr_shows_the_configuration():
     assert repr(IndexBatchSampler(range(5), 2, drop_last=True)) == (
         "IndexBatchSampler(range(0, 5), batch_size=2, drop_last=True)"
     )
+
+
+# --- shuffled_batches under torch.distributed ------------------------------------------
+
+
+def _as_rank(monkeypatch, rank, world):
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: world)
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: rank)
+
+
+def test_ranks_get_a_new_random_share_of_the_full_shuffle_every_epoch(monkeypatch):
+    from torchloader.batching import shuffled_batches
+
+    shares = {}
+    for rank in range(2):
+        _as_rank(monkeypatch, rank, 2)
+        batches = shuffled_batches(range(40), 8, shuffle=True, seed=3, drop_last=False)
+        for epoch in range(3):
+            batches.set_epoch(epoch)
+            shares[rank, epoch] = sorted(np.concatenate(list(batches)).tolist())
+    for epoch in range(3):
+        assert not set(shares[0, epoch]) & set(shares[1, epoch])  # disjoint
+        assert sorted(shares[0, epoch] + shares[1, epoch]) == list(range(40))  # covering
+    assert len({tuple(shares[0, e]) for e in range(3)}) == 3  # a new share each epoch
+    assert shares[0, 0] != list(range(20))  # not the first half of the data set

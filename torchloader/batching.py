@@ -17,6 +17,7 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
 from .sampler import ChunkedSampler
@@ -79,9 +80,18 @@ class IndexBatchSampler(Sampler[np.ndarray]):
 def shuffled_batches(
     dataset: Sized, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool
 ) -> IndexBatchSampler:
-    """Index arrays of ``batch_size`` over a full shuffle of ``dataset`` per epoch."""
+    """Index arrays of ``batch_size`` over a full shuffle of ``dataset`` per epoch.
+
+    Under ``torch.distributed`` each rank gets its share of that shuffle, a new
+    random share every epoch, as with ``DistributedSampler``.
+    """
     # One chunk of the whole data set is a full shuffle, drawn from (seed, epoch).
-    order = ChunkedSampler(dataset, chunk_size=max(1, len(dataset)), shuffle=shuffle, seed=seed)
+    # Across ranks, one-sample chunks: a chunk split between ranks is split into
+    # contiguous parts, so one big chunk would give every rank the same part of the
+    # data set in every epoch.
+    replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    chunk_size = max(1, len(dataset)) if replicas == 1 else 1
+    order = ChunkedSampler(dataset, chunk_size=chunk_size, shuffle=shuffle, seed=seed)
     return IndexBatchSampler(order, batch_size, drop_last=drop_last)
 
 
