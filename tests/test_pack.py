@@ -509,3 +509,67 @@ def test_workers_must_be_a_count(tmp_path, workers):
         run(image_folder(tmp_path / "src"), tmp_path / "dst", workers=workers)
     assert str(err.value) == f"workers must be an int >= 0 (got {workers!r}); 0 packs in this process"
     assert not (tmp_path / "dst").exists()
+
+
+# --- a pack killed with SIGKILL at random points ------------------------------------------
+
+
+def _pack_process(src, dst):
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "torchloader", "pack", str(src), str(dst), "--shard-size", "48KiB",
+         "--workers", "2", "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+
+N_KILL = 1500
+
+
+@pytest.mark.slow
+def test_a_pack_killed_at_random_points_never_loads_incomplete_and_a_rerun_finishes_it(tmp_path):
+    import signal
+    import time
+
+    from torchloader import verify_pack
+
+    src = tmp_path / "src"
+    for i in range(N_KILL):  # images of 24x24x3: shards of 28 samples
+        path = src / f"c{i % 3}" / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(china()[i % 400 : i % 400 + 24, i % 600 : i % 600 + 24]).save(path)
+    whole = tmp_path / "whole"
+    started = time.monotonic()
+    assert _pack_process(src, whole).wait(timeout=120) == 0
+    full_time = time.monotonic() - started
+    reference = PackedDataset(whole)
+
+    dst = tmp_path / "dst"
+    outcomes = []
+    # Each run starts the pack over; kills from early (start-up, scan) to late (shards
+    # written, manifest about to be), a little later each time.
+    for fraction in np.sort(np.random.default_rng(0).uniform(0.25, 1.0, size=6)):
+        delay = fraction * full_time
+        process = _pack_process(src, dst)
+        time.sleep(delay)
+        os.killpg(process.pid, signal.SIGKILL)  # the CLI and its worker processes
+        process.wait(timeout=30)
+        if os.path.exists(dst / "manifest.json"):  # it finished before the kill
+            outcomes.append("complete")
+            assert verify_pack(str(dst)) == []
+            assert len(PackedDataset(dst)) == N_KILL
+            break  # a finished pack: a re-run is a no-op, nothing left to kill
+        else:
+            outcomes.append("interrupted")
+            with pytest.raises(FileNotFoundError, match=r"(has no manifest.json|is not a folder)"):
+                PackedDataset(dst)  # killed before it made the folder, or before the manifest
+    assert "interrupted" in outcomes, outcomes  # the kills did land mid-pack
+
+    assert _pack_process(src, dst).wait(timeout=120) == 0  # a re-run finishes it
+    assert verify_pack(str(dst)) == []
+    packed = PackedDataset(dst)
+    x, y = packed.gather(range(N_KILL))
+    x_ref, y_ref = reference.gather(range(N_KILL))
+    assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
