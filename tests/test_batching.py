@@ -258,3 +258,21 @@ def test_ranks_get_a_new_random_share_of_the_full_shuffle_every_epoch(monkeypatc
         assert sorted(shares[0, epoch] + shares[1, epoch]) == list(range(40))  # covering
     assert len({tuple(shares[0, e]) for e in range(3)}) == 3  # a new share each epoch
     assert shares[0, 0] != list(range(20))  # not the first half of the data set
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_dataloader_workers_freeze_the_gc_then_run_the_users_init():
+    from torchloader import PreloadedDataset
+    from torchloader.batching import FreezeGC
+
+    loader = PreloadedDataset(torch.arange(10)).dataloader(5, num_workers=1, worker_init_fn=_record_init,
+                                                           multiprocessing_context="spawn")  # fmt: skip
+    assert isinstance(loader.worker_init_fn, FreezeGC) and loader.worker_init_fn.then is _record_init
+    assert sum(len(b) for b in loader) == 10
+    assert PreloadedDataset(torch.arange(3)).dataloader(2).worker_init_fn is None  # no workers
+
+
+def _record_init(worker_id):
+    import gc
+
+    assert gc.get_freeze_count() > 0  # frozen before the user's init runs

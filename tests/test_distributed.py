@@ -1,0 +1,337 @@
+"""ChunkedSampler and ChunkedLoader under a real ``torch.distributed`` job.
+
+Two processes (spawned, ``gloo`` on the CPU, rendezvous through a file in
+``tmp_path``) each build the sampler and the loader without ``num_replicas`` or
+``rank``, so both come from the process group, iterate two epochs with
+``set_epoch``, run one ``all_reduce`` per batch (equal step counts on every rank,
+or the job would hang) and write the sample indices they saw to a JSON file.
+The whole job runs twice, so the tests can also check that it is reproducible.
+
+Samples encode their index: ``x`` is full of ``i`` and ``y`` is ``LABEL + i``;
+the ranks check that the two agree before they report ``y - LABEL``.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import multiprocessing.connection
+import time
+import traceback
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.utils.data import DataLoader
+
+from torchloader import ChunkedLoader, ChunkedSampler, PathDataset, PreloadedDataset
+from torchloader.chunking import epoch_ranges
+
+WORLD = 2
+N = 23  # odd: the ranks are padded by one sample, or cut by one with drop_last
+CHUNK = 5  # 4 full chunks and a short one of 3
+BATCH = 5  # 12 samples a rank: batches of 5, 5, 2
+SEED = 7
+EPOCHS = 2
+LABEL = 1000
+DEADLINE = 120  # seconds for a whole job; the process group times out after 60
+
+# name: (what iterates, data set, its options)
+CASES = {
+    "sampler/path": ("sampler", "path", {}),
+    "sampler/path/drop_last": ("sampler", "path", {"drop_last": True}),
+    "sampler/preloaded": ("sampler", "preloaded", {}),
+    "sampler/preloaded/drop_last": ("sampler", "preloaded", {"drop_last": True}),
+    "loader/path/0 workers": ("loader", "path", {"num_workers": 0}),
+    # fork: the default under torchrun on Linux before Python 3.14 (not here: a rank that
+    # multiprocessing spawned defaults to spawn), from a rank that gloo made multi-threaded
+    "loader/path/2 forked process workers": (
+        "loader", "path", {"num_workers": 2, "multiprocessing_context": "fork"},
+    ),
+    "loader/path/2 spawned process workers": (
+        "loader", "path", {"num_workers": 2, "multiprocessing_context": "spawn"},
+    ),
+    "loader/path/2 threads": ("loader", "path", {"num_workers": 2, "worker_type": "thread"}),
+    "loader/preloaded/0 workers": ("loader", "preloaded", {"num_workers": 0}),
+    "loader/preloaded/drop_last batches": ("loader", "preloaded", {"drop_last": True}),
+}  # fmt: skip
+LOADER_CASES = [name for name, (kind, _, _) in CASES.items() if kind == "loader"]
+# the second run leaves out the spawned workers: 4 more interpreters importing torch
+REPEATED_CASES = [name for name in CASES if name != "loader/path/2 spawned process workers"]
+
+
+def _sampler_drop_last(name):
+    """The sampler's drop_last (a ChunkedLoader's drop_last is about batches only)."""
+    kind, _, options = CASES[name]
+    return kind == "sampler" and options.get("drop_last", False)
+
+
+def _batch_drop_last(name):
+    return CASES[name][0] == "loader" and CASES[name][2].get("drop_last", False)
+
+
+# --- in each rank ---------------------------------------------------------------------
+
+
+def _dataset(kind, folder):
+    if kind == "path":
+        paths = [f"{folder}/{i:02d}.npy" for i in range(N)]
+        return PathDataset(paths, [LABEL + i for i in range(N)])
+    x = torch.arange(N, dtype=torch.int32).repeat_interleave(6).reshape(N, 2, 3)
+    return PreloadedDataset(x, torch.arange(N) + LABEL)
+
+
+def _indices_of(batch):
+    """The sample indices of a batch, after checking that x and y agree on them."""
+    x, y = batch
+    indices = (y - LABEL).tolist()
+    want = torch.tensor(indices, dtype=x.dtype).reshape(-1, *[1] * (x.ndim - 1)).expand_as(x)
+    if not torch.equal(x, want):
+        raise AssertionError(f"x does not hold the index its label gives: {indices}")
+    return indices
+
+
+def _run_case(name, folder):
+    kind, data, options = CASES[name]
+    ds = _dataset(data, folder)
+    if kind == "sampler":
+        sampler = ChunkedSampler(ds, chunk_size=CHUNK, seed=SEED, num_replicas=None, rank=None,
+                                 drop_last=options.get("drop_last", False))  # fmt: skip
+        loader = DataLoader(ds, batch_size=BATCH, sampler=sampler)
+        iterated, closing = sampler, None
+    else:
+        loader = ChunkedLoader(ds, BATCH, chunk_size=CHUNK, seed=SEED, num_replicas=None,
+                               rank=None, **options)  # fmt: skip
+        sampler, iterated, closing = loader.sampler, loader, loader
+    report = {"replicas": [sampler.num_replicas, sampler.rank], "epochs": []}
+    try:
+        for epoch in range(EPOCHS):
+            iterated.set_epoch(epoch)
+            seen, sizes, reduced = [], [], []
+            for batch in loader:
+                indices = _indices_of(batch)
+                seen += indices
+                sizes.append(len(indices))
+                step = torch.ones(1)
+                dist.all_reduce(step)  # a rank with fewer batches would leave this hanging
+                reduced.append(step.item())
+            report["epochs"].append(
+                {"indices": seen, "batch_sizes": sizes, "all_reduced": reduced, "len": len(loader)}
+            )
+    finally:
+        if closing is not None:
+            closing.close()
+    return report
+
+
+def _rank_main(rank, init_method, folder, out, names):
+    """One rank of the job (at module level so that spawned processes can import it)."""
+    try:
+        # Python >= 3.12 warns when a forked worker starts: gloo's threads run here
+        warnings.filterwarnings(
+            "ignore", "This process .* is multi-threaded, use of fork", DeprecationWarning
+        )
+        torch.set_num_threads(1)
+        dist.init_process_group(
+            "gloo", init_method=init_method, rank=rank, world_size=WORLD,
+            timeout=datetime.timedelta(seconds=60),
+        )  # fmt: skip
+        try:
+            reports = {name: _run_case(name, folder) for name in names}
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+        with open(f"{out}/rank{rank}.json", "w") as file:
+            json.dump(reports, file)
+    except BaseException:
+        with open(f"{out}/rank{rank}.error", "w") as file:
+            file.write(traceback.format_exc())
+        raise
+
+
+# --- in the test process ----------------------------------------------------------------
+
+
+def _launch(folder, out, names):
+    """Run the job; ``{rank: {case: report}}``, or fail with the ranks' tracebacks."""
+    out.mkdir()
+    context = mp.get_context("spawn")
+    init_method = f"file://{out / 'rendezvous'}"
+    ranks = [
+        context.Process(target=_rank_main, args=(rank, init_method, str(folder), str(out), names),
+                        name=f"test-distributed-rank-{rank}")  # fmt: skip
+        for rank in range(WORLD)
+    ]
+    end = time.monotonic() + DEADLINE
+    try:
+        for process in ranks:
+            process.start()
+        running = list(ranks)
+        # until all are done, one fails (the others would wait for it), or the deadline
+        while running and time.monotonic() < end:
+            multiprocessing.connection.wait(
+                [process.sentinel for process in running], end - time.monotonic()
+            )
+            running = [process for process in running if process.exitcode is None]
+            if any(process.exitcode for process in ranks):
+                break
+        hung = [process.name for process in running] if time.monotonic() >= end else []
+    finally:
+        for process in ranks:
+            if process.is_alive():
+                process.kill()
+                process.join(10)
+    errors = {path.name: path.read_text() for path in sorted(out.glob("*.error"))}
+    assert not hung, f"ranks still running after {DEADLINE} s (a hang): {hung}; {errors}"
+    assert [process.exitcode for process in ranks] == [0] * WORLD, errors
+    return {rank: json.loads((out / f"rank{rank}.json").read_text()) for rank in range(WORLD)}
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory):
+    """The job run twice (the second time without spawned workers):
+    ``[{rank: {case: report}}, ...]``."""
+    folder = tmp_path_factory.mktemp("samples")
+    for i in range(N):
+        np.save(folder / f"{i:02d}.npy", np.full((2, 3), i, dtype=np.int32))
+    return [
+        _launch(folder, tmp_path_factory.mktemp("job") / "out", names)
+        for names in (list(CASES), REPEATED_CASES)
+    ]
+
+
+@pytest.fixture
+def job(jobs):
+    return jobs[0]
+
+
+def _epoch_indices(job, name, epoch):
+    return [job[rank][name]["epochs"][epoch]["indices"] for rank in range(WORLD)]
+
+
+def _line(epoch):
+    """The epoch's chunk order laid end to end (before the cut into ranks): the
+    padding repeats its start and drop_last cuts its end."""
+    starts, stops = epoch_ranges(N, CHUNK, seed=SEED, epoch=epoch)
+    return [i for a, b in zip(starts.tolist(), stops.tolist()) for i in range(a, b)]
+
+
+ALL_CASES = pytest.mark.parametrize("name", list(CASES))
+EVERY_EPOCH = pytest.mark.parametrize("epoch", range(EPOCHS))
+
+
+# --- the tests -------------------------------------------------------------------------
+
+
+@ALL_CASES
+def test_world_size_and_rank_come_from_the_process_group(job, name):
+    replicas = [job[rank][name]["replicas"] for rank in range(WORLD)]
+    assert replicas == [[WORLD, rank] for rank in range(WORLD)]
+
+
+@ALL_CASES
+@EVERY_EPOCH
+def test_no_rank_sees_a_sample_twice_in_an_epoch(job, name, epoch):
+    for indices in _epoch_indices(job, name, epoch):
+        assert len(set(indices)) == len(indices)
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if _sampler_drop_last(n)])
+@EVERY_EPOCH
+def test_with_drop_last_ranks_are_disjoint_and_miss_only_the_cut_tail(job, name, epoch):
+    first, second = _epoch_indices(job, name, epoch)
+    assert not set(first) & set(second)
+    line = _line(epoch)
+    cut = N % WORLD
+    assert sorted(first + second) == sorted(line[: N - cut])
+    # the short last chunk always comes last, so the cut is the same samples every epoch
+    assert line[N - cut :] == list(range(N - cut, N))
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in CASES if not _sampler_drop_last(n) and not _batch_drop_last(n)]
+)
+@EVERY_EPOCH
+def test_padded_ranks_cover_the_data_set_and_share_only_the_padding(job, name, epoch):
+    first, second = _epoch_indices(job, name, epoch)
+    padding = -N % WORLD
+    seen = collections.Counter(first + second)
+    # every sample once, and the first `padding` samples of the epoch's chunk order twice
+    assert seen == collections.Counter(range(N)) + collections.Counter(_line(epoch)[:padding])
+    assert sorted(set(first) & set(second)) == sorted(_line(epoch)[:padding])
+
+
+@EVERY_EPOCH
+def test_dropping_short_batches_cuts_each_ranks_own_tail(job, epoch):
+    per_rank = -(-N // WORLD)
+    for rank in range(WORLD):
+        kept = job[rank]["loader/preloaded/drop_last batches"]["epochs"][epoch]["indices"]
+        full = job[rank]["loader/preloaded/0 workers"]["epochs"][epoch]["indices"]
+        assert kept == full[: per_rank - per_rank % BATCH]
+
+
+@ALL_CASES
+@EVERY_EPOCH
+def test_every_rank_yields_the_same_samples_and_batches_per_epoch(job, name, epoch):
+    reports = [job[rank][name]["epochs"][epoch] for rank in range(WORLD)]
+    per_rank = N // WORLD if _sampler_drop_last(name) else -(-N // WORLD)
+    batches = per_rank // BATCH if _batch_drop_last(name) else -(-per_rank // BATCH)
+    sizes = [BATCH] * (per_rank // BATCH) + ([] if _batch_drop_last(name) else [per_rank % BATCH])
+    assert [r["batch_sizes"] for r in reports] == [sizes] * WORLD
+    assert [r["len"] for r in reports] == [batches] * WORLD
+    expected_samples = sum(sizes)
+    assert [len(r["indices"]) for r in reports] == [expected_samples] * WORLD
+
+
+@ALL_CASES
+@EVERY_EPOCH
+def test_one_all_reduce_per_batch_completes_on_every_rank(job, name, epoch):
+    for rank in range(WORLD):
+        report = job[rank][name]["epochs"][epoch]
+        assert report["all_reduced"] == [float(WORLD)] * len(report["batch_sizes"])
+
+
+@ALL_CASES
+def test_the_order_changes_between_epochs(job, name):
+    for rank in range(WORLD):
+        orders = [job[rank][name]["epochs"][epoch]["indices"] for epoch in range(EPOCHS)]
+        assert orders[0] != orders[1]
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if not _batch_drop_last(n)])
+def test_the_chunks_are_dealt_to_the_ranks_anew_each_epoch(job, name):
+    # a property of SEED: rank 0 gets chunks 0, 2 and a part of 1 in epoch 0, and
+    # chunks 2, 0 and a part of 3 in epoch 1
+    for rank in range(WORLD):
+        samples = [set(job[rank][name]["epochs"][epoch]["indices"]) for epoch in range(EPOCHS)]
+        assert samples[0] != samples[1]
+
+
+@pytest.mark.parametrize("name", REPEATED_CASES)
+def test_running_the_job_again_gives_identical_orders(jobs, name):
+    first, again = jobs
+    for rank in range(WORLD):
+        assert first[rank][name] == again[rank][name]
+
+
+@ALL_CASES
+@EVERY_EPOCH
+def test_each_rank_yields_the_order_of_explicit_num_replicas_and_rank(job, name, epoch):
+    for rank in range(WORLD):
+        sampler = ChunkedSampler(range(N), chunk_size=CHUNK, seed=SEED, num_replicas=WORLD,
+                                 rank=rank, drop_last=_sampler_drop_last(name))  # fmt: skip
+        sampler.set_epoch(epoch)
+        want = list(sampler)
+        if _batch_drop_last(name):
+            want = want[: len(want) - len(want) % BATCH]
+        assert job[rank][name]["epochs"][epoch]["indices"] == want
+
+
+def test_loader_workers_and_threads_yield_what_no_workers_yield(job):
+    for rank in range(WORLD):
+        reports = [job[rank][name] for name in LOADER_CASES if not _batch_drop_last(name)]
+        assert all(report == reports[0] for report in reports[1:])
