@@ -426,7 +426,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             loss=loss, test_acc=accuracy))
         say(f"epoch {epoch + 1}/{args.epochs}  {seconds:.1f}s  {seen / seconds:.0f} samples/s"
             f"  loss {loss:.3f}  test acc {accuracy:.3f}")
+    getattr(train_loader, "close", lambda: None)()  # ChunkedLoader: stop loading ahead
     if dist.is_initialized():
+        dist.barrier()  # no rank tears the group down while another still uses it
         dist.destroy_process_group()
     return dict(mode=args.mode, in_channels=in_channels, classes=classes,
                 train_samples=len(train_loader.dataset), test_samples=len(test_loader.dataset),

@@ -209,9 +209,16 @@ def check_epoch(n, chunk_size, seed, epoch, shuffle, num_replicas, drop_last):
         assert (lengths >= 1).all()  # no empty (sub-)chunks
         bounds = np.cumsum(lengths)[:-1]
         for chunk, a, b in zip(np.split(order, bounds), starts, stops):
-            # a (sub-)chunk is a contiguous range, inside one chunk of the data set
-            assert np.array_equal(np.sort(chunk), np.arange(a, b))
+            # a (sub-)chunk lies inside one chunk of the data set; a whole chunk is
+            # its contiguous range, a part of one (split between two ranks) is a
+            # share of it: contiguous without shuffle, random with it
+            first = a // chunk_size * chunk_size
+            whole = np.arange(first, min(first + chunk_size, n))
             assert a // chunk_size == (b - 1) // chunk_size
+            assert len(chunk) == b - a and len(np.unique(chunk)) == len(chunk)
+            assert np.isin(chunk, whole).all()
+            if (a, b) == (whole[0], whole[-1] + 1) or not shuffle or num_replicas == 1:
+                assert np.array_equal(np.sort(chunk), np.arange(a, b))
             if not shuffle:
                 assert np.array_equal(chunk, np.arange(a, b))
         pieces.append(_expand(starts, stops))

@@ -11,9 +11,11 @@ unit that is loaded into RAM at once. Each epoch:
 2. the chunks, laid end to end, form one line of ``n`` indices; it is padded by
    repeating its start (or, with ``drop_last``, cut) to a multiple of
    ``num_replicas``, and rank ``r`` takes the ``r``-th equal piece. A chunk that
-   straddles two pieces is split into two contiguous sub-chunks. As with
-   ``DistributedSampler``, ranks have equal lengths and together cover the data
-   set (padded) or are disjoint (``drop_last``);
+   straddles two pieces is split between the two ranks by position in a
+   permutation of the chunk drawn from (seed, epoch, chunk), so each gets a new
+   random share of it every epoch (without ``shuffle``: two contiguous
+   sub-chunks). As with ``DistributedSampler``, ranks have equal lengths and
+   together cover the data set (padded) or are disjoint (``drop_last``);
 3. the order inside every (sub-)chunk is permuted (``rng(seed, epoch, rank)``).
 
 Trade-off: only ``chunk_size`` samples need to be in RAM, but a batch can only
@@ -217,9 +219,34 @@ def epoch_order(
     if block_size is not None:  # chunks are runs of chunk_size over the blocks
         full, rest = divmod(len(indices), chunk_size)
         lengths = np.array([chunk_size] * full + ([rest] if rest else []), dtype=np.int64)
+    elif shuffle and num_replicas > 1:
+        _share_split_chunks(indices, starts, stops, lengths, chunk_size, n, seed, epoch)
     if shuffle and len(indices):
         _shuffle_within(indices, lengths, np.random.default_rng([seed, epoch, rank + 1]))
     return indices, lengths
+
+
+def _share_split_chunks(
+    indices: np.ndarray, starts: np.ndarray, stops: np.ndarray, lengths: np.ndarray,
+    chunk_size: int, n: int, seed: int, epoch: int,
+) -> None:  # fmt: skip
+    """Give a rank a random share of each chunk it splits with another rank.
+
+    A chunk that straddles two ranks' pieces is split by position; taking that
+    position range of the chunk itself would give each rank the same part of
+    the chunk in every epoch (all of its part of the data set, with one chunk).
+    Instead both ranks take their position range of one permutation of the
+    chunk drawn from (seed, epoch, chunk): disjoint, together the chunk, and a
+    new share each epoch; the chunk is still one region of the data set.
+    """
+    ends = np.cumsum(lengths)
+    for k, (a, b) in enumerate(zip(starts.tolist(), stops.tolist())):
+        chunk = a // chunk_size
+        first, last = chunk * chunk_size, min((chunk + 1) * chunk_size, n)
+        if (a, b) == (first, last):
+            continue  # a whole chunk
+        share = np.random.default_rng([seed, epoch, 0, chunk]).permutation(last - first)
+        indices[ends[k] - lengths[k] : ends[k]] = first + share[a - first : b - first]
 
 
 def _shuffle_within(indices: np.ndarray, lengths: np.ndarray, rng: np.random.Generator) -> None:
