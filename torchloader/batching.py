@@ -18,7 +18,6 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
 from .sampler import ChunkedSampler
@@ -86,13 +85,9 @@ def shuffled_batches(
     Under ``torch.distributed`` each rank gets its share of that shuffle, a new
     random share every epoch, as with ``DistributedSampler``.
     """
-    # One chunk of the whole data set is a full shuffle, drawn from (seed, epoch).
-    # Across ranks, one-sample chunks: a chunk split between ranks is split into
-    # contiguous parts, so one big chunk would give every rank the same part of the
-    # data set in every epoch.
-    replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    chunk_size = max(1, len(dataset)) if replicas == 1 else 1
-    order = ChunkedSampler(dataset, chunk_size=chunk_size, shuffle=shuffle, seed=seed)
+    # One chunk of the whole data set is a full shuffle, drawn from (seed, epoch);
+    # ranks split it in a permutation drawn per epoch (see torchloader/chunking.py).
+    order = ChunkedSampler(dataset, chunk_size=max(1, len(dataset)), shuffle=shuffle, seed=seed)
     return IndexBatchSampler(order, batch_size, drop_last=drop_last)
 
 
