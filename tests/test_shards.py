@@ -13,6 +13,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from torchloader import verify_pack
 from torchloader.shards import FORMAT, MANIFEST, VERSION, Manifest, ShardInfo, sha256_of, write_json_atomic
@@ -254,3 +256,65 @@ def test_the_manifest_is_a_dataclass_of_plain_values():
     manifest = Manifest(0, [1], "|u1", [])
     assert dataclasses.asdict(manifest)["format"] == "torchloader.pack"
     assert manifest.classes is None and manifest.skipped == [] and manifest.options == {}
+
+
+# --- property tests: whatever manifest.json holds, the reader refuses or returns a sound one --
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+FIELDS = ["count", "sample_shape", "dtype", "shards", "classes", "labels", "options", "skipped", "sources"]
+
+
+def _sound(m: Manifest, root) -> None:
+    """What every reader of a manifest relies on."""
+    assert isinstance(m.count, int) and m.count >= 0
+    assert all(isinstance(d, int) and d >= 0 for d in m.sample_shape)
+    assert not np.dtype(m.dtype).hasobject
+    position = 0
+    for shard in m.shards:
+        assert shard.start == position <= shard.stop
+        assert os.path.dirname(os.path.join(str(root), shard.file)) == str(root)  # inside
+        position = shard.stop
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(FIELDS), value=JSON)
+def test_a_manifest_with_any_field_replaced_is_refused_or_sound(tmp_path, field, value):
+    root = tmp_path / "p"
+    if not (root / MANIFEST).exists():
+        write_pack(root)
+    good = json.loads((root / MANIFEST).read_text())
+    (root / MANIFEST).write_text(json.dumps({**good, field: value}))
+    try:
+        manifest = Manifest.read(str(root))
+    except ValueError as err:
+        assert str(err).startswith(f"'{root / MANIFEST}' is damaged (") or "is not a torchloader" in str(err)
+    else:
+        _sound(manifest, root)
+    finally:
+        (root / MANIFEST).write_text(json.dumps(good))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=JSON)
+def test_any_json_document_as_the_manifest_is_refused_with_a_value_error(tmp_path, document):
+    root = tmp_path / "p"
+    root.mkdir(exist_ok=True)
+    (root / MANIFEST).write_text(json.dumps(document))
+
+    with pytest.raises(ValueError):
+        Manifest.read(str(root))
+
+
+@pytest.mark.parametrize("file", ["../outside.npy", "/etc/passwd", "sub/shard.npy", "..", ""])
+def test_a_shard_file_outside_the_directory_is_refused(tmp_path, file):
+    write_pack(tmp_path / "p")
+    raw = json.loads((tmp_path / "p" / MANIFEST).read_text())
+    raw["shards"][0]["file"] = file
+    (tmp_path / "p" / MANIFEST).write_text(json.dumps(raw))
+
+    with pytest.raises(ValueError, match=r"is not the next range of a file in the directory"):
+        Manifest.read(str(tmp_path / "p"))

@@ -80,8 +80,10 @@ class Manifest:
             )
         try:
             raw["shards"] = [ShardInfo(**s) for s in raw["shards"]]
-            return cls(**raw)
-        except (KeyError, TypeError) as exc:  # a field missing, unknown or of the wrong kind
+            manifest = cls(**raw)
+            _check_fields(manifest)
+            return manifest
+        except (KeyError, TypeError, ValueError) as exc:  # a field missing, unknown or wrong
             raise ValueError(
                 f"'{path}' is damaged ({type(exc).__name__}: {exc}); re-pack with "
                 f"`torchloader pack SRC '{root}' --overwrite`"
@@ -98,6 +100,39 @@ class Manifest:
 
     def _stops(self) -> np.ndarray:
         return np.array([s.stop for s in self.shards], dtype=np.int64)
+
+
+def _check_fields(m: Manifest) -> None:
+    """Refuse a manifest whose fields have the wrong kind or do not fit together."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_name(v: Any) -> bool:  # a file inside the packed directory, nowhere else
+        return isinstance(v, str) and v not in ("", ".", "..") and "/" not in v and "\\" not in v
+
+    if not is_int(m.count) or m.count < 0:
+        raise ValueError(f"count must be an int >= 0 (got {m.count!r})")
+    if not isinstance(m.sample_shape, list) or not all(is_int(d) and d >= 0 for d in m.sample_shape):
+        raise ValueError(f"sample_shape must be a list of ints >= 0 (got {m.sample_shape!r})")
+    if not isinstance(m.dtype, str) or np.dtype(m.dtype).hasobject:
+        raise ValueError(f"dtype must name a numeric NumPy dtype (got {m.dtype!r})")
+    if not isinstance(m.shards, list):
+        raise ValueError(f"shards must be a list (got {m.shards!r})")
+    position = 0
+    for shard in m.shards:
+        if not (is_name(shard.file) and is_int(shard.start) and is_int(shard.stop) and is_int(shard.nbytes)
+                and isinstance(shard.sha256, str) and shard.start == position and shard.stop >= shard.start):
+            raise ValueError(f"shard {shard!r} is not the next range of a file in the directory")
+        position = shard.stop  # (a count the shards do not add up to: verify_pack names it)
+    if m.classes is not None and not (isinstance(m.classes, list) and all(isinstance(c, str) for c in m.classes)):
+        raise ValueError(f"classes must be a list of names (got {m.classes!r})")
+    for name in ("labels", "sources"):
+        entry = getattr(m, name)
+        if entry is not None and not (isinstance(entry, dict) and is_name(entry.get("file"))
+                                      and isinstance(entry.get("sha256"), str)):  # fmt: skip
+            raise ValueError(f"{name} must be {{'file': <name in the directory>, 'sha256': ...}} (got {entry!r})")
+    if not isinstance(m.options, dict) or not isinstance(m.skipped, list):
+        raise ValueError("options must be a dict and skipped a list")
 
 
 def write_json_atomic(path: str, value: Any) -> None:
