@@ -874,3 +874,31 @@ def test_from_csv_refuses_a_path_escaping_root(tmp_path):
     expected = r"line 2: '\.\./\.\./etc/passwd' resolves to .*outside root"
     with pytest.raises(ValueError, match=expected):
         PathDataset.from_csv(tmp_path / "d" / "t.csv")
+
+
+@_ignore_worker_count
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_dataloader_worker_killed_mid_epoch_is_an_error_within_seconds_not_a_hang(tmp_path, batched):
+    import signal
+
+    from helpers import deadline
+
+    ds = PathDataset(npy_files(tmp_path, 400), [0] * 400, reader=_SlowNpy())
+    loader = ds.dataloader(4, num_workers=2) if batched else DataLoader(ds, batch_size=4, num_workers=2)
+    batches = iter(loader)
+    next(batches)
+    os.kill(batches._workers[0].pid, signal.SIGKILL)
+    with deadline(30), pytest.raises(RuntimeError, match=r"DataLoader worker \(pid\(s\)? ?\d+\) (exited|is killed)"):
+        for _ in batches:  # a hang would end at the deadline, as a failure
+            pass
+    del batches
+
+
+class _SlowNpy:
+    """Reads .npy files, a little slowly, so the epoch is still running at the kill."""
+
+    def __call__(self, path):
+        import time
+
+        time.sleep(0.005)
+        return np.load(path)
