@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from bench_decode import make_jpegs
 from common import machine, table
 from torchloader import ChunkedLoader, PathDataset, PreloadedDataset, format_bytes, parse_bytes
+from torchloader.bench import Epochs
 from torchloader.chunking import epoch_order
 from torchloader.memory import PeakMemory
 from torchloader.shuffle_quality import shuffle_buffer_order, shuffle_quality
@@ -48,16 +49,6 @@ def make_folder(root: str, n: int) -> PathDataset:
         os.makedirs(folder, exist_ok=True)
         os.replace(path, os.path.join(folder, os.path.basename(path)))
     return PathDataset.from_folder(root)
-
-
-class Epochs:
-    """An iterable that starts a new epoch of ``batches()`` at each ``iter``."""
-
-    def __init__(self, batches) -> None:
-        self.batches = batches
-
-    def __iter__(self):
-        return iter(self.batches())
 
 
 def timed_epochs(make, n: int, step: float = 0.0) -> tuple[float, list[float], int]:
@@ -95,7 +86,7 @@ def main() -> None:
         ds = make_folder(root, args.n)
         rows, boundary = [], []
         bound = PreloadedDataset.from_dataset(ds, progress=False)
-        rate, _, _ = timed_epochs(lambda: Epochs(lambda: bound.batches(BATCH)), args.n)
+        rate, _, _ = timed_epochs(lambda: Epochs(lambda e: bound.batches(BATCH, epoch=e)), args.n)
         rows.append(("in-RAM gather bound (PreloadedDataset.batches)", rate, None))
         for workers in (0, 2):
             rate, _, pss = timed_epochs(lambda: DataLoader(

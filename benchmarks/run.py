@@ -48,7 +48,7 @@ from torchloader import (
     ChunkedLoader, ImageReader, PackedDataset, PathDataset, PreloadedDataset, SuffixReader, format_bytes, pack,
 )
 from torchloader.bench import Epochs, Measurement, format_table, plot, time_epochs
-from torchloader.preloaded import storage_order
+from torchloader.bench import gather_bound as bench_gather_bound
 
 BATCH = 256
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,15 +59,8 @@ PEERS = ("ffcv", "litdata", "webdataset", "streaming")
 
 
 def gather_bound(x: torch.Tensor) -> float:
-    """Samples/s of a bare index_select loop over ``x`` in RAM (best of 3 epochs)."""
-    x = x.permute(storage_order(x))  # rows as stored: the gather is plain memory copies
-    best = 0.0
-    for _ in range(4):
-        start = time.perf_counter()
-        for index in torch.randperm(len(x)).split(BATCH):
-            torch.index_select(x, 0, index)
-        best = max(best, len(x) / (time.perf_counter() - start))
-    return best
+    """Samples/s of a bare index_select loop over ``x`` in RAM (best of 4 epochs)."""
+    return bench_gather_bound(x, BATCH, seconds=0.0, min_epochs=4)
 
 
 def memcpy_rate(nbytes: int = 512 * 2**20) -> float:

@@ -22,7 +22,14 @@ from torch.utils.data import get_worker_info
 from .chunk_buffer import SampleLayout
 from .samples import ShapeMismatch, describe, mismatch_message, split_sample
 
-__all__ = ["as_index_array", "read_batch"]
+__all__ = ["as_index_array", "is_batch", "read_batch"]
+
+
+def is_batch(index: Any) -> bool:
+    """Whether ``ds[index]`` asks for a batch (a list, tuple, slice, array or tensor)."""
+    if isinstance(index, (list, tuple, slice)):
+        return True
+    return isinstance(index, (np.ndarray, torch.Tensor)) and index.ndim >= 1
 
 
 def as_index_array(indices: Any, length: int) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .chunked import ChunkedLoader
 from .chunking import format_bytes, parse_bytes
@@ -40,7 +40,7 @@ from .samples import split_sample
 from .shards import MANIFEST
 from .sizes import nbytes
 
-__all__ = ["MODES", "Epochs", "Measurement", "bench", "format_table", "open_for_bench", "plot", "time_epochs"]
+__all__ = ["MODES", "Epochs", "Measurement", "bench", "format_table", "gather_bound", "open_for_bench", "plot", "time_epochs"]
 
 MODES = {
     "dataloader": "DataLoader({ds}), per-sample collate",
@@ -205,28 +205,25 @@ def _bound(ds: Any, batch_size: int, epochs: int) -> Measurement:
     # Enough samples that the gather runs from RAM, not from the CPU caches.
     count = min(len(ds), max(BOUND_SAMPLES, BOUND_BYTES // max(1, nbytes(split_sample(ds[0])[0]))))
     picks = np.linspace(0, len(ds) - 1, count).astype(np.int64)
-    sample = PreloadedDataset.from_dataset(_Subset(ds, picks), progress=False)
-    x = sample.x.permute(storage_order(sample.x) or list(range(sample.x.ndim)))  # rows as stored
-    # A limit, so the best of many short epochs (at least 0.3 s of them), not the median.
-    best, spent = 0.0, 0.0
-    while spent < 0.3:
+    sample = PreloadedDataset.from_dataset(Subset(ds, picks.tolist()), progress=False)
+    return Measurement(BOUND, "bound", None, gather_bound(sample.x, batch_size))
+
+
+def gather_bound(x: torch.Tensor, batch_size: int, *, seconds: float = 0.3, min_epochs: int = 1) -> float:
+    """Samples/s of a bare ``index_select`` loop over ``x`` in RAM, shuffled.
+
+    A limit, so the best epoch (of at least ``min_epochs``, and as many as fill
+    ``seconds``), not the median; rows are gathered as stored: plain memory copies.
+    """
+    x = x.permute(storage_order(x) or list(range(x.ndim)))
+    best, spent, done = 0.0, 0.0, 0
+    while spent < seconds or done < min_epochs:
         start = time.perf_counter()
         for index in torch.randperm(len(x)).split(batch_size):
             torch.index_select(x, 0, index)
-        seconds = time.perf_counter() - start
-        best, spent = max(best, len(x) / seconds), spent + seconds
-    return Measurement(BOUND, "bound", None, best)
-
-
-class _Subset(Dataset):
-    def __init__(self, ds: Any, indices: np.ndarray) -> None:
-        self.ds, self.indices = ds, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.ds[int(self.indices[i])]
+        took = time.perf_counter() - start
+        best, spent, done = max(best, len(x) / took), spent + took, done + 1
+    return best
 
 
 def format_table(results: Sequence[Measurement], *, baseline: str = "dataloader", baseline_name: str = "DataLoader") -> str:

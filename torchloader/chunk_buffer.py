@@ -28,7 +28,15 @@ import torch
 
 from .shared_memory import new_shared
 
-__all__ = ["BufferPool", "ChunkBuffer", "SampleLayout"]
+__all__ = ["BufferPool", "ChunkBuffer", "SampleLayout", "memory_order"]
+
+
+def memory_order(t: torch.Tensor) -> tuple[int, ...]:
+    """The dims of ``t`` from outermost to innermost in memory (contiguous: in order,
+    also when only size-1 dims, like a grey channel, look permuted)."""
+    if t.is_contiguous():
+        return tuple(range(t.ndim))
+    return tuple(sorted(range(t.ndim), key=lambda d: (-t.stride(d), d)))
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,7 @@ class SampleLayout:
 
     @classmethod
     def of(cls, x: torch.Tensor, y: torch.Tensor | None) -> SampleLayout:
-        order = tuple(range(x.ndim)) if x.is_contiguous() else tuple(sorted(range(x.ndim), key=lambda d: (-x.stride(d), d)))
+        order = memory_order(x)
         return cls(
             tuple(x.shape), x.dtype, order,
             None if y is None else tuple(y.shape), None if y is None else y.dtype,

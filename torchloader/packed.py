@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
-from .batch_buffer import as_index_array
+from .batch_buffer import as_index_array, is_batch
 from .batching import batch_dataloader
 from .chunk_buffer import SampleLayout
-from .path_dataset import _check_index, _is_batch
+from .path_dataset import _check_index
 from .samples import split_sample
 from .shards import Manifest
 
@@ -59,6 +59,7 @@ class PackedDataset(Dataset):
         self._images = self.manifest.options.get("layout") == "HWC"
         self._shards: list[np.ndarray] | None = None  # memory maps, opened on first use
         self._labels: np.ndarray | None = None
+        self._layout: SampleLayout | None = None  # of one sample, for batches built in workers
 
     @property
     def classes(self) -> list[str] | None:
@@ -107,7 +108,7 @@ class PackedDataset(Dataset):
 
     def __getitem__(self, index: Any) -> Any:
         """Sample ``index``; a list, array, tensor or slice gives the batch (``gather``)."""
-        if _is_batch(index):
+        if is_batch(index):
             return self._batch(as_index_array(index, len(self)))
         index = _check_index(index, len(self))
         shards = self._open()
@@ -123,15 +124,14 @@ class PackedDataset(Dataset):
     def _batch(self, indices: np.ndarray) -> Any:
         if self.transform is not None or self.target_transform is not None:
             return default_collate([self[i] for i in indices.tolist()])  # as ds[i] each
-        if get_worker_info() is None:
-            return self.gather(indices)
+        if get_worker_info() is None or not len(indices):
+            return self._gather(indices, None)
         # In a DataLoader worker: read into shared memory, so that sending the batch
         # to the main process copies nothing more (as torch's collate does).
-        layout = SampleLayout.of(*split_sample(self[int(indices[0])])) if len(indices) else None
-        if layout is None:
-            return self.gather(indices)
-        buffer = layout.allocate(len(indices), pin=False, shared=True)
-        self.gather(indices, out=(buffer.x, buffer.y))
+        if self._layout is None:  # one sample's layout, read once per process
+            self._layout = SampleLayout.of(*split_sample(self[0]))
+        buffer = self._layout.allocate(len(indices), pin=False, shared=True)
+        self._gather(indices, (buffer.x, buffer.y))
         return buffer.x if buffer.y is None else (buffer.x, buffer.y)
 
     def dataloader(
@@ -161,7 +161,10 @@ class PackedDataset(Dataset):
         samples are, e.g. a ``ChunkedLoader`` buffer) the rows are written there
         and ``out`` is returned, or None where ``x``'s memory order does not allow it.
         """
-        indices = self._check_indices(indices)
+        return self._gather(self._check_indices(indices), out)
+
+    def _gather(self, indices: np.ndarray, out: tuple[torch.Tensor, torch.Tensor | None] | None) -> Any:
+        """``gather`` of indices already checked (int64 in ``[0, len)``)."""
         target = None if out is None else self._stored_view(out[0])
         if out is not None and target is None:
             return None

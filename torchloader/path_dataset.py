@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .batch_buffer import as_index_array, read_batch
+from .batch_buffer import as_index_array, is_batch, read_batch
 from .batching import batch_dataloader
 from .errors import SampleLoadError
 from .folder import scan_folder
@@ -177,7 +177,7 @@ class PathDataset(Dataset):
     def __getitem__(self, index: Any) -> Any:
         """Sample ``index`` as ``(x, y)`` (or ``x``); a list, array, tensor or slice
         of indices gives the whole batch, read straight into one buffer."""
-        if _is_batch(index):
+        if is_batch(index):
             return read_batch(self, as_index_array(index, len(self)))
         index = _check_index(index, len(self))
         path = self.path(index)
@@ -288,12 +288,6 @@ def _check_index(index: Any, length: int) -> int:
     if not -length <= index < length:
         raise IndexError(f"index {index} is out of range for {length} samples")
     return index + length if index < 0 else index
-
-
-def _is_batch(index: Any) -> bool:
-    if isinstance(index, (list, tuple, slice)):
-        return True
-    return isinstance(index, (np.ndarray, torch.Tensor)) and index.ndim >= 1
 
 
 def _stored_images(out: torch.Tensor) -> np.ndarray | None:

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from .batching import IndexBatchSampler, batch_dataloader, shuffled_batches
-from .chunk_buffer import SampleLayout
+from .chunk_buffer import SampleLayout, memory_order
 from .shared_memory import new_shared
 from .load_all import load_all
 from .preload_cache import PreloadCache
@@ -271,9 +271,7 @@ def storage_order(t: torch.Tensor) -> list[int] | None:
     and ``t`` is dense in that order (contiguous, channels-last, ...); else None."""
     if t.ndim == 0:
         return None
-    if t.is_contiguous():  # also when only size-1 dims (a grey channel) look permuted
-        return list(range(t.ndim))
-    order = sorted(range(t.ndim), key=lambda d: (-t.stride(d), d))
+    order = list(memory_order(t))
     if order[0] != 0 or not t.permute(order).is_contiguous():
         return None
     return order
