@@ -15,6 +15,7 @@ Copy-paste::
     python train_example.py --workers 2 --epochs 10
     python train_example.py --data ~/my_images --image-size 64 --mode chunked --ram-budget 1GiB
     torchrun --nproc_per_node=2 train_example.py --mode chunked   # DDP: gloo on CPU, nccl on GPUs
+    python train_example.py --data ~/scraped --mode chunked --on-error skip --error-report bad.csv
 
 ``--data DIR`` trains on your own ``DIR/<class>/<file>`` folder of images (any
 size; they are resized to ``--image-size``). If ``DIR`` holds ``train/`` and
@@ -38,6 +39,11 @@ on CUDA, one GPU per process; gloo on CPU), the model is wrapped in
 ``DistributedDataParallel`` and every loader reads only its rank's share: the
 chunked loaders deal whole chunks to ranks, ``--mode path`` uses a
 ``DistributedSampler``. Rank 0 writes the data (and the pack) first and prints.
+
+``--on-error skip`` trains past files that cannot be read: each is left out of
+its batch (which is one shorter; every rank still takes the same steps), and at
+the end rank 0 prints how many were skipped on all ranks and, with
+``--error-report FILE``, writes them (index, path, cause) as CSV.
 """
 
 from __future__ import annotations
@@ -83,7 +89,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="--mode packed: samples per contiguous read inside a chunk")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                        help="skip: leave unreadable files out of their batch and list them")
+    parser.add_argument("--error-report", default=None, metavar="FILE",
+                        help="with --on-error skip: write the skipped files here as CSV "
+                             "(the test set's to FILE-test)")
+    args = parser.parse_args(argv)
+    if args.on_error == "skip" and args.mode == "preload":
+        parser.error("--on-error skip needs --mode path, chunked or packed (preload reads "
+                     "every file up front and stops at the first that cannot be read)")
+    return args
 
 
 # --- the data set on disk --------------------------------------------------------------
@@ -169,12 +184,12 @@ class Resize:
 
 
 def make_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str]]:
-    """``(train, test, classes)`` as ``PathDataset``s (or ``Subset``s of one)."""
+    """``(train, test, classes)`` as ``PathDataset``s."""
     # The digits are grey; a user's folder is read as RGB so that grey, palette and
     # RGBA files in one folder all give 3 channels and can be batched together.
     root = build_digits(args.digits_dir) if args.data is None else args.data
     folder = dict(reader=ImageReader("L" if args.data is None else "RGB"),
-                  transform=Resize(args.image_size))
+                  transform=Resize(args.image_size), on_error=args.on_error)
     train_dir, test_dir = os.path.join(root, "train"), os.path.join(root, "test")
     if os.path.isdir(train_dir) and os.path.isdir(test_dir):
         train = PathDataset.from_folder(train_dir, **folder)
@@ -187,7 +202,15 @@ def make_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str]
         return train, test, train.classes
     full = PathDataset.from_folder(root, **folder)
     train_idx, test_idx = split_indices(len(full), seed=args.seed)
-    return Subset(full, train_idx), Subset(full, test_idx), full.classes
+    return select(full, train_idx), select(full, test_idx), full.classes
+
+
+def select(ds: PathDataset, indices: list[int]) -> PathDataset:
+    """The samples at ``indices`` as a PathDataset of their own (a torch ``Subset``
+    would hide ``ds.dataloader()`` and ``ds.errors``)."""
+    assert ds.labels is not None
+    return PathDataset(ds.paths[indices], ds.labels[indices], reader=ds.reader, transform=ds.transform,
+                       classes=ds.classes, on_error=ds.on_error)
 
 
 def make_packed_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str]]:
@@ -202,7 +225,8 @@ def make_packed_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, li
 
     def packed(src: str, name: str) -> PackedDataset:
         dst = os.path.join(packs, f"{name}-{args.image_size}px-{mode}")
-        print(pack(src, dst, size=args.image_size, mode=mode, workers=args.workers, progress=False))
+        print(pack(src, dst, size=args.image_size, mode=mode, workers=args.workers, progress=False,
+                   on_error=args.on_error))
         return PackedDataset(dst)
 
     train_dir, test_dir = os.path.join(root, "train"), os.path.join(root, "test")
@@ -287,12 +311,20 @@ def make_loaders(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
         # would draw each iterator's worker seed from the shuffling generator too,
         # and persistent workers draw it once, not per epoch, so the order of epoch
         # 2 onwards would depend on --workers.
+        if args.on_error == "skip":
+            # A DataLoader with batch_size= asks for one sample at a time and has no
+            # way to leave one out; ds.dataloader() reads whole batches and can.
+            return (train.dataloader(args.batch_size, seed=args.seed, **common),
+                    test.dataloader(args.batch_size, shuffle=False, **common), classes)
         sampler: Any = RandomSampler(train, generator=torch.Generator().manual_seed(args.seed))
         if dist.is_initialized():  # each rank its share of a seeded shuffle
             sampler = DistributedSampler(train, shuffle=True, seed=args.seed)
         train_loader = DataLoader(train, batch_size=args.batch_size, sampler=sampler,
                                   generator=torch.Generator().manual_seed(args.seed), **common)
-    test_loader = DataLoader(test, batch_size=args.batch_size, shuffle=False, **common)
+    if isinstance(test, PathDataset) and args.on_error == "skip":
+        test_loader: Any = test.dataloader(args.batch_size, shuffle=False, **common)
+    else:
+        test_loader = DataLoader(test, batch_size=args.batch_size, shuffle=False, **common)
     return train_loader, test_loader, classes
 
 
@@ -334,7 +366,9 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
     seen = 0
     for x, y in loader:
         x, y = to_device(x, y, device)
-        loss = F.cross_entropy(model(x), y)
+        # The mean over the batch; a batch whose every file was skipped (--on-error
+        # skip) is empty, and still takes its step (loss 0) so DDP ranks stay in step.
+        loss = F.cross_entropy(model(x), y, reduction="sum") / max(len(y), 1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -394,6 +428,24 @@ def set_epoch(loader: Any, epoch: int) -> None:
         sampler.set_epoch(epoch)
 
 
+def report_skipped(args: argparse.Namespace, train_loader: Any, test_loader: Any) -> dict[str, int]:
+    """With --on-error skip: the files skipped on all ranks, printed and written by rank 0."""
+    counts = {}
+    for name, loader in (("train", train_loader), ("test", test_loader)):
+        errors = getattr(loader, "errors", None)  # ChunkedLoader and ds.dataloader() have them
+        if args.on_error != "skip" or errors is None:
+            continue
+        merged = errors.all_ranks()  # a collective: every rank takes part
+        counts[name] = len(merged)
+        if is_main() and len(merged):
+            print(f"{name}: skipped {len(merged)} file(s) that could not be read, e.g. "
+                  f"{merged[0].path}: {merged[0].cause}")
+            if args.error_report:
+                stem, suffix = os.path.splitext(args.error_report)
+                merged.write(args.error_report if name == "train" else f"{stem}-test{suffix}")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Train and evaluate; return the configuration and one metrics dict per epoch."""
     args = parse_args(argv)
@@ -426,13 +478,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             loss=loss, test_acc=accuracy))
         say(f"epoch {epoch + 1}/{args.epochs}  {seconds:.1f}s  {seen / seconds:.0f} samples/s"
             f"  loss {loss:.3f}  test acc {accuracy:.3f}")
+    skipped = report_skipped(args, train_loader, test_loader)
     getattr(train_loader, "close", lambda: None)()  # ChunkedLoader: stop loading ahead
     if dist.is_initialized():
         dist.barrier()  # no rank tears the group down while another still uses it
         dist.destroy_process_group()
     return dict(mode=args.mode, in_channels=in_channels, classes=classes,
                 train_samples=len(train_loader.dataset), test_samples=len(test_loader.dataset),
-                history=history)
+                history=history, skipped=skipped)
 
 
 if __name__ == "__main__":

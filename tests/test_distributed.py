@@ -14,6 +14,7 @@ the ranks check that the two agree before they report ``y - LABEL``.
 from __future__ import annotations
 
 import collections
+import csv
 import datetime
 import json
 import multiprocessing.connection
@@ -28,7 +29,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
-from torchloader import ChunkedLoader, ChunkedSampler, PathDataset, PreloadedDataset
+from torchloader import ChunkedLoader, ChunkedSampler, PathDataset, PreloadedDataset, SkippedSampleWarning
 from torchloader.chunking import epoch_ranges
 
 WORLD = 2
@@ -59,6 +60,15 @@ CASES = {
     "loader/preloaded/0 workers": ("loader", "preloaded", {"num_workers": 0}),
     "loader/preloaded/drop_last batches": ("loader", "preloaded", {"drop_last": True}),
 }  # fmt: skip
+# on_error="skip": the files of BAD are broken; batches keep their boundaries
+BAD = (4, 13, 21)
+SKIP_CASES = {
+    "skip/loader/0 workers": ("loader", "path-skip", {"num_workers": 0}),
+    "skip/loader/2 forked process workers": (
+        "loader", "path-skip", {"num_workers": 2, "multiprocessing_context": "fork"},
+    ),
+    "skip/dataloader/2 workers": ("dataloader", "path-skip", {"num_workers": 2}),
+}  # fmt: skip
 LOADER_CASES = [name for name, (kind, _, _) in CASES.items() if kind == "loader"]
 # the second run leaves out the spawned workers: 4 more interpreters importing torch
 REPEATED_CASES = [name for name in CASES if name != "loader/path/2 spawned process workers"]
@@ -78,9 +88,10 @@ def _batch_drop_last(name):
 
 
 def _dataset(kind, folder):
-    if kind == "path":
-        paths = [f"{folder}/{i:02d}.npy" for i in range(N)]
-        return PathDataset(paths, [LABEL + i for i in range(N)])
+    if kind in ("path", "path-skip"):
+        skip = kind == "path-skip"
+        paths = [f"{folder}/{'broken' if skip and i in BAD else ''}{i:02d}.npy" for i in range(N)]
+        return PathDataset(paths, [LABEL + i for i in range(N)], on_error="skip" if skip else "raise")
     x = torch.arange(N, dtype=torch.int32).repeat_interleave(6).reshape(N, 2, 3)
     return PreloadedDataset(x, torch.arange(N) + LABEL)
 
@@ -95,10 +106,14 @@ def _indices_of(batch):
     return indices
 
 
-def _run_case(name, folder):
-    kind, data, options = CASES[name]
+def _run_case(name, folder, out):
+    kind, data, options = {**CASES, **SKIP_CASES}[name]
     ds = _dataset(data, folder)
-    if kind == "sampler":
+    if kind == "dataloader":  # ds.dataloader(): a shuffle of the whole data set per epoch
+        loader = ds.dataloader(BATCH, seed=SEED, **options)
+        iterated, closing = loader.sampler, None
+        sampler = loader.sampler.sampler
+    elif kind == "sampler":
         sampler = ChunkedSampler(ds, chunk_size=CHUNK, seed=SEED, num_replicas=None, rank=None,
                                  drop_last=options.get("drop_last", False))  # fmt: skip
         loader = DataLoader(ds, batch_size=BATCH, sampler=sampler)
@@ -120,11 +135,20 @@ def _run_case(name, folder):
                 dist.all_reduce(step)  # a rank with fewer batches would leave this hanging
                 reduced.append(step.item())
             report["epochs"].append(
-                {"indices": seen, "batch_sizes": sizes, "all_reduced": reduced, "len": len(loader)}
+                {"indices": seen, "batch_sizes": sizes, "all_reduced": reduced, "len": len(loader),
+                 "errors": list(getattr(ds, "errors", ()))}  # fmt: skip
             )
+            if closing is not None:
+                report["epochs"][-1]["samples_skipped"] = loader.stats.samples_skipped
     finally:
         if closing is not None:
             closing.close()
+    if data == "path-skip":  # the error report of every rank, written once
+        merged = ds.errors.all_ranks()
+        report["all_ranks"] = list(merged)
+        if dist.get_rank() == 0:
+            report["report_file"] = f"{out}/{name.replace('/', '_')}.csv"
+            merged.write(report["report_file"])
     return report
 
 
@@ -135,13 +159,14 @@ def _rank_main(rank, init_method, folder, out, names):
         warnings.filterwarnings(
             "ignore", "This process .* is multi-threaded, use of fork", DeprecationWarning
         )
+        warnings.filterwarnings("ignore", category=SkippedSampleWarning)
         torch.set_num_threads(1)
         dist.init_process_group(
             "gloo", init_method=init_method, rank=rank, world_size=WORLD,
             timeout=datetime.timedelta(seconds=60),
         )  # fmt: skip
         try:
-            reports = {name: _run_case(name, folder) for name in names}
+            reports = {name: _run_case(name, folder, out) for name in names}
             dist.barrier()
         finally:
             dist.destroy_process_group()
@@ -198,9 +223,11 @@ def jobs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("samples")
     for i in range(N):
         np.save(folder / f"{i:02d}.npy", np.full((2, 3), i, dtype=np.int32))
+    for i in BAD:  # a .npy cut short
+        (folder / f"broken{i:02d}.npy").write_bytes((folder / f"{i:02d}.npy").read_bytes()[:100])
     return [
         _launch(folder, tmp_path_factory.mktemp("job") / "out", names)
-        for names in (list(CASES), REPEATED_CASES)
+        for names in (list(CASES) + list(SKIP_CASES), REPEATED_CASES)
     ]
 
 
@@ -353,3 +380,48 @@ def test_loader_workers_and_threads_yield_what_no_workers_yield(job):
     for rank in range(WORLD):
         reports = [job[rank][name] for name in LOADER_CASES if not _batch_drop_last(name)]
         assert all(report == reports[0] for report in reports[1:])
+
+
+# --- on_error="skip" ------------------------------------------------------------------------
+
+SKIPPING = pytest.mark.parametrize("name", list(SKIP_CASES))
+
+
+@SKIPPING
+@EVERY_EPOCH
+def test_with_skipped_samples_every_rank_still_takes_the_same_number_of_steps(job, name, epoch):
+    reports = [job[rank][name]["epochs"][epoch] for rank in range(WORLD)]
+    assert [len(r["all_reduced"]) for r in reports] == [r["len"] for r in reports] == [reports[0]["len"]] * WORLD
+    assert all(value == WORLD for r in reports for value in r["all_reduced"])
+
+
+@SKIPPING
+@EVERY_EPOCH
+def test_the_ranks_serve_every_good_sample_and_no_bad_one(job, name, epoch):
+    served = [set(part) for part in _epoch_indices(job, name, epoch)]
+    assert set.union(*served) == set(range(N)) - set(BAD)
+    assert len(set.intersection(*served)) <= 1  # the padding, one sample, may be shared
+
+
+@SKIPPING
+def test_each_rank_lists_the_bad_samples_it_met_and_the_report_has_them_all(job, name):
+    met = [{r[0] for r in job[rank][name]["epochs"][-1]["errors"]} for rank in range(WORLD)]
+    assert all(part <= set(BAD) for part in met) and set.union(*met) == set(BAD)
+    for rank in range(WORLD):
+        merged = job[rank][name]["all_ranks"]
+        assert [r[0] for r in merged] == sorted(BAD)
+        assert all(r[1].endswith(f"broken{r[0]:02d}.npy") and r[2].startswith("ValueError") for r in merged)
+    with open(job[0][name]["report_file"], newline="") as f:  # written by rank 0
+        rows = list(csv.reader(f))
+    assert rows[0] == ["index", "path", "cause"]
+    assert [row[:2] for row in rows[1:]] == [[str(r[0]), r[1]] for r in job[0][name]["all_ranks"]]
+
+
+@pytest.mark.parametrize("name", [n for n in SKIP_CASES if SKIP_CASES[n][0] == "loader"])
+@EVERY_EPOCH
+def test_a_rank_s_positions_are_its_batches_and_its_skipped_samples(job, name, epoch):
+    for rank in range(WORLD):
+        report = job[rank][name]["epochs"][epoch]
+        before = job[rank][name]["epochs"][epoch - 1]["samples_skipped"] if epoch else 0
+        share = -(-N // WORLD)  # padded
+        assert sum(report["batch_sizes"]) + report["samples_skipped"] - before == share

@@ -15,6 +15,7 @@ FIELDS = [
     "wait_seconds",
     "first_chunk_wait_seconds",
     "peak_buffer_bytes",
+    "samples_skipped",
 ]
 
 

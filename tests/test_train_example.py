@@ -204,3 +204,72 @@ def test_torchrun_with_two_processes_trains_on_the_cpu_with_gloo(mode, digits, t
     assert len(epochs) == 2  # rank 0 prints; the other rank is quiet
     accuracy = float(epochs[-1].rsplit(" ", 1)[1])
     assert accuracy > 0.6  # chance is 0.1; 2 epochs on 2 ranks reached 0.92 (chunked)
+
+
+def _break_files(folder: Path) -> list[str]:
+    """Two files of the folder made unreadable: one emptied, one cut short."""
+    empty, cut = folder / "cat" / "1.png", folder / "dog" / "3.png"
+    empty.write_bytes(b"")
+    cut.write_bytes(cut.read_bytes()[:40])
+    return sorted([str(empty), str(cut)])
+
+
+def test_a_broken_file_stops_training_by_default_naming_the_file(user_folder):
+    from torchloader import SampleLoadError
+
+    broken = _break_files(user_folder)
+    with pytest.raises(SampleLoadError, match="|".join(re.escape(f"'{path}'") for path in broken)):
+        te.main(["--data", str(user_folder), "--mode", "chunked", "--epochs", "1", "--image-size", "16"])
+
+
+@pytest.mark.filterwarnings("ignore::torchloader.SkippedSampleWarning")
+@pytest.mark.parametrize("mode", ["path", "chunked"])
+def test_on_error_skip_trains_past_broken_files_and_reports_them(mode, user_folder, tmp_path, capsys):
+    import csv
+
+    broken = _break_files(user_folder)
+    report = tmp_path / "bad.csv"
+    result = te.main(["--data", str(user_folder), "--mode", mode, "--epochs", "2", "--image-size", "16",
+                      "--batch-size", "4", "--on-error", "skip", "--error-report", str(report)])  # fmt: skip
+
+    assert len(result["history"]) == 2
+    written = []
+    for path in (report, tmp_path / "bad-test.csv"):
+        if path.exists():
+            with open(path, newline="") as f:
+                written += [row["path"] for row in csv.DictReader(f)]
+    assert sorted(written) == broken
+    assert sum(result["skipped"].values()) == 2
+    assert "skipped 1 file(s) that could not be read" in capsys.readouterr().out
+
+
+def test_on_error_skip_is_refused_for_preload():
+    with pytest.raises(SystemExit):
+        te.parse_args(["--mode", "preload", "--on-error", "skip"])
+
+
+@pytest.mark.slow
+def test_torchrun_with_on_error_skip_writes_the_files_every_rank_skipped(digits, tmp_path):
+    import csv
+    import shutil
+    import subprocess
+
+    data = tmp_path / "digits"
+    shutil.copytree(digits, data)
+    broken = sorted(str(p) for p in list((data / "train").rglob("*.png"))[::300])  # 5 files, any rank's
+    for path in broken:
+        Path(path).write_bytes(b"not a png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+         f"--master_port={_free_port()}", str(ROOT / "train_example.py"), "--mode", "chunked", "--epochs", "1",
+         "--digits-dir", str(data), "--on-error", "skip", "--error-report", str(tmp_path / "bad.csv")],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(tmp_path / "bad.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(row["path"] for row in rows) == broken
+    assert all(row["cause"].startswith("UnidentifiedImageError") for row in rows)
+    assert f"train: skipped {len(broken)} file(s)" in done.stdout

@@ -13,6 +13,7 @@ from .batching import IndexBatchSampler
 from .chunked import ChunkedLoader
 from .chunking import format_bytes, parse_bytes
 from .device import DeviceLoader
+from .error_log import ErrorLog, SkippedSample, SkippedSampleWarning
 from .errors import SampleLoadError
 from .data_report import inspect_data
 from .loader_stats import LoaderStats
@@ -32,6 +33,7 @@ __all__ = [
     "ChunkedLoader",
     "ChunkedSampler",
     "DeviceLoader",
+    "ErrorLog",
     "ImageReader",
     "IndexBatchSampler",
     "LoaderStats",
@@ -46,6 +48,8 @@ __all__ = [
     "SampleLoadError",
     "SequenceDataset",
     "SequenceSampler",
+    "SkippedSample",
+    "SkippedSampleWarning",
     "SuffixReader",
     "format_bytes",
     "from_sequence",

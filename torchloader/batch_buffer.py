@@ -9,10 +9,15 @@ image decoded as ``H x W x C`` gets channels-last slots, so no transposition),
 and each JPEG is decoded by libjpeg-turbo directly into its slot. In a
 ``DataLoader`` worker the buffer is allocated in shared memory, so sending the
 batch to the main process copies nothing (as torch's own collate does).
+
+With ``on_error="skip"`` a sample that cannot be read is left out: the samples
+after it move up one slot (a copy, only in a batch that lost one), and a batch
+whose every sample failed is empty, with the shape of the data set's samples.
 """
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -20,9 +25,11 @@ import torch
 from torch.utils.data import get_worker_info
 
 from .chunk_buffer import SampleLayout
+from .error_log import SkippedSample
+from .errors import SampleLoadError
 from .samples import ShapeMismatch, describe, mismatch_message, split_sample
 
-__all__ = ["as_index_array", "is_batch", "read_batch"]
+__all__ = ["as_index_array", "check_index", "is_batch", "read_batch", "stored_images"]
 
 
 def is_batch(index: Any) -> bool:
@@ -30,6 +37,20 @@ def is_batch(index: Any) -> bool:
     if isinstance(index, (list, tuple, slice)):
         return True
     return isinstance(index, (np.ndarray, torch.Tensor)) and index.ndim >= 1
+
+
+def check_index(index: Any, length: int) -> int:
+    """``index`` as an ``int`` in ``[0, length)`` (negative ones count from the end)."""
+    try:
+        index = operator.index(index)
+    except TypeError:
+        raise TypeError(
+            f"index must be an integer (got {type(index).__name__}); for a batch "
+            f"pass a list or array of indices"
+        ) from None
+    if not -length <= index < length:
+        raise IndexError(f"index {index} is out of range for {length} samples")
+    return index + length if index < 0 else index
 
 
 def as_index_array(indices: Any, length: int) -> np.ndarray:
@@ -51,26 +72,79 @@ def as_index_array(indices: Any, length: int) -> np.ndarray:
     return np.where(array < 0, array + length, array)
 
 
-def read_batch(dataset: Any, indices: np.ndarray) -> Any:
-    """``x`` or ``(x, y)`` of the samples at ``indices``, each read into its slot.
+def stored_images(out: torch.Tensor) -> np.ndarray | None:
+    """``out`` as an ``N x H x W x C`` uint8 array where it is channels-last, else None."""
+    if out.ndim != 4 or out.dtype != torch.uint8 or out.device.type != "cpu":
+        return None
+    stored = out.permute(0, 2, 3, 1)
+    return stored.numpy() if stored.is_contiguous() else None
 
-    ``dataset[indices[0]]`` fixes the layout; ``dataset.read_into(rest, slots)``
-    writes the others and returns their labels.
+
+def read_batch(dataset: Any, indices: np.ndarray, *, skip: bool = False) -> tuple[Any, list[SkippedSample]]:
+    """``x`` or ``(x, y)`` of the samples at ``indices``, each read into its slot,
+    and the samples left out (``skip``: those that cannot be read; else it raises).
+
+    The first sample that loads, ``dataset[i]``, fixes the layout;
+    ``dataset.read_into(rest, slots)`` writes the others and returns their labels.
     """
     if len(indices) == 0:
         raise IndexError("a batch needs at least one index")
-    first = int(indices[0])
-    x0, y0 = split_sample(dataset[first])
+    skipped: list[SkippedSample] = []
+    k, first = _first_that_loads(dataset, indices.tolist(), skipped if skip else None)
+    if first is None:  # not one sample of the batch could be read
+        return _empty_batch(dataset), skipped
+    x0, y0 = first
     layout = SampleLayout.of(x0, y0)
-    buffer = layout.allocate(len(indices), pin=False, shared=get_worker_info() is not None)
+    n = len(indices) - k
+    buffer = layout.allocate(n, pin=False, shared=get_worker_info() is not None)
     buffer.x[0].copy_(x0)
+    bad: list[tuple[int, SkippedSample]] | None = [] if skip else None
     try:
-        ys = dataset.read_into(indices[1:].tolist(), buffer.x[1:])
+        ys = dataset.read_into(indices[k + 1 :].tolist(), buffer.x[1:], skipped=bad)
     except ShapeMismatch as exc:
-        raise ValueError(mismatch_message(exc.index, exc.what, first, describe(x0, None))) from None
-    if buffer.y is None:
-        return buffer.x
-    buffer.y[0].copy_(y0)
-    if ys is not None:
-        buffer.y[1:].copy_(ys)
-    return buffer.x, buffer.y
+        raise ValueError(mismatch_message(exc.index, exc.what, int(indices[k]), describe(x0, None))) from None
+    if buffer.y is not None:
+        buffer.y[0].copy_(y0)
+        if ys is not None:
+            buffer.y[1:].copy_(ys)
+    x, y = buffer.x, buffer.y
+    if bad:  # the samples after a bad one move up
+        skipped += [record for _, record in bad]
+        keep = torch.from_numpy(np.setdiff1d(np.arange(n), [slot + 1 for slot, _ in bad]))
+        x = x[: len(keep)].copy_(x[keep])
+        y = None if y is None else y[: len(keep)].copy_(y[keep])
+    return (x if y is None else (x, y)), skipped
+
+
+def _first_that_loads(
+    dataset: Any, indices: list[int], skipped: list[SkippedSample] | None
+) -> tuple[int, tuple[torch.Tensor, torch.Tensor | None] | None]:
+    """The position of the first sample that loads and the sample (None if none does)."""
+    for k, index in enumerate(indices):
+        try:
+            return k, split_sample(dataset[index])
+        except SampleLoadError as exc:
+            if skipped is None or not exc.skippable:
+                raise
+            skipped.append(SkippedSample.of(exc))
+    return len(indices), None
+
+
+def _empty_batch(dataset: Any) -> Any:
+    """A batch of no samples, shaped as the first sample of ``dataset`` that loads."""
+    first_error = None
+    for index in range(len(dataset)):
+        try:
+            x0, y0 = split_sample(dataset[index])
+            break
+        except SampleLoadError as exc:
+            if not exc.skippable:
+                raise
+            first_error = first_error or exc
+    else:
+        raise SampleLoadError(
+            f"none of the {len(dataset)} samples could be read (on_error='skip' has "
+            f"nothing left to serve); the first error: {first_error}"
+        )
+    buffer = SampleLayout.of(x0, y0).allocate(0, pin=False)
+    return buffer.x if buffer.y is None else (buffer.x, buffer.y)

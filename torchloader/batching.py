@@ -18,11 +18,11 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .sampler import ChunkedSampler
 
-__all__ = ["IndexBatchSampler", "batch_dataloader", "shuffled_batches"]
+__all__ = ["BatchLoader", "IndexBatchSampler", "batch_dataloader", "shuffled_batches"]
 
 
 class IndexBatchSampler(Sampler[np.ndarray]):
@@ -92,14 +92,17 @@ def shuffled_batches(
 
 
 def batch_dataloader(
-    dataset: Any, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool, **kwargs: Any
-) -> DataLoader:
+    dataset: Any, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool,
+    reports_skipped: bool = False, **kwargs: Any,
+) -> DataLoader:  # fmt: skip
     """A ``DataLoader`` that hands ``dataset`` one index array per batch.
 
     ``DataLoader(dataset, batch_size=None, sampler=IndexBatchSampler(...))``: the
     dataset's ``dataset[indices]`` builds the whole batch, and the DataLoader's
     per-sample fetch and collate are skipped. Other keyword arguments
-    (``num_workers``, ``pin_memory``, ...) pass through.
+    (``num_workers``, ``pin_memory``, ...) pass through. ``reports_skipped``: a
+    :class:`BatchLoader` over ``dataset.load_batch``, which brings the samples
+    ``on_error="skip"`` left out back from the workers into ``dataset.errors``.
     """
     for key in ("sampler", "batch_sampler", "collate_fn"):
         if key in kwargs:
@@ -110,7 +113,71 @@ def batch_dataloader(
     sampler = shuffled_batches(dataset, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
     if kwargs.get("num_workers", 0) > 0:
         kwargs["worker_init_fn"] = FreezeGC(kwargs.get("worker_init_fn"))
+    if reports_skipped:
+        return BatchLoader(_WithSkipped(dataset), batch_size=None, sampler=sampler, **kwargs)
     return DataLoader(dataset, batch_size=None, sampler=sampler, **kwargs)
+
+
+class _WithSkipped(Dataset):
+    """``dataset.load_batch(indices)``: a batch and the samples left out of it. Anything
+    else (``loader.dataset[0]``, ``.classes``, ...) is the wrapped dataset's."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: Any) -> Any:
+        if isinstance(indices, np.ndarray) and indices.ndim == 1:  # from IndexBatchSampler
+            return self.dataset.load_batch(indices)
+        return self.dataset[indices]
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not set yet (unpickling)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+class BatchLoader(DataLoader):
+    """A ``DataLoader`` whose batches are read whole by the dataset (``ds.dataloader()``).
+
+    A worker sends each batch with the samples ``on_error="skip"`` left out of
+    it; this loader hands out the batch and records the rest in
+    :attr:`errors`, the dataset's own log, in the main process.
+    """
+
+    @property
+    def errors(self) -> Any:
+        """The dataset's :class:`ErrorLog` (``ds.errors``)."""
+        return self.dataset.dataset.errors  # type: ignore[attr-defined]
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return _Unwrapped(super().__iter__(), self.errors)
+
+
+class _Unwrapped:
+    """Torch's DataLoader iterator, handing out the batches of its ``(batch, skipped)``
+    items and recording the skipped samples in ``errors``."""
+
+    def __init__(self, iterator: Any, errors: Any) -> None:
+        self._iterator = iterator
+        self._errors = errors
+
+    def __iter__(self) -> _Unwrapped:
+        return self
+
+    def __next__(self) -> Any:
+        batch, skipped = next(self._iterator)
+        if skipped:
+            self._errors.record(skipped, stacklevel=3)
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._iterator)
+
+    def __getattr__(self, name: str) -> Any:  # the workers, ... of torch's iterator
+        return getattr(self._iterator, name)
 
 
 class FreezeGC:

@@ -23,11 +23,14 @@ import numpy as np
 import torch
 
 from .chunk_buffer import ChunkBuffer, SampleLayout
+from .error_log import SkippedSample
 from .errors import SampleLoadError
 from .intraop import use_one_intraop_thread
 from .samples import ShapeMismatch, describe, mismatch_message, split_sample
 
-__all__ = ["ChunkFiller", "check_sample", "fill_batched", "fill_slots", "read_sample", "storage_runs"]
+__all__ = ["ChunkFiller", "Skipped", "check_sample", "fill_batched", "fill_slots", "read_sample", "storage_runs"]
+
+Skipped = list[tuple[int, SkippedSample]]  # (slot, record) of the samples on_error="skip" left out
 
 
 def read_sample(dataset: Any, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -63,25 +66,34 @@ def fill_slots(
     slots: np.ndarray,
     indices: np.ndarray,
     stop: threading.Event | None = None,
+    skipped: Skipped | None = None,
 ) -> None:
     """Write ``dataset[indices[k]]`` into slot ``slots[k]`` of ``buffer``, for every k.
 
     A dataset with ``read_into(indices, out, slots)`` (``PathDataset``) writes the
     samples straight into their slots (JPEGs decoded there), a run at a time.
+    Given a ``skipped`` list, a sample that cannot be read goes there instead.
     """
     if getattr(dataset, "read_into", None) is not None:
-        _fill_by_read_into(dataset, first, buffer, slots, indices, stop)
+        _fill_by_read_into(dataset, first, buffer, slots, indices, stop, skipped)
         return
-    ys = []  # labels go in with one write per run: a copy per 0-dim tensor costs ~7 us
+    filled, ys = [], []  # labels go in with one write per run: a copy per 0-dim tensor costs ~7 us
     for slot, index in zip(slots.tolist(), indices.tolist()):
         if stop is not None and stop.is_set():
             return
-        x, y = read_sample(dataset, index)
+        try:
+            x, y = read_sample(dataset, index)
+        except SampleLoadError as exc:
+            if skipped is None or not exc.skippable:
+                raise
+            skipped.append((slot, SkippedSample.of(exc)))
+            continue
         check_sample(first, index, x, y)
         buffer.x[slot].copy_(x)
+        filled.append(slot)
         ys.append(y)
     if buffer.y is not None and ys:
-        buffer.y[torch.from_numpy(slots)] = torch.stack(ys)
+        buffer.y[torch.tensor(filled)] = torch.stack(ys)
 
 
 RUN = 32  # samples per read_into call: a stop request is seen within one run
@@ -89,15 +101,16 @@ RUN = 32  # samples per read_into call: a stop request is seen within one run
 
 def _fill_by_read_into(
     dataset: Any, first: tuple[int, SampleLayout], buffer: ChunkBuffer, slots: np.ndarray,
-    indices: np.ndarray, stop: threading.Event | None,
+    indices: np.ndarray, stop: threading.Event | None, skipped: Skipped | None,
 ) -> None:  # fmt: skip
     first_index, layout = first
+    options = {} if skipped is None else {"skipped": skipped}
     for start in range(0, len(slots), RUN):
         if stop is not None and stop.is_set():
             return
         run = slots[start : start + RUN]
         try:
-            ys = dataset.read_into(indices[start : start + RUN].tolist(), buffer.x, run.tolist())
+            ys = dataset.read_into(indices[start : start + RUN].tolist(), buffer.x, run.tolist(), **options)
         except ShapeMismatch as exc:
             expected = describe(torch.empty(layout.x_shape, dtype=layout.x_dtype), None)
             raise ValueError(mismatch_message(exc.index, exc.what, first_index, expected)) from None
@@ -133,44 +146,55 @@ class ChunkFiller:
 
     shared_buffers = False  # threads write into ordinary (pinned) memory
 
-    def __init__(self, dataset: Any, num_workers: int) -> None:
+    def __init__(self, dataset: Any, num_workers: int, *, skip: bool = False) -> None:
         self.dataset = dataset
         self.num_workers = num_workers
+        self.skip = skip  # on_error="skip": fill() returns the samples it left out
         self.batched = callable(getattr(dataset, "gather", None))
         self._threads: ThreadPoolExecutor | None = None  # started on first use
         self.first: tuple[int, SampleLayout] | None = None
 
     def layout(self, index: int) -> SampleLayout:
-        """The layout every sample must have, taken from sample ``index``."""
-        if self.first is None:
-            self.first = (index, SampleLayout.of(*read_sample(self.dataset, index)))
+        """The layout every sample must have, taken from sample ``index`` (or, when
+        skipping, the first one from there on that can be read)."""
+        while self.first is None:
+            try:
+                self.first = (index, SampleLayout.of(*read_sample(self.dataset, index)))
+            except SampleLoadError as exc:
+                if not (self.skip and exc.skippable and index + 1 < len(self.dataset)):
+                    raise
+                index += 1  # recorded when its chunk is served, not here
         return self.first[1]
 
-    def fill(self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event) -> None:
-        """Write ``dataset[indices[j]]`` into slot ``j`` of ``buffer``."""
+    def fill(self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event) -> Skipped:
+        """Write ``dataset[indices[j]]`` into slot ``j`` of ``buffer``; return the
+        ``(slot, SkippedSample)`` of the samples left out (only when skipping)."""
         assert self.first is not None
         if self.batched:
             fill_batched(self.dataset, buffer, indices)
-            return
+            return []
         runs = storage_runs(indices, self.num_workers)
+        skipped: list[Skipped] = [[] for _ in runs]
+        options = [{"skipped": s} if self.skip else {} for s in skipped]
         if self.num_workers == 0:
-            for run in runs:
-                fill_slots(self.dataset, self.first, buffer, run, indices[run], stop)
-            return
+            for run, option in zip(runs, options):
+                fill_slots(self.dataset, self.first, buffer, run, indices[run], stop, **option)
+            return [item for part in skipped for item in part]
         if self._threads is None:
             self._threads = ThreadPoolExecutor(
                 self.num_workers, thread_name_prefix="torchloader-fill", initializer=use_one_intraop_thread
             )  # see NOTE [ torch ops in a background thread ]
         failed = _Either(stop)
         futures = [
-            self._threads.submit(fill_slots, self.dataset, self.first, buffer, run, indices[run], failed)
-            for run in runs
+            self._threads.submit(fill_slots, self.dataset, self.first, buffer, run, indices[run], failed, **option)
+            for run, option in zip(runs, options)
         ]
         wait(futures, return_when=FIRST_EXCEPTION)
         failed.set()  # the others stop early: the chunk is lost anyway
         wait(futures)  # no thread may still write into the buffer once it is handed back
         for future in futures:
             future.result()  # re-raises the first error of a thread
+        return [item for part in skipped for item in part]
 
     def close(self) -> None:
         """End the threads (a later ``fill`` starts new ones)."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .chunk_buffer import BufferPool, ChunkBuffer
-from .chunk_fill import ChunkFiller
+from .chunk_fill import ChunkFiller, Skipped
 from .intraop import use_one_intraop_thread
 from .loader_stats import LoaderStats
 from .sampler import ChunkedSampler
@@ -39,6 +39,7 @@ class LoadedChunk:
     buffer: ChunkBuffer
     size: int  # samples filled, from slot 0
     last: bool  # the last chunk of its epoch on this rank
+    skipped: Skipped  # (slot, record) of the samples on_error="skip" left out
     waited: float = 0.0  # seconds the consumer waited for it
 
 
@@ -52,6 +53,10 @@ def chunk_plan(sampler: ChunkedSampler, epoch: int, start: int) -> Iterator[tupl
         for k, (a, b) in enumerate(ranges):
             yield epoch, order[a:b], k == len(ranges) - 1
         epoch, start = epoch + 1, 0
+
+
+def _slot(skipped: tuple[int, object]) -> int:
+    return skipped[0]  # in the order of the epoch, however the workers finished
 
 
 class _Failure:
@@ -100,7 +105,7 @@ class Producer:
                     forget(self._pool.held())
                 start = time.perf_counter()
                 try:
-                    self._filler.fill(buffer, indices, self._stop)
+                    skipped = sorted(self._filler.fill(buffer, indices, self._stop) or (), key=_slot)
                 except BaseException:
                     self._pool.release(buffer)
                     raise
@@ -109,7 +114,7 @@ class Producer:
                     return
                 self._stats.add_chunk(len(indices), self._pool.layout.nbytes * len(indices),
                                       time.perf_counter() - start, self._pool.peak_bytes)
-                self._queue.put(LoadedChunk(epoch, buffer, len(indices), last))
+                self._queue.put(LoadedChunk(epoch, buffer, len(indices), last, skipped))
         except BaseException as error:  # raised again in the consumer
             self._queue.put(_Failure(error))
 

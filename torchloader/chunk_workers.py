@@ -38,14 +38,14 @@ import torch
 import torch.multiprocessing as mp
 
 from .chunk_buffer import ChunkBuffer, SampleLayout
-from .chunk_fill import ChunkFiller, fill_batched, fill_slots, storage_runs
+from .chunk_fill import ChunkFiller, Skipped, fill_batched, fill_slots, storage_runs
 from .errors import SampleLoadError
 
 __all__ = ["ProcessFiller"]
 
 
 def _worker_loop(
-    dataset: Any, first: tuple[int, SampleLayout], tasks: Any, results: Any, halt: Any
+    dataset: Any, first: tuple[int, SampleLayout], tasks: Any, results: Any, halt: Any, skip: bool
 ) -> None:
     torch.set_num_threads(1)  # one core per worker; the sample copies are small
     gc.freeze()  # see NOTE [ forked workers and the garbage collector ]
@@ -62,9 +62,10 @@ def _worker_loop(
             buffers.pop(key, None)
         else:
             _, _, slots, indices = task
+            skipped: Skipped | None = [] if skip else None
             try:
-                fill_slots(dataset, first, buffers[key], slots, indices, halt)
-                results.put(("done", None))
+                fill_slots(dataset, first, buffers[key], slots, indices, halt, skipped)
+                results.put(("done", skipped or []))
             except Exception as exc:  # sent to the main process, raised there
                 results.put(("error", _portable(exc)))
 
@@ -102,8 +103,10 @@ class ProcessFiller(ChunkFiller):
 
     shared_buffers = True
 
-    def __init__(self, dataset: Any, num_workers: int, *, multiprocessing_context: Any = None) -> None:
-        super().__init__(dataset, num_workers)  # its thread pool is never started here
+    def __init__(
+        self, dataset: Any, num_workers: int, *, skip: bool = False, multiprocessing_context: Any = None
+    ) -> None:
+        super().__init__(dataset, num_workers, skip=skip)  # its thread pool is never started here
         self._context = multiprocessing_context
         self._workers: list[Any] = []
         self._tasks: list[Any] = []
@@ -125,24 +128,25 @@ class ProcessFiller(ChunkFiller):
         for rank in range(self.num_workers):
             tasks = context.Queue()
             worker = context.Process(
-                target=_worker_loop, args=(self.dataset, self.first, tasks, self._results, self._halt),
+                target=_worker_loop, args=(self.dataset, self.first, tasks, self._results, self._halt, self.skip),
                 name=f"torchloader-chunk-worker-{rank}", daemon=True,
             )  # fmt: skip
             worker.start()
             self._workers.append(worker)
             self._tasks.append(tasks)
 
-    def fill(self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event) -> None:
-        """Write ``dataset[indices[j]]`` into slot ``j`` of ``buffer``, in the workers."""
+    def fill(self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event) -> Skipped:
+        """Write ``dataset[indices[j]]`` into slot ``j`` of ``buffer``, in the workers;
+        return the samples left out (only when skipping)."""
         if self.batched:
             fill_batched(self.dataset, buffer, indices)
-            return
+            return []
         with self._lock:
             key = self._share(buffer)
             runs = storage_runs(indices, self.num_workers)
             for tasks, run in zip(self._tasks, runs):
                 tasks.put(("fill", key, run, indices[run]))
-            self._collect(len(runs), stop)
+            return self._collect(len(runs), stop)
 
     def _share(self, buffer: ChunkBuffer) -> int:
         key = id(buffer)
@@ -161,9 +165,10 @@ class ProcessFiller(ChunkFiller):
                     tasks.put(("forget", key))
                 del self._sent[key]
 
-    def _collect(self, count: int, stop: threading.Event) -> None:
+    def _collect(self, count: int, stop: threading.Event) -> Skipped:
         """Wait for ``count`` runs; once ``stop`` is set the workers cut them short."""
         error: BaseException | None = None
+        skipped: Skipped = []
         while count:
             if stop.is_set():
                 self._halt.set()
@@ -173,11 +178,14 @@ class ProcessFiller(ChunkFiller):
                 self._check_alive()
                 continue
             count -= 1
-            if status == "error" and error is None:
+            if status == "done":
+                skipped += payload
+            elif error is None:
                 error = payload
         self._halt.clear()  # every run has ended: none of them can see it cleared early
         if error is not None:
             raise error
+        return skipped
 
     def _check_alive(self) -> None:
         for rank, worker in enumerate(self._workers):

@@ -24,13 +24,14 @@ from typing import Any
 
 import torch
 
-from .chunk_batches import batches_of, finish
+from .chunk_batches import BatchCutter
 from .chunk_buffer import BufferPool
 from .chunk_fill import ChunkFiller
 from .chunk_producer import LoadedChunk, Producer, chunk_plan
 from .chunk_workers import ProcessFiller
 from .chunking import format_bytes
 from .device import DeviceLoader
+from .error_log import ErrorLog, error_policy
 from .loader_stats import LoaderStats
 from .sampler import ChunkedSampler, check_chunk_args
 from .sampler import _check_non_negative_int as _check_int
@@ -68,6 +69,13 @@ class ChunkedLoader:
         transform: applied to each batch, on ``device`` when one is given.
         pin_memory: pin the chunk buffers (default: when CUDA is available).
 
+    A dataset with ``on_error="skip"`` (``PathDataset(..., on_error="skip")``) has
+    samples that cannot be read left out of their batch, which is then shorter
+    (batch boundaries and ``len(loader)`` do not move, so ranks stay in step);
+    they are counted in ``loader.stats.samples_skipped`` and listed in
+    ``loader.errors`` (the dataset's ``errors`` when it has one; a ``Subset``'s
+    are those of the data set it wraps).
+
     Example:
         >>> from torchloader import PreloadedDataset
         >>> ds = PreloadedDataset(torch.arange(10), torch.arange(10))
@@ -103,12 +111,9 @@ class ChunkedLoader:
         if worker_type not in ("process", "thread"):
             raise ValueError(f"worker_type must be 'process' or 'thread' (got {worker_type!r})")
         self.worker_type = worker_type
-        if worker_type == "process" and self.num_workers > 0:
-            self.filler: Any = ProcessFiller(
-                dataset, self.num_workers, multiprocessing_context=multiprocessing_context
-            )
-        else:
-            self.filler = ChunkFiller(dataset, self.num_workers)
+        on_error, errors = error_policy(dataset)
+        self.errors = errors if errors is not None else ErrorLog()
+        self.filler = self._filler(on_error == "skip", multiprocessing_context)
         self.layout = self.filler.layout(0)
         chunk_size = self._chunk_size(chunk_size, ram_budget)
         self.sampler = ChunkedSampler(
@@ -134,6 +139,13 @@ class ChunkedLoader:
         self._position = 0  # samples of the current epoch yielded so far
         self._producer: Producer | None = None
         self._producer_epoch = -1  # the epoch whose first chunk the producer holds
+
+    def _filler(self, skip: bool, multiprocessing_context: Any) -> ChunkFiller:
+        if self.worker_type == "process" and self.num_workers > 0:
+            return ProcessFiller(
+                self.dataset, self.num_workers, skip=skip, multiprocessing_context=multiprocessing_context
+            )
+        return ChunkFiller(self.dataset, self.num_workers, skip=skip)
 
     def _chunk_size(self, chunk_size: int | None, ram_budget: int | str | None) -> int:
         chunk_size, budget = check_chunk_args(chunk_size, ram_budget)
@@ -215,15 +227,18 @@ class ChunkedLoader:
 
     def _host_batches(self, sizes: deque[int]) -> Iterator[Any]:
         epoch, start = self.epoch, self._start
-        pieces: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        cutter = BatchCutter(self.batch_size, sizes)
         try:
             if start < len(self.sampler):
                 producer = self._producer_for(epoch, start)
                 for chunk in self._chunks_of(producer):
-                    yield from batches_of(chunk.buffer, chunk.size, self.batch_size, pieces, sizes)
+                    if chunk.skipped:
+                        self.stats.add_skipped(len(chunk.skipped))
+                        self.errors.record([r for _, r in chunk.skipped], where="loader.errors", stacklevel=4)
+                    yield from cutter.batches_of(chunk.buffer, chunk.size, [slot for slot, _ in chunk.skipped])
                     producer.release(chunk)
-            if pieces and not self.drop_last:
-                yield finish(pieces, sizes)
+            if cutter.pending and not self.drop_last:
+                yield cutter.finish()
         except BaseException:
             self._close_producer()
             raise

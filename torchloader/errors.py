@@ -19,6 +19,10 @@ class SampleLoadError(RuntimeError):
     Attributes:
         index: the dataset index of the sample, when known.
         path: the file the sample comes from, when there is one.
+        cause: ``"OSError: truncated"``: the underlying error, type and text.
+        skippable: whether ``on_error="skip"`` may leave the sample out: True for a
+            sample that could not be read, False for an error in a transform
+            (which would recur for every sample).
 
     Example:
         >>> err = SampleLoadError.from_exception(7, "img/7.png", OSError("truncated"))
@@ -27,24 +31,42 @@ class SampleLoadError(RuntimeError):
     """
 
     def __init__(
-        self, message: str, *, index: int | None = None, path: str | None = None
+        self,
+        message: str,
+        *,
+        index: int | None = None,
+        path: str | None = None,
+        cause: str | None = None,
+        skippable: bool = True,
     ) -> None:
         super().__init__(message)
         self.index = index
         self.path = path
+        self.cause = message if cause is None else cause
+        self.skippable = skippable
 
     @classmethod
     def from_exception(
-        cls, index: int, path: str | os.PathLike[str] | None, exc: BaseException
+        cls,
+        index: int,
+        path: str | os.PathLike[str] | None,
+        exc: BaseException,
+        *,
+        skippable: bool = True,
+        hint: str = "",
     ) -> SampleLoadError:
         # repr: a non-UTF-8 name (surrogate escapes) stays printable and loggable
         where = f" from {os.fspath(path)!r}" if path is not None else ""
-        message = f"could not load sample {index}{where}: {type(exc).__name__}: {exc}"
-        return cls(message, index=index, path=None if path is None else os.fspath(path))
+        cause = f"{type(exc).__name__}: {exc}"
+        message = f"could not load sample {index}{where}: {cause}{hint}"
+        path = None if path is None else os.fspath(path)
+        return cls(message, index=index, path=path, cause=cause, skippable=skippable)
 
-    def __reduce__(self):  # keep index and path across process boundaries
-        return _rebuild, (self.args[0], self.index, self.path)
+    def __reduce__(self):  # keep the attributes across process boundaries
+        return _rebuild, (self.args[0], self.index, self.path, self.cause, self.skippable)
 
 
-def _rebuild(message: str, index: int | None, path: str | None) -> SampleLoadError:
-    return SampleLoadError(message, index=index, path=path)
+def _rebuild(
+    message: str, index: int | None, path: str | None, cause: str | None = None, skippable: bool = True
+) -> SampleLoadError:
+    return SampleLoadError(message, index=index, path=path, cause=cause, skippable=skippable)

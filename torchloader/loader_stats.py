@@ -22,6 +22,8 @@ class LoaderStats:
         first_chunk_wait_seconds: the wait for the first chunk of the latest epoch
             (the stall at the epoch boundary; the first epoch's includes start-up).
         peak_buffer_bytes: the most bytes of chunk buffers alive at once.
+        samples_skipped: samples left out of their batch (``on_error="skip"``),
+            listed in the loader's ``errors``.
     """
 
     chunks_loaded: int = 0
@@ -31,6 +33,7 @@ class LoaderStats:
     wait_seconds: float = 0.0
     first_chunk_wait_seconds: float = 0.0
     peak_buffer_bytes: int = 0
+    samples_skipped: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add_chunk(self, samples: int, nbytes: int, seconds: float, peak_bytes: int) -> None:
@@ -40,6 +43,10 @@ class LoaderStats:
             self.bytes_loaded += nbytes
             self.load_seconds += seconds
             self.peak_buffer_bytes = max(self.peak_buffer_bytes, peak_bytes)
+
+    def add_skipped(self, samples: int) -> None:
+        with self._lock:
+            self.samples_skipped += samples
 
     def add_wait(self, seconds: float) -> None:
         with self._lock:

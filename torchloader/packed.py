@@ -17,10 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
-from .batch_buffer import as_index_array, is_batch
+from .batch_buffer import as_index_array, check_index, is_batch
 from .batching import batch_dataloader
 from .chunk_buffer import SampleLayout
-from .path_dataset import _check_index
 from .samples import split_sample
 from .shards import Manifest
 
@@ -110,7 +109,7 @@ class PackedDataset(Dataset):
         """Sample ``index``; a list, array, tensor or slice gives the batch (``gather``)."""
         if is_batch(index):
             return self._batch(as_index_array(index, len(self)))
-        index = _check_index(index, len(self))
+        index = check_index(index, len(self))
         shards = self._open()
         k = int(np.searchsorted(self._stops, index, side="right"))
         x = self._tensor(np.array(shards[k][index - self.manifest.shards[k].start]), batch=False)

@@ -11,7 +11,6 @@ buffer when workers are spawned.
 
 from __future__ import annotations
 
-import operator
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,8 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .batch_buffer import as_index_array, is_batch, read_batch
+from .batch_buffer import as_index_array, check_index, is_batch, read_batch, stored_images
 from .batching import batch_dataloader
+from .error_log import ErrorLog, SkippedSample, check_on_error
 from .errors import SampleLoadError
 from .folder import scan_folder
 from .csv_table import read_csv_table
@@ -46,10 +46,14 @@ class PathDataset(Dataset):
         transform: applied to the loaded tensor.
         target_transform: applied to the label (an ``int64`` tensor).
         classes: class names, index = label, when ``labels`` are integers.
+        on_error: ``"raise"`` (default): a file that cannot be read raises
+            :class:`SampleLoadError` naming the index, the path and the cause.
+            ``"skip"``: batches (``ds[indices]``, ``ds.dataloader()``,
+            ``ChunkedLoader``) leave it out, one sample shorter, and list it in
+            ``ds.errors``; the first is warned about. Transform errors still raise.
 
     ``ds[i]`` returns ``(x, y)`` with ``y`` a 0-dim ``int64`` tensor, or ``x``
-    alone without labels. A file that cannot be read raises
-    :class:`SampleLoadError` naming the index, the path and the cause.
+    alone without labels; a sample asked for alone always raises if it cannot be read.
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -71,7 +75,10 @@ class PathDataset(Dataset):
         transform: Callable[[torch.Tensor], Any] | None = None,
         target_transform: Callable[[torch.Tensor], Any] | None = None,
         classes: Sequence[str] | None = None,
+        on_error: str = "raise",
     ) -> None:
+        self.on_error = check_on_error(on_error)
+        self.errors = ErrorLog()  # the samples on_error="skip" left out, in this process
         self.paths = _encode_paths(paths)
         self.labels: np.ndarray | None = None
         self.classes: list[str] | None = list(classes) if classes is not None else None
@@ -108,6 +115,7 @@ class PathDataset(Dataset):
         reader: Reader | None = None,
         transform: Callable[[torch.Tensor], Any] | None = None,
         target_transform: Callable[[torch.Tensor], Any] | None = None,
+        on_error: str = "raise",
     ) -> PathDataset:
         """One class per sub-folder: ``root/<class>/<file>``, as ``ImageFolder``.
 
@@ -135,6 +143,7 @@ class PathDataset(Dataset):
             transform=transform,
             target_transform=target_transform,
             classes=classes,
+            on_error=on_error,
         )
 
     @classmethod
@@ -148,6 +157,7 @@ class PathDataset(Dataset):
         reader: Reader | None = None,
         transform: Callable[[torch.Tensor], Any] | None = None,
         target_transform: Callable[[torch.Tensor], Any] | None = None,
+        on_error: str = "raise",
     ) -> PathDataset:
         """Paths and labels from a CSV file with a header row.
 
@@ -165,6 +175,7 @@ class PathDataset(Dataset):
             reader=reader,
             transform=transform,
             target_transform=target_transform,
+            on_error=on_error,
         )
 
     def __len__(self) -> int:
@@ -178,18 +189,22 @@ class PathDataset(Dataset):
         """Sample ``index`` as ``(x, y)`` (or ``x``); a list, array, tensor or slice
         of indices gives the whole batch, read straight into one buffer."""
         if is_batch(index):
-            return read_batch(self, as_index_array(index, len(self)))
-        index = _check_index(index, len(self))
-        path = self.path(index)
-        try:
-            x = self._load(path)
-        except Exception as exc:
-            raise SampleLoadError.from_exception(index, path, exc) from exc
+            batch, skipped = self.load_batch(index)
+            self.errors.record(skipped)
+            return batch
+        index = check_index(index, len(self))
+        x = self._load(index, self.path(index))
         return x if self.labels is None else (x, self._label(index))
 
+    def load_batch(self, indices: Any) -> tuple[Any, list[SkippedSample]]:
+        """The batch ``ds[indices]`` and the samples left out of it, not yet recorded
+        in ``ds.errors`` (what a DataLoader worker sends back to the main process)."""
+        return read_batch(self, as_index_array(indices, len(self)), skip=self.on_error == "skip")
+
     def read_into(
-        self, indices: Sequence[int], out: torch.Tensor, slots: Sequence[int] | None = None
-    ) -> torch.Tensor | None:
+        self, indices: Sequence[int], out: torch.Tensor, slots: Sequence[int] | None = None,
+        *, skipped: list[tuple[int, SkippedSample]] | None = None,
+    ) -> torch.Tensor | None:  # fmt: skip
         """Load the samples at ``indices`` into ``out[slots[k]]``; return their labels.
 
         ``out`` is a batch or RAM-chunk buffer (one slot per sample, each of the
@@ -197,23 +212,27 @@ class PathDataset(Dataset):
         fit are decoded by libjpeg-turbo straight into their slot when ``out`` is
         channels-last (``N x C x H x W`` over ``N x H x W x C`` memory); anything else
         is read as ``ds[i]`` would be and copied. Labels come back as one tensor
-        (None without labels).
+        (None without labels). Given a ``skipped`` list, a sample that cannot be
+        read is appended to it as ``(slot, SkippedSample)`` instead, its slot left as is.
 
         Raises:
             SampleLoadError: a file could not be read (index, path and cause named).
             ShapeMismatch: a sample has another shape or dtype than ``out``'s slots.
         """
         slots = range(len(indices)) if slots is None else slots
-        stored = _stored_images(out)
+        stored = stored_images(out)
         direct = getattr(self.reader, "read_into", None) if stored is not None and self.transform is None else None
         for slot, index in zip(slots, indices):
             path = os.fsdecode(self.paths[index])
             try:
-                if direct is not None and direct(path, stored[slot]):
+                if direct is not None and _decode_into(direct, index, path, stored[slot]):  # type: ignore[index]
                     continue
-                x = self._load(path)
-            except Exception as exc:
-                raise SampleLoadError.from_exception(index, path, exc) from exc
+                x = self._load(index, path)
+            except SampleLoadError as exc:
+                if skipped is None or not exc.skippable:
+                    raise
+                skipped.append((slot, SkippedSample.of(exc)))
+                continue
             if x.shape != out.shape[1:] or x.dtype != out.dtype:
                 raise ShapeMismatch(index, describe(x, None))
             out[slot].copy_(x)
@@ -248,11 +267,22 @@ class PathDataset(Dataset):
             >>> [tuple(xb.shape) for xb, yb in ds.dataloader(2, shuffle=False)]
             [(2, 3), (2, 3), (1, 3)]
         """
-        return batch_dataloader(self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, **kwargs)
+        return batch_dataloader(
+            self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, reports_skipped=True, **kwargs
+        )
 
-    def _load(self, path: str) -> Any:
-        x = to_tensor(self.reader(path))
-        return x if self.transform is None else self.transform(x)
+    def _load(self, index: int, path: str) -> Any:
+        try:
+            x = to_tensor(self.reader(path))
+        except Exception as exc:
+            hint = _ALONE_HINT if self.on_error == "skip" else ""
+            raise SampleLoadError.from_exception(index, path, exc, hint=hint) from exc
+        if self.transform is None:
+            return x
+        try:
+            return self.transform(x)
+        except Exception as exc:  # a mistake in the transform, not a bad file: never skipped
+            raise SampleLoadError.from_exception(index, path, exc, skippable=False) from exc
 
     def _label(self, index: int) -> Any:
         y = torch.scalar_tensor(int(self.labels[index]), dtype=torch.int64)  # type: ignore[index]
@@ -261,10 +291,22 @@ class PathDataset(Dataset):
     def __repr__(self) -> str:
         labels = "None" if self.labels is None else f"{len(np.unique(self.labels))} values"
         classes = "" if self.classes is None else f", classes={len(self.classes)}"
-        return (
-            f"PathDataset(n={len(self)}, labels={labels}{classes}, "
-            f"reader={self.reader!r})"
-        )
+        on_error = "" if self.on_error == "raise" else f", on_error={self.on_error!r}"
+        return f"PathDataset(n={len(self)}, labels={labels}{classes}, reader={self.reader!r}{on_error})"
+
+
+_ALONE_HINT = (
+    ". on_error='skip' leaves such samples out of batches (ds[indices], ds.dataloader(), "
+    "ChunkedLoader); a sample asked for alone, as by a DataLoader with batch_size=..., "
+    "cannot be left out: use ds.dataloader(batch_size, ...)"
+)
+
+
+def _decode_into(decode: Callable[[str, np.ndarray], bool], index: int, path: str, slot: np.ndarray) -> bool:
+    try:
+        return decode(path, slot)
+    except Exception as exc:
+        raise SampleLoadError.from_exception(index, path, exc) from exc
 
 
 def _encode_paths(paths: Sequence[PathLike] | np.ndarray) -> np.ndarray:
@@ -276,23 +318,3 @@ def _encode_paths(paths: Sequence[PathLike] | np.ndarray) -> np.ndarray:
     # os.fsencode keeps non-UTF-8 names (surrogate escapes) round-trippable.
     return np.array([os.fsencode(p) for p in paths], dtype=np.bytes_)
 
-
-def _check_index(index: Any, length: int) -> int:
-    try:
-        index = operator.index(index)
-    except TypeError:
-        raise TypeError(
-            f"index must be an integer (got {type(index).__name__}); for a batch "
-            f"pass a list or array of indices"
-        ) from None
-    if not -length <= index < length:
-        raise IndexError(f"index {index} is out of range for {length} samples")
-    return index + length if index < 0 else index
-
-
-def _stored_images(out: torch.Tensor) -> np.ndarray | None:
-    """``out`` as an ``N x H x W x C`` uint8 array where it is channels-last, else None."""
-    if out.ndim != 4 or out.dtype != torch.uint8 or out.device.type != "cpu":
-        return None
-    stored = out.permute(0, 2, 3, 1)
-    return stored.numpy() if stored.is_contiguous() else None

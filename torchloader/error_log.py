@@ -1,0 +1,170 @@
+"""``on_error="skip"``: samples left out of their batch, listed where the user can see them.
+
+A sample whose file cannot be read is left out of its batch, never replaced by
+another sample or by zeros: the batch is one shorter, and its neighbours keep
+their places. Batch boundaries do not move, so every rank of a
+``torch.distributed`` job still takes the same number of steps per epoch (a
+batch whose every sample failed is an empty batch, not a missing one).
+
+Each skipped sample becomes a :class:`SkippedSample` in an :class:`ErrorLog`
+(``dataset.errors`` in the main process, whichever loader read it); the first
+one is warned about, the others are only counted. Only reading errors are
+skipped: a transform that raises, or a sample of another shape, is a mistake
+that would recur for every sample, and still raises.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+from torch.utils.data import Subset
+
+__all__ = ["ErrorLog", "SkippedSample", "SkippedSampleWarning", "check_on_error", "error_policy"]
+
+ON_ERROR = ("raise", "skip")
+
+
+def check_on_error(on_error: str) -> str:
+    if on_error not in ON_ERROR:
+        raise ValueError(
+            f"on_error must be 'raise' (stop at the first sample that cannot be read) or "
+            f"'skip' (leave it out of its batch and list it) (got {on_error!r})"
+        )
+    return on_error
+
+
+def error_policy(dataset: Any) -> tuple[str, ErrorLog | None]:
+    """``dataset``'s ``on_error`` and ``errors``, looking through ``Subset`` wrappers
+    (a subset's skipped samples are listed with the wrapped data set's indices)."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    errors = getattr(dataset, "errors", None)
+    return check_on_error(getattr(dataset, "on_error", "raise")), errors if isinstance(errors, ErrorLog) else None
+
+
+class SkippedSample(NamedTuple):
+    """A sample left out of its batch: its index, its file and why it failed."""
+
+    index: int
+    path: str | None
+    cause: str
+
+    @classmethod
+    def of(cls, error: BaseException) -> SkippedSample:
+        """The record of a :class:`SampleLoadError`."""
+        cause = getattr(error, "cause", None) or str(error)
+        return cls(int(error.index), error.path, cause)  # type: ignore[attr-defined]
+
+
+class SkippedSampleWarning(UserWarning):
+    """Issued once per :class:`ErrorLog`, for its first skipped sample."""
+
+
+class ErrorLog:
+    """The samples ``on_error="skip"`` left out, each once, in the order first met.
+
+    ``len(log)`` counts them, iterating gives :class:`SkippedSample` records (the
+    first failure of each index; a loader's ``stats.samples_skipped`` counts every
+    time one was left out, epoch after epoch), and :meth:`write` saves them as
+    CSV. Under ``torch.distributed`` each rank logs what it read;
+    :meth:`all_ranks` merges them (a collective: every rank calls it).
+
+    Example:
+        >>> log = ErrorLog()
+        >>> log.record([SkippedSample(7, "img/7.jpg", "OSError: truncated")], warn=False)
+        >>> len(log), log[0].path
+        (1, 'img/7.jpg')
+    """
+
+    def __init__(self, records: Iterable[SkippedSample] = ()) -> None:
+        self._by_index: dict[int, SkippedSample] = {}
+        self._warned = False
+        self._add(records)
+
+    def _add(self, records: Iterable[SkippedSample]) -> None:
+        for r in records:
+            self._by_index.setdefault(r.index, r)
+
+    @property
+    def _records(self) -> list[SkippedSample]:
+        return list(self._by_index.values())
+
+    def record(
+        self, skipped: Iterable[SkippedSample], *, warn: bool = True, where: str = "ds.errors", stacklevel: int = 3
+    ) -> None:
+        """Add ``skipped``; the log's first record is warned about (unless ``warn=False``)."""
+        skipped = list(skipped)
+        if not skipped:
+            return
+        self._add(skipped)
+        if warn and not self._warned:
+            self._warned = True
+            first = skipped[0]
+            warnings.warn(
+                f"skipped sample {first.index} ({first.path!r}): {first.cause}. "
+                f"on_error='skip' leaves it out of its batch (the batch is shorter, never "
+                f"refilled); later skipped samples are not warned about, they are listed "
+                f"in {where}",
+                SkippedSampleWarning,
+                stacklevel=stacklevel,
+            )
+
+    def __len__(self) -> int:
+        return len(self._by_index)
+
+    def __iter__(self) -> Iterator[SkippedSample]:
+        return iter(self._records)
+
+    def __getitem__(self, k: int) -> SkippedSample:
+        return self._records[k]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ErrorLog):
+            return self._records == other._records
+        return NotImplemented
+
+    def clear(self) -> None:
+        """Forget every record (the next one is warned about again)."""
+        self._by_index.clear()
+        self._warned = False
+
+    def indices(self) -> list[int]:
+        """The indices of the samples left out, in the order first met."""
+        return list(self._by_index)
+
+    def all_ranks(self) -> ErrorLog:
+        """Every rank's records, sorted by index, on every rank (``all_gather_object``).
+
+        Without an initialized process group this is a copy of the log. Every rank
+        must call it, as any collective.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return ErrorLog(sorted(self._records, key=_by_index))
+        gathered: list[list[SkippedSample] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, [tuple(r) for r in self._records])
+        merged = [SkippedSample(*r) for part in gathered for r in part or ()]
+        return ErrorLog(sorted(merged, key=_by_index))
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Save the records as CSV with the header ``index,path,cause``.
+
+        A file name that is not valid UTF-8 is written with backslash escapes.
+        """
+        with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
+            writer = csv.writer(f)
+            writer.writerow(["index", "path", "cause"])
+            for r in self._records:
+                writer.writerow([r.index, "" if r.path is None else r.path, r.cause])
+
+    def __repr__(self) -> str:
+        return f"ErrorLog({len(self)} skipped)"
+
+
+def _by_index(record: SkippedSample) -> int:
+    return record.index
