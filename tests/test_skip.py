@@ -366,12 +366,12 @@ def test_a_data_set_without_on_error_still_raises_in_the_chunked_loader():
         list(ChunkedLoader(Strict(), 3, chunk_size=8, shuffle=False))
 
 
-def test_a_chunked_loader_refuses_an_unknown_on_error():
+def test_a_data_set_whose_on_error_means_something_else_is_not_skipped():
     class Odd(_Flaky):
-        on_error = "ignore"
+        on_error = "warn"  # a dataset's own setting, not torchloader's
 
-    with pytest.raises(ValueError, match="on_error must be"):
-        ChunkedLoader(Odd(), 3, chunk_size=8)
+    with pytest.raises(SampleLoadError, match="sample 2 is on a bad sector"):
+        list(ChunkedLoader(Odd(), 3, chunk_size=8, shuffle=False))
 
 
 def test_chunked_loader_in_raise_mode_names_the_deleted_file_from_a_worker_process(tmp_path):
@@ -488,3 +488,128 @@ def test_a_subset_of_a_skipping_data_set_is_skipped_and_listed_with_the_wrapped_
         got = [indices_of(x) for x, _ in loader]
     assert got == [[10, 11], [13, 14], [16]]
     assert loader.errors is ds.errors and ds.errors.indices() == [12, 15]
+
+
+# --- found in review --------------------------------------------------------------------------
+
+
+def test_a_target_transform_works_when_a_batch_keeps_one_sample(tmp_path):
+    ds = scanned(tmp_path / "root", on_error="skip", target_transform=lambda y: y + 5)
+    with pytest.warns(SkippedSampleWarning):
+        x, y = ds[[3, 5]]  # the first is bad: one sample is left
+    assert indices_of(x) == [5] and y.tolist() == [5]
+    x, y = ds[[6]]
+    assert indices_of(x) == [6] and y.tolist() == [5]
+
+
+def test_a_transform_that_returns_no_tensor_is_an_error_not_a_skip(tmp_path):
+    def buggy(x):
+        return None if int(x[0, 0, 0]) == 50 else x
+
+    ds = scanned(tmp_path / "root", bad={}, on_error="skip", transform=buggy)
+    with pytest.raises(ValueError, match="sample 5 has a NoneType but sample 0 has x"):
+        ds[[0, 5]]
+    subset = torch.utils.data.Subset(ds, list(range(10)))
+    with pytest.raises(SampleLoadError, match="could not load sample 5: TypeError") as info:
+        list(ChunkedLoader(subset, 4, chunk_size=8, shuffle=False))
+    assert info.value.skippable is False and len(ds.errors) == 0
+
+
+class _CountingReader:
+    def __init__(self, reader):
+        self.reader = reader
+        self.calls = multiprocessing.Value("i", 0)
+
+    def __call__(self, path):
+        with self.calls.get_lock():
+            self.calls.value += 1
+        return self.reader(path)
+
+
+def test_a_chunked_loader_learns_the_layout_from_one_file_when_the_transform_is_broken(tmp_path):
+    write_folder(tmp_path / "root", bad={})
+    reader = _CountingReader(PathDataset.from_folder(tmp_path / "root").reader)
+    ds = PathDataset.from_folder(tmp_path / "root", reader=reader, transform=lambda x: "not a tensor", on_error="skip")
+    with pytest.raises(SampleLoadError, match="could not load sample 0: TypeError"):
+        ChunkedLoader(torch.utils.data.Subset(ds, range(N)), 4, chunk_size=8)
+    assert reader.calls.value == 1
+
+
+def test_batches_of_only_bad_samples_do_not_read_the_data_set_again_each(tmp_path):
+    bad = dict.fromkeys(range(12), "empty file")
+    write_folder(tmp_path / "root", bad=bad)
+    reader = _CountingReader(PathDataset.from_folder(tmp_path / "root").reader)
+    ds = PathDataset.from_folder(tmp_path / "root", reader=reader, on_error="skip")
+    with pytest.warns(SkippedSampleWarning):
+        got = [indices_of(x) for x, _ in ds.dataloader(2, shuffle=False)]
+    assert got == [[]] * 6 + [[12, 13], [14, 15], [16, 17], [18, 19]]
+    assert reader.calls.value <= N + 12 + 1  # each file once, plus one look for the shape
+
+
+def test_skipped_samples_count_when_their_batch_is_handed_out(tmp_path):
+    ds = scanned(tmp_path / "root", bad={7: "empty file"}, on_error="skip")
+    loader = ChunkedLoader(ds, 2, chunk_size=8, shuffle=False)
+    batches = iter(loader)
+    next(batches)  # the chunk holding sample 7 is loaded, its batch not yet handed out
+    assert (loader.stats.samples_skipped, len(ds.errors)) == (0, 0)
+    next(batches), next(batches)
+    state = loader.state_dict()
+    del batches
+    resumed = ChunkedLoader(ds, 2, chunk_size=8, shuffle=False)
+    resumed.load_state_dict(state)
+    with pytest.warns(SkippedSampleWarning):
+        rest = [indices_of(x) for x, _ in resumed]
+    assert rest[0] == [6] and resumed.stats.samples_skipped == 1 and ds.errors.indices() == [7]
+
+
+def test_a_batch_cut_by_drop_last_lists_none_of_its_samples(tmp_path):
+    ds = scanned(tmp_path / "root", bad={19: "empty file"}, on_error="skip")
+    loader = ChunkedLoader(ds, 3, chunk_size=20, shuffle=False, drop_last=True)  # 18, 19 are cut
+    assert [indices_of(x)[-1] for x, _ in loader][-1] == 17
+    assert loader.stats.samples_skipped == 0 and len(ds.errors) == 0
+
+
+def test_ds_dataloader_s_dataset_is_the_data_set_itself(ds):
+    loader = ds.dataloader(4, shuffle=False)
+    assert loader.dataset is ds
+    loader.dataset.transform = lambda x: x // 10  # swapping a transform, as users do
+    with pytest.warns(SkippedSampleWarning):
+        assert next(iter(loader))[0][:, 0, 0, 0].tolist() == [0, 1, 2]
+
+
+class _OwnErrors(_Flaky):
+    def __getitem__(self, i):
+        if i in (2, 5):
+            raise SampleLoadError("sample on a bad sector")  # the library's error, without an index
+        return super().__getitem__(i)
+
+
+def test_a_sample_load_error_without_an_index_is_listed_under_the_index_asked_for():
+    loader = ChunkedLoader(_OwnErrors(), 4, chunk_size=8, shuffle=False)
+    with pytest.warns(SkippedSampleWarning):
+        list(loader)
+    assert [(r.index, r.cause) for r in loader.errors] == [(2, "sample on a bad sector"), (5, "sample on a bad sector")]
+
+
+@pytest.mark.parametrize("error", [MemoryError(), OSError(24, "Too many open files")], ids=["MemoryError", "EMFILE"])
+def test_running_out_of_memory_or_file_handles_is_never_skipped(tmp_path, error):
+    def reader(path):
+        raise error
+
+    ds = PathDataset([str(tmp_path / f"{i}.png") for i in range(4)], on_error="skip", reader=reader)
+    with pytest.raises(SampleLoadError, match=type(error).__name__) as info:
+        ds[[0, 1]]
+    assert info.value.skippable is False and "on_error='skip'" not in str(info.value)
+    assert len(ds.errors) == 0
+
+
+def test_the_error_that_nothing_can_be_read_is_not_itself_skipped(tmp_path):
+    ds = scanned(tmp_path / "root", bad=dict.fromkeys(range(N), "empty file"), on_error="skip")
+    with pytest.raises(SampleLoadError, match="none of the") as info:
+        ChunkedLoader(ds, 4, chunk_size=8)
+    assert info.value.skippable is False
+
+
+def test_error_log_items_can_be_indexed():
+    log = ErrorLog(SkippedSample(i, None, "x") for i in range(5))
+    assert [log[k].index for k in range(5)] == list(range(5)) and log[-1].index == 4

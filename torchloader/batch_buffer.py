@@ -18,6 +18,7 @@ whose every sample failed is empty, with the shape of the data set's samples.
 from __future__ import annotations
 
 import operator
+import weakref
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,9 @@ from .errors import SampleLoadError
 from .samples import ShapeMismatch, describe, mismatch_message, split_sample
 
 __all__ = ["as_index_array", "check_index", "is_batch", "read_batch", "stored_images"]
+
+# the layout of a sample each dataset served in this process: the shape of an empty batch
+_LAYOUTS: weakref.WeakKeyDictionary[Any, SampleLayout] = weakref.WeakKeyDictionary()
 
 
 def is_batch(index: Any) -> bool:
@@ -95,14 +99,18 @@ def read_batch(dataset: Any, indices: np.ndarray, *, skip: bool = False) -> tupl
         return _empty_batch(dataset), skipped
     x0, y0 = first
     layout = SampleLayout.of(x0, y0)
+    if skip:
+        _LAYOUTS[dataset] = layout
     n = len(indices) - k
     buffer = layout.allocate(n, pin=False, shared=get_worker_info() is not None)
     buffer.x[0].copy_(x0)
     bad: list[tuple[int, SkippedSample]] | None = [] if skip else None
-    try:
-        ys = dataset.read_into(indices[k + 1 :].tolist(), buffer.x[1:], skipped=bad)
-    except ShapeMismatch as exc:
-        raise ValueError(mismatch_message(exc.index, exc.what, int(indices[k]), describe(x0, None))) from None
+    ys = None
+    if n > 1:
+        try:
+            ys = dataset.read_into(indices[k + 1 :].tolist(), buffer.x[1:], skipped=bad)
+        except ShapeMismatch as exc:
+            raise ValueError(mismatch_message(exc.index, exc.what, int(indices[k]), describe(x0, None))) from None
     if buffer.y is not None:
         buffer.y[0].copy_(y0)
         if ys is not None:
@@ -126,25 +134,28 @@ def _first_that_loads(
         except SampleLoadError as exc:
             if skipped is None or not exc.skippable:
                 raise
-            skipped.append(SkippedSample.of(exc))
+            skipped.append(SkippedSample.of(exc, index))
     return len(indices), None
 
 
 def _empty_batch(dataset: Any) -> Any:
-    """A batch of no samples, shaped as the first sample of ``dataset`` that loads."""
+    """A batch of no samples, shaped as the samples ``dataset`` served in this
+    process, or else as the first of its samples that can be read."""
+    layout = _LAYOUTS.get(dataset)
     first_error = None
-    for index in range(len(dataset)):
+    for index in range(len(dataset)) if layout is None else ():
         try:
-            x0, y0 = split_sample(dataset[index])
+            layout = _LAYOUTS[dataset] = SampleLayout.of(*split_sample(dataset[index]))
             break
         except SampleLoadError as exc:
             if not exc.skippable:
                 raise
             first_error = first_error or exc
-    else:
+    if layout is None:
         raise SampleLoadError(
             f"none of the {len(dataset)} samples could be read (on_error='skip' has "
-            f"nothing left to serve); the first error: {first_error}"
+            f"nothing left to serve); the first error: {first_error}",
+            skippable=False,
         )
-    buffer = SampleLayout.of(x0, y0).allocate(0, pin=False)
+    buffer = layout.allocate(0, pin=False)
     return buffer.x if buffer.y is None else (buffer.x, buffer.y)

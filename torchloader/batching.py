@@ -18,11 +18,11 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from .sampler import ChunkedSampler
 
-__all__ = ["BatchLoader", "IndexBatchSampler", "batch_dataloader", "shuffled_batches"]
+__all__ = ["BatchLoader", "IndexBatchSampler", "SkippedBack", "batch_dataloader", "shuffled_batches"]
 
 
 class IndexBatchSampler(Sampler[np.ndarray]):
@@ -101,8 +101,8 @@ def batch_dataloader(
     dataset's ``dataset[indices]`` builds the whole batch, and the DataLoader's
     per-sample fetch and collate are skipped. Other keyword arguments
     (``num_workers``, ``pin_memory``, ...) pass through. ``reports_skipped``: a
-    :class:`BatchLoader` over ``dataset.load_batch``, which brings the samples
-    ``on_error="skip"`` left out back from the workers into ``dataset.errors``.
+    :class:`BatchLoader`, which asks for :class:`SkippedBack` batches and brings the
+    samples ``on_error="skip"`` left out back from the workers into ``dataset.errors``.
     """
     for key in ("sampler", "batch_sampler", "collate_fn"):
         if key in kwargs:
@@ -114,29 +114,20 @@ def batch_dataloader(
     if kwargs.get("num_workers", 0) > 0:
         kwargs["worker_init_fn"] = FreezeGC(kwargs.get("worker_init_fn"))
     if reports_skipped:
-        return BatchLoader(_WithSkipped(dataset), batch_size=None, sampler=sampler, **kwargs)
+        sampler = _SkippedBackSampler(sampler.sampler, batch_size, drop_last=drop_last)
+        return BatchLoader(dataset, batch_size=None, sampler=sampler, **kwargs)
     return DataLoader(dataset, batch_size=None, sampler=sampler, **kwargs)
 
 
-class _WithSkipped(Dataset):
-    """``dataset.load_batch(indices)``: a batch and the samples left out of it. Anything
-    else (``loader.dataset[0]``, ``.classes``, ...) is the wrapped dataset's."""
+class SkippedBack(np.ndarray):
+    """Batch indices that ask ``dataset[indices]`` for ``(batch, skipped)``: how the
+    workers of ``ds.dataloader()`` send back the samples ``on_error="skip"`` left out."""
 
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, indices: Any) -> Any:
-        if isinstance(indices, np.ndarray) and indices.ndim == 1:  # from IndexBatchSampler
-            return self.dataset.load_batch(indices)
-        return self.dataset[indices]
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "dataset":  # not set yet (unpickling)
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
+class _SkippedBackSampler(IndexBatchSampler):
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for batch in super().__iter__():
+            yield batch.view(SkippedBack)
 
 
 class BatchLoader(DataLoader):
@@ -150,7 +141,7 @@ class BatchLoader(DataLoader):
     @property
     def errors(self) -> Any:
         """The dataset's :class:`ErrorLog` (``ds.errors``)."""
-        return self.dataset.dataset.errors  # type: ignore[attr-defined]
+        return self.dataset.errors  # type: ignore[attr-defined]
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         return _Unwrapped(super().__iter__(), self.errors)

@@ -19,62 +19,71 @@ import numpy as np
 import torch
 
 from .chunk_buffer import ChunkBuffer
+from .error_log import SkippedSample
 
 __all__ = ["BatchCutter"]
 
 Piece = tuple[torch.Tensor, "torch.Tensor | None"]
+Skipped = Sequence[tuple[int, SkippedSample]]  # (slot, record) of the samples left out
 
 
 class BatchCutter:
     """Cuts the chunks of one pass into batches of ``batch_size`` positions.
 
-    ``sizes`` receives each batch's positions (samples served or left out), so
-    the consumer can count where in the order it stands.
+    ``handed`` receives, per batch, its positions (samples served or left out),
+    so the consumer can count where in the order it stands, and the records of
+    the samples left out of it, to be listed when the batch is handed out.
     """
 
-    def __init__(self, batch_size: int, sizes: deque[int]) -> None:
+    def __init__(self, batch_size: int, handed: deque[tuple[int, list[SkippedSample]]]) -> None:
         self.batch_size = batch_size
-        self.sizes = sizes
+        self.handed = handed
         self._pieces: list[Piece] = []
         self._positions = 0  # positions of the order the pieces cover
+        self._skipped: list[SkippedSample] = []  # of the pieces
 
     @property
     def pending(self) -> bool:
         """Whether a batch begun in earlier chunks is still unfinished."""
         return self._positions > 0
 
-    def batches_of(self, buffer: ChunkBuffer, size: int, bad: Sequence[int] = ()) -> Iterator[Any]:
-        """The batches that end in the first ``size`` slots of ``buffer``; the slots
-        in ``bad`` hold samples that were left out."""
+    def batches_of(self, buffer: ChunkBuffer, size: int, skipped: Skipped = ()) -> Iterator[Any]:
+        """The batches that end in the first ``size`` slots of ``buffer``; the
+        ``(slot, record)`` of ``skipped`` are the samples that were left out."""
         keep = None
-        if len(bad):
+        if len(skipped):
             keep = np.ones(size, dtype=bool)
-            keep[np.asarray(bad, dtype=np.int64)] = False
+            keep[np.array([slot for slot, _ in skipped], dtype=np.int64)] = False
         pos = 0
         if self._positions:  # finish the batch that started in an earlier chunk
             pos = min(self.batch_size - self._positions, size)
-            self._carry(buffer, 0, pos, keep)
+            self._carry(buffer, 0, pos, keep, skipped)
             if self._positions == self.batch_size:
                 yield self.finish()
         while pos + self.batch_size <= size:
-            self.sizes.append(self.batch_size)
+            self.handed.append((self.batch_size, _records(skipped, pos, pos + self.batch_size)))
             yield _batch(*_take(buffer, pos, pos + self.batch_size, keep, copy=False))
             pos += self.batch_size
         if pos < size:  # the start of a batch that ends in a later chunk
-            self._carry(buffer, pos, size, keep)
+            self._carry(buffer, pos, size, keep, skipped)
 
     def finish(self) -> Any:
         """The batch made of the pieces carried so far (which are then dropped)."""
-        pieces, self._pieces = self._pieces, []
-        self.sizes.append(self._positions)
-        self._positions = 0
+        pieces = [p for p in self._pieces if len(p[0])] or self._pieces[:1]  # cat keeps the memory order
+        self.handed.append((self._positions, self._skipped))
+        self._pieces, self._positions, self._skipped = [], 0, []
         x = torch.cat([p[0] for p in pieces])
         y = None if pieces[0][1] is None else torch.cat([p[1] for p in pieces])  # type: ignore[misc]
         return _batch(x, y)
 
-    def _carry(self, buffer: ChunkBuffer, a: int, b: int, keep: np.ndarray | None) -> None:
+    def _carry(self, buffer: ChunkBuffer, a: int, b: int, keep: np.ndarray | None, skipped: Skipped) -> None:
         self._pieces.append(_take(buffer, a, b, keep, copy=True))
         self._positions += b - a
+        self._skipped += _records(skipped, a, b)
+
+
+def _records(skipped: Skipped, a: int, b: int) -> list[SkippedSample]:
+    return [record for slot, record in skipped if a <= slot < b]
 
 
 def _take(buffer: ChunkBuffer, a: int, b: int, keep: np.ndarray | None, *, copy: bool) -> Piece:

@@ -34,13 +34,21 @@ Skipped = list[tuple[int, SkippedSample]]  # (slot, record) of the samples on_er
 
 
 def read_sample(dataset: Any, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``dataset[index]`` as ``(x, y)`` tensors; any failure names the index."""
+    """``dataset[index]`` as ``(x, y)`` tensors; any failure names the index.
+
+    A sample the dataset fails to give may be skipped (``on_error="skip"``); one
+    it gives in a form that is not ``x`` or ``(x, y)`` tensors is a bug, and is not.
+    """
     try:
-        return split_sample(dataset[index])
+        sample = dataset[index]
     except SampleLoadError:
         raise
     except Exception as exc:
         raise SampleLoadError.from_exception(index, None, exc) from exc
+    try:
+        return split_sample(sample)
+    except Exception as exc:
+        raise SampleLoadError.from_exception(index, None, exc, skippable=False) from exc
 
 
 def check_sample(
@@ -86,7 +94,7 @@ def fill_slots(
         except SampleLoadError as exc:
             if skipped is None or not exc.skippable:
                 raise
-            skipped.append((slot, SkippedSample.of(exc)))
+            skipped.append((slot, SkippedSample.of(exc, index)))
             continue
         check_sample(first, index, x, y)
         buffer.x[slot].copy_(x)
@@ -157,14 +165,24 @@ class ChunkFiller:
     def layout(self, index: int) -> SampleLayout:
         """The layout every sample must have, taken from sample ``index`` (or, when
         skipping, the first one from there on that can be read)."""
-        while self.first is None:
-            try:
-                self.first = (index, SampleLayout.of(*read_sample(self.dataset, index)))
-            except SampleLoadError as exc:
-                if not (self.skip and exc.skippable and index + 1 < len(self.dataset)):
-                    raise
-                index += 1  # recorded when its chunk is served, not here
+        if self.first is None:
+            self.first = self._first_readable(index)
         return self.first[1]
+
+    def _first_readable(self, index: int) -> tuple[int, SampleLayout]:
+        first_error = None
+        for probe in range(index, len(self.dataset)) if self.skip else (index,):
+            try:
+                return probe, SampleLayout.of(*read_sample(self.dataset, probe))
+            except SampleLoadError as exc:
+                if not (self.skip and exc.skippable):
+                    raise
+                first_error = first_error or exc  # recorded when its batch is served, not here
+        raise SampleLoadError(
+            f"none of the {len(self.dataset) - index} samples from {index} on could be read "
+            f"(on_error='skip' has nothing left to serve); the first error: {first_error}",
+            skippable=False,
+        )
 
     def fill(self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event) -> Skipped:
         """Write ``dataset[indices[j]]`` into slot ``j`` of ``buffer``; return the

@@ -31,7 +31,7 @@ from .chunk_producer import LoadedChunk, Producer, chunk_plan
 from .chunk_workers import ProcessFiller
 from .chunking import format_bytes
 from .device import DeviceLoader
-from .error_log import ErrorLog, error_policy
+from .error_log import ErrorLog, SkippedSample, error_policy
 from .loader_stats import LoaderStats
 from .sampler import ChunkedSampler, check_chunk_args
 from .sampler import _check_non_negative_int as _check_int
@@ -111,9 +111,9 @@ class ChunkedLoader:
         if worker_type not in ("process", "thread"):
             raise ValueError(f"worker_type must be 'process' or 'thread' (got {worker_type!r})")
         self.worker_type = worker_type
-        on_error, errors = error_policy(dataset)
+        skip, errors = error_policy(dataset)
         self.errors = errors if errors is not None else ErrorLog()
-        self.filler = self._filler(on_error == "skip", multiprocessing_context)
+        self.filler = self._filler(skip, multiprocessing_context)
         self.layout = self.filler.layout(0)
         chunk_size = self._chunk_size(chunk_size, ram_budget)
         self.sampler = ChunkedSampler(
@@ -203,39 +203,43 @@ class ChunkedLoader:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[Any]:
-        sizes: deque[int] = deque()  # samples of each batch made and not yet handed out
-        host = self._host_batches(sizes)
+        # per batch made and not yet handed out: its positions, the samples left out of it
+        handed: deque[tuple[int, list[SkippedSample]]] = deque()
+        host = self._host_batches(handed)
         batches: Iterator[Any] = host
         if self.device is not None:
             batches = iter(DeviceLoader(host, self.device, transform=self.transform))
         elif self.transform is not None:
             batches = map(self.transform, host)
-        return self._handed_out(host, batches, sizes)
+        return self._handed_out(host, batches, handed)
 
-    def _handed_out(self, host: Generator, batches: Iterator[Any], sizes: deque[int]) -> Iterator[Any]:
+    def _handed_out(
+        self, host: Generator, batches: Iterator[Any], handed: deque[tuple[int, list[SkippedSample]]]
+    ) -> Iterator[Any]:
         """Count what the caller got (a ``DeviceLoader`` makes batches one ahead)."""
         epoch = self.epoch
         self._position = self._start
         try:
             for batch in batches:
-                self._position += sizes.popleft()
+                positions, skipped = handed.popleft()
+                self._position += positions
+                if skipped:
+                    self.stats.add_skipped(len(skipped))
+                    self.errors.record(skipped, where="loader.errors", stacklevel=3)
                 yield batch
         finally:
             host.close()  # a break: stop loading now, not when the generators are collected
         self.epoch, self._start, self._position = epoch + 1, 0, 0
         self.sampler.set_epoch(self.epoch)
 
-    def _host_batches(self, sizes: deque[int]) -> Iterator[Any]:
+    def _host_batches(self, handed: deque[tuple[int, list[SkippedSample]]]) -> Iterator[Any]:
         epoch, start = self.epoch, self._start
-        cutter = BatchCutter(self.batch_size, sizes)
+        cutter = BatchCutter(self.batch_size, handed)
         try:
             if start < len(self.sampler):
                 producer = self._producer_for(epoch, start)
                 for chunk in self._chunks_of(producer):
-                    if chunk.skipped:
-                        self.stats.add_skipped(len(chunk.skipped))
-                        self.errors.record([r for _, r in chunk.skipped], where="loader.errors", stacklevel=4)
-                    yield from cutter.batches_of(chunk.buffer, chunk.size, [slot for slot, _ in chunk.skipped])
+                    yield from cutter.batches_of(chunk.buffer, chunk.size, chunk.skipped)
                     producer.release(chunk)
             if cutter.pending and not self.drop_last:
                 yield cutter.finish()

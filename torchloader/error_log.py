@@ -37,13 +37,14 @@ def check_on_error(on_error: str) -> str:
     return on_error
 
 
-def error_policy(dataset: Any) -> tuple[str, ErrorLog | None]:
-    """``dataset``'s ``on_error`` and ``errors``, looking through ``Subset`` wrappers
-    (a subset's skipped samples are listed with the wrapped data set's indices)."""
+def error_policy(dataset: Any) -> tuple[bool, ErrorLog | None]:
+    """Whether ``dataset`` skips (its ``on_error`` is ``"skip"``) and its ``errors``,
+    looking through ``Subset`` wrappers (a subset's skipped samples are listed with
+    the wrapped data set's indices)."""
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
     errors = getattr(dataset, "errors", None)
-    return check_on_error(getattr(dataset, "on_error", "raise")), errors if isinstance(errors, ErrorLog) else None
+    return getattr(dataset, "on_error", None) == "skip", errors if isinstance(errors, ErrorLog) else None
 
 
 class SkippedSample(NamedTuple):
@@ -54,10 +55,12 @@ class SkippedSample(NamedTuple):
     cause: str
 
     @classmethod
-    def of(cls, error: BaseException) -> SkippedSample:
-        """The record of a :class:`SampleLoadError`."""
+    def of(cls, error: BaseException, index: int) -> SkippedSample:
+        """The record of a :class:`SampleLoadError` raised for sample ``index`` (the
+        error's own index, where it has one, is the wrapped data set's)."""
+        own = getattr(error, "index", None)
         cause = getattr(error, "cause", None) or str(error)
-        return cls(int(error.index), error.path, cause)  # type: ignore[attr-defined]
+        return cls(int(index if own is None else own), getattr(error, "path", None), cause)
 
 
 class SkippedSampleWarning(UserWarning):
@@ -81,17 +84,16 @@ class ErrorLog:
     """
 
     def __init__(self, records: Iterable[SkippedSample] = ()) -> None:
-        self._by_index: dict[int, SkippedSample] = {}
+        self._records: list[SkippedSample] = []
+        self._seen: set[int] = set()
         self._warned = False
         self._add(records)
 
     def _add(self, records: Iterable[SkippedSample]) -> None:
         for r in records:
-            self._by_index.setdefault(r.index, r)
-
-    @property
-    def _records(self) -> list[SkippedSample]:
-        return list(self._by_index.values())
+            if r.index not in self._seen:
+                self._seen.add(r.index)
+                self._records.append(r)
 
     def record(
         self, skipped: Iterable[SkippedSample], *, warn: bool = True, where: str = "ds.errors", stacklevel: int = 3
@@ -114,10 +116,10 @@ class ErrorLog:
             )
 
     def __len__(self) -> int:
-        return len(self._by_index)
+        return len(self._records)
 
     def __iter__(self) -> Iterator[SkippedSample]:
-        return iter(self._records)
+        return iter(list(self._records))
 
     def __getitem__(self, k: int) -> SkippedSample:
         return self._records[k]
@@ -129,12 +131,13 @@ class ErrorLog:
 
     def clear(self) -> None:
         """Forget every record (the next one is warned about again)."""
-        self._by_index.clear()
+        self._records.clear()
+        self._seen.clear()
         self._warned = False
 
     def indices(self) -> list[int]:
         """The indices of the samples left out, in the order first met."""
-        return list(self._by_index)
+        return [r.index for r in self._records]
 
     def all_ranks(self) -> ErrorLog:
         """Every rank's records, sorted by index, on every rank (``all_gather_object``).

@@ -8,9 +8,13 @@ message by torch).
 
 from __future__ import annotations
 
+import errno
 import os
 
 __all__ = ["SampleLoadError"]
+
+# errors about the machine, not the file: skipping would drop sample after sample
+_MACHINE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM}
 
 
 class SampleLoadError(RuntimeError):
@@ -21,8 +25,9 @@ class SampleLoadError(RuntimeError):
         path: the file the sample comes from, when there is one.
         cause: ``"OSError: truncated"``: the underlying error, type and text.
         skippable: whether ``on_error="skip"`` may leave the sample out: True for a
-            sample that could not be read, False for an error in a transform
-            (which would recur for every sample).
+            sample that could not be read; False for an error in a transform or
+            a sample of the wrong type (which would recur for every sample), and
+            for the machine running out of memory or file handles.
 
     Example:
         >>> err = SampleLoadError.from_exception(7, "img/7.png", OSError("truncated"))
@@ -58,12 +63,17 @@ class SampleLoadError(RuntimeError):
         # repr: a non-UTF-8 name (surrogate escapes) stays printable and loggable
         where = f" from {os.fspath(path)!r}" if path is not None else ""
         cause = f"{type(exc).__name__}: {exc}"
-        message = f"could not load sample {index}{where}: {cause}{hint}"
+        skippable = skippable and not _about_the_machine(exc)
+        message = f"could not load sample {index}{where}: {cause}{hint if skippable else ''}"
         path = None if path is None else os.fspath(path)
         return cls(message, index=index, path=path, cause=cause, skippable=skippable)
 
     def __reduce__(self):  # keep the attributes across process boundaries
         return _rebuild, (self.args[0], self.index, self.path, self.cause, self.skippable)
+
+
+def _about_the_machine(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in _MACHINE_ERRNOS)
 
 
 def _rebuild(

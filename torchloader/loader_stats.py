@@ -22,8 +22,8 @@ class LoaderStats:
         first_chunk_wait_seconds: the wait for the first chunk of the latest epoch
             (the stall at the epoch boundary; the first epoch's includes start-up).
         peak_buffer_bytes: the most bytes of chunk buffers alive at once.
-        samples_skipped: samples left out of their batch (``on_error="skip"``),
-            listed in the loader's ``errors``.
+        samples_skipped: samples left out of the batches handed out
+            (``on_error="skip"``), each listed once in the loader's ``errors``.
     """
 
     chunks_loaded: int = 0

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .batch_buffer import as_index_array, check_index, is_batch, read_batch, stored_images
-from .batching import batch_dataloader
+from .batching import SkippedBack, batch_dataloader
 from .error_log import ErrorLog, SkippedSample, check_on_error
 from .errors import SampleLoadError
 from .folder import scan_folder
@@ -85,18 +85,14 @@ class PathDataset(Dataset):
         if labels is not None:
             self.labels, found = encode_labels(labels, expected_len=len(self.paths))
             if found is not None:
-                self._check_classes_not_given(classes)
+                if classes is not None:
+                    raise ValueError("labels are class names, so classes=... must not be given")
                 self.classes = found
         self.reader = reader if reader is not None else SuffixReader()
         if not callable(self.reader):
             raise TypeError(f"reader must be callable (got {type(reader).__name__})")
         self.transform = transform
         self.target_transform = target_transform
-
-    @staticmethod
-    def _check_classes_not_given(classes: Sequence[str] | None) -> None:
-        if classes is not None:
-            raise ValueError("labels are class names, so classes=... must not be given")
 
     @property
     def class_to_idx(self) -> dict[str, int] | None:
@@ -188,6 +184,8 @@ class PathDataset(Dataset):
     def __getitem__(self, index: Any) -> Any:
         """Sample ``index`` as ``(x, y)`` (or ``x``); a list, array, tensor or slice
         of indices gives the whole batch, read straight into one buffer."""
+        if isinstance(index, SkippedBack):  # from ds.dataloader(): for its workers
+            return self.load_batch(index)
         if is_batch(index):
             batch, skipped = self.load_batch(index)
             self.errors.record(skipped)
@@ -231,17 +229,17 @@ class PathDataset(Dataset):
             except SampleLoadError as exc:
                 if skipped is None or not exc.skippable:
                     raise
-                skipped.append((slot, SkippedSample.of(exc)))
+                skipped.append((slot, SkippedSample.of(exc, index)))
                 continue
-            if x.shape != out.shape[1:] or x.dtype != out.dtype:
-                raise ShapeMismatch(index, describe(x, None))
+            if not isinstance(x, torch.Tensor) or x.shape != out.shape[1:] or x.dtype != out.dtype:
+                raise ShapeMismatch(index, describe(x, None) if isinstance(x, torch.Tensor) else f"a {type(x).__name__}")
             out[slot].copy_(x)
         return self._labels_of(indices)
 
     def _labels_of(self, indices: Sequence[int]) -> torch.Tensor | None:
         if self.labels is None:
             return None
-        if self.target_transform is None:
+        if self.target_transform is None or not len(indices):
             return torch.from_numpy(self.labels[np.asarray(indices, dtype=np.int64)])
         return torch.stack([self._label(i) for i in indices])
 
@@ -251,12 +249,12 @@ class PathDataset(Dataset):
     ) -> DataLoader:  # fmt: skip
         """A ``DataLoader`` that reads each batch straight into one buffer.
 
-        An ordinary DataLoader with ``batch_size=None`` and an
-        :class:`IndexBatchSampler`: each worker builds whole batches with
-        ``ds[indices]`` (no per-sample collate; JPEGs decoded in place, batches
-        channels-last). Other keyword arguments (``num_workers``, ``pin_memory``,
-        ``persistent_workers``, ...) pass through; the order is a function of
-        ``(seed, epoch)``.
+        A DataLoader with ``batch_size=None`` and an :class:`IndexBatchSampler`:
+        each worker builds whole batches as ``ds[indices]`` does (no per-sample
+        collate; JPEGs decoded in place, batches channels-last), and sends back
+        the samples ``on_error="skip"`` left out, for ``ds.errors``. Other keyword
+        arguments (``num_workers``, ``pin_memory``, ``persistent_workers``, ...)
+        pass through; the order is a function of ``(seed, epoch)``.
 
         Example:
             >>> import numpy as np, tempfile, os
@@ -296,9 +294,9 @@ class PathDataset(Dataset):
 
 
 _ALONE_HINT = (
-    ". on_error='skip' leaves such samples out of batches (ds[indices], ds.dataloader(), "
-    "ChunkedLoader); a sample asked for alone, as by a DataLoader with batch_size=..., "
-    "cannot be left out: use ds.dataloader(batch_size, ...)"
+    "; on_error='skip' leaves such a sample out of its batch (in ds[indices], ds.dataloader() "
+    "or a ChunkedLoader), but a sample asked for alone, as a DataLoader with batch_size=... "
+    "does, cannot be left out: use ds.dataloader(batch_size, ...)"
 )
 
 
