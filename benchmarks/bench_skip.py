@@ -12,6 +12,9 @@ each with 2 worker processes, three ways:
 
 For scale, a plain per-sample ``DataLoader`` (2 workers) and the in-RAM gather
 bound (``index_select`` over the decoded samples) run on the same samples.
+Figures on a shared VM move by 10-25% from one measurement to the next, so the
+loaders are measured in ``--rounds`` interleaved rounds and each row is the
+median of its rounds. Samples/s counts positions of the order (left out or not).
 
 Run: ``python benchmarks/bench_skip.py --data /work/benchdata/jpeg128 [--limit 6000] [--bad 0.01]``
 (``benchmarks/make_data.py`` writes that folder).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import warnings
 
@@ -63,6 +67,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=6000)
     parser.add_argument("--bad", type=float, default=0.01, help="fraction of broken files")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved measurements per row")
     args = parser.parse_args()
     warnings.simplefilter("ignore", SkippedSampleWarning)
 
@@ -75,27 +80,34 @@ def main() -> None:
             "skip, no bad file": PathDataset(good.paths, good.labels, on_error="skip"),
             f"skip, {n_bad} bad files ({args.bad:.0%})": PathDataset(paths, good.labels, on_error="skip"),
         }
-        rows, rates = [], {}
-        for loader_name, make in [
-            ("ChunkedLoader", lambda ds: ChunkedLoader(ds, BATCH, ram_budget="256MiB", num_workers=WORKERS)),
-            ("ds.dataloader()", lambda ds: ds.dataloader(BATCH, num_workers=WORKERS, persistent_workers=True)),
-        ]:
-            for name, ds in datasets.items():
-                rate, peak = time_epochs(lambda: make(ds), n, epochs=args.epochs)
-                rates[loader_name, name] = rate
-                base = rates[loader_name, "raise"]
-                rows.append((loader_name, name, f"{rate:,.0f}", f"{rate / base:.2f}x"))
+        loaders = {
+            "ChunkedLoader": lambda ds: ChunkedLoader(ds, BATCH, ram_budget="256MiB", num_workers=WORKERS),
+            "ds.dataloader()": lambda ds: ds.dataloader(BATCH, num_workers=WORKERS, persistent_workers=True),
+        }
+        measured: dict[tuple[str, str], list[float]] = {}
+        for _ in range(args.rounds):
+            for loader_name, make in loaders.items():
+                for name, ds in datasets.items():
+                    rate, _ = time_epochs(lambda: make(ds), n, epochs=args.epochs)
+                    measured.setdefault((loader_name, name), []).append(rate)
+        rates = {key: statistics.median(values) for key, values in measured.items()}
+        rows = [
+            (loader, name, f"{rate:,.0f}", f"{rate / rates[loader, 'raise']:.2f}x",
+             " ".join(f"{v / 1000:.1f}k" for v in measured[loader, name]))
+            for (loader, name), rate in rates.items()
+        ]  # fmt: skip
         plain, _ = time_epochs(
             lambda: DataLoader(good, batch_size=BATCH, shuffle=True, num_workers=WORKERS, persistent_workers=True),
             n, epochs=args.epochs,
         )  # fmt: skip
-        x = PreloadedDataset.from_dataset(good).x
+        x = PreloadedDataset.from_dataset(good, progress=False).x
         bound = gather_bound(x, BATCH)
-    rows.append(("DataLoader, per sample", "raise", f"{plain:,.0f}", ""))
-    rows.append(("index_select bound", "", f"{bound:,.0f}", ""))
-    print(f"{n} JPEGs from {args.data}, batch {BATCH}, {WORKERS} workers, median of {args.epochs} epochs")
+    rows.append(("DataLoader, per sample", "raise", f"{plain:,.0f}", "", ""))
+    rows.append(("index_select bound", "", f"{bound:,.0f}", "", ""))
+    print(f"{n} JPEGs from {args.data}, batch {BATCH}, {WORKERS} workers, median of {args.epochs} "
+          f"epochs, median of {args.rounds} interleaved rounds")
     print(machine())
-    print(table(rows, ("loader", "on_error", "samples/s", "vs raise")))
+    print(table(rows, ("loader", "on_error", "samples/s", "vs raise", "rounds")))
     print(f"skip with {n_bad} bad files vs raise (no bad file): "
           + ", ".join(f"{loader}: {rates[loader, list(datasets)[2]] / rates[loader, 'raise']:.2f}x"
                       for loader in ("ChunkedLoader", "ds.dataloader()")))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 import torch
 
-from torchloader.chunk_buffer import BufferPool, ChunkBuffer, SampleLayout
+from torchloader.chunk_buffer import BufferPool, ChunkBuffer, SampleLayout, rows_of
 
 
 def _hwc_image(height=4, width=5, channels=3):
@@ -223,3 +224,14 @@ def test_shared_pool_buffers_live_in_shared_memory():
     buffer = _pool(shared=True).acquire(threading.Event())
     assert isinstance(buffer, ChunkBuffer)
     assert buffer.x.is_shared() and buffer.y.is_shared()
+
+
+@pytest.mark.parametrize("rows", [[], [0], [1, 2, 3], [0, 2, 5, 6, 7], list(range(8)), [7]])
+def test_rows_of_is_a_copy_of_the_rows_in_the_same_memory_order(rows):
+    x = torch.arange(8 * 2 * 2 * 3, dtype=torch.uint8).reshape(8, 2, 2, 3).permute(0, 3, 1, 2)
+    got = rows_of(x, np.array(rows, dtype=np.int64))
+    assert torch.equal(got, x[rows]) and got.shape == (len(rows), 3, 2, 2)
+    assert got.is_contiguous(memory_format=torch.channels_last) or len(rows) <= 1
+    if len(rows):
+        got.fill_(0)
+        assert x.any()  # a copy: x is untouched

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from .chunk_buffer import SampleLayout
+from .chunk_buffer import SampleLayout, rows_of
 from .error_log import SkippedSample
 from .errors import SampleLoadError
 from .samples import ShapeMismatch, describe, mismatch_message, split_sample
@@ -118,9 +118,9 @@ def read_batch(dataset: Any, indices: np.ndarray, *, skip: bool = False) -> tupl
     x, y = buffer.x, buffer.y
     if bad:  # the samples after a bad one move up
         skipped += [record for _, record in bad]
-        keep = torch.from_numpy(np.setdiff1d(np.arange(n), [slot + 1 for slot, _ in bad]))
-        x = x[: len(keep)].copy_(x[keep])
-        y = None if y is None else y[: len(keep)].copy_(y[keep])
+        keep = np.setdiff1d(np.arange(n), [slot + 1 for slot, _ in bad])
+        x = x[: len(keep)].copy_(rows_of(x, keep))
+        y = None if y is None else y[: len(keep)].copy_(rows_of(y, keep))
     return (x if y is None else (x, y)), skipped
 
 

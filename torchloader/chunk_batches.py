@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .chunk_buffer import ChunkBuffer
+from .chunk_buffer import ChunkBuffer, rows_of
 from .error_log import SkippedSample
 
 __all__ = ["BatchCutter"]
@@ -90,8 +90,8 @@ def _take(buffer: ChunkBuffer, a: int, b: int, keep: np.ndarray | None, *, copy:
     """Slots ``a:b`` of ``buffer`` without the left-out ones: a view where none is
     left out and ``copy`` is false, else a copy."""
     if keep is not None and not keep[a:b].all():
-        rows = torch.from_numpy(np.flatnonzero(keep[a:b]) + a)
-        return buffer.x[rows], None if buffer.y is None else buffer.y[rows]
+        rows = np.flatnonzero(keep[a:b]) + a
+        return rows_of(buffer.x, rows), None if buffer.y is None else rows_of(buffer.y, rows)
     x, y = buffer.x[a:b], None if buffer.y is None else buffer.y[a:b]
     if copy:
         return x.clone(), None if y is None else y.clone()
