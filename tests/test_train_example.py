@@ -183,18 +183,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", ["chunked", "path"])
-def test_torchrun_with_two_processes_trains_on_the_cpu_with_gloo(mode, digits, tmp_path):
+def _torchrun(args, cwd):
+    """``torchrun --nproc_per_node=2 train_example.py *args``, finished."""
     import subprocess
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-         f"--master_port={_free_port()}", str(ROOT / "train_example.py"), "--mode", mode, "--epochs", "2",
-         "--digits-dir", digits],
-        capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env,
+         f"--master_port={_free_port()}", str(ROOT / "train_example.py"), *args],
+        capture_output=True, text=True, timeout=180, cwd=cwd, env=env,
     )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["chunked", "path"])
+def test_torchrun_with_two_processes_trains_on_the_cpu_with_gloo(mode, digits, tmp_path):
+    done = _torchrun(["--mode", mode, "--epochs", "2", "--digits-dir", digits, "--device", "cpu"], tmp_path)
 
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
@@ -252,20 +256,14 @@ def test_on_error_skip_is_refused_for_preload():
 def test_torchrun_with_on_error_skip_writes_the_files_every_rank_skipped(digits, tmp_path):
     import csv
     import shutil
-    import subprocess
 
     data = tmp_path / "digits"
     shutil.copytree(digits, data)
     broken = sorted(str(p) for p in list((data / "train").rglob("*.png"))[::300])  # 5 files, any rank's
     for path in broken:
         Path(path).write_bytes(b"not a png")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-         f"--master_port={_free_port()}", str(ROOT / "train_example.py"), "--mode", "chunked", "--epochs", "1",
-         "--digits-dir", str(data), "--on-error", "skip", "--error-report", str(tmp_path / "bad.csv")],
-        capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env,
-    )  # fmt: skip
+    done = _torchrun(["--mode", "chunked", "--epochs", "1", "--digits-dir", str(data), "--device", "cpu",
+                      "--on-error", "skip", "--error-report", str(tmp_path / "bad.csv")], tmp_path)  # fmt: skip
 
     assert done.returncode == 0, done.stderr[-3000:]
     with open(tmp_path / "bad.csv", newline="") as f:
@@ -273,3 +271,16 @@ def test_torchrun_with_on_error_skip_writes_the_files_every_rank_skipped(digits,
     assert sorted(row["path"] for row in rows) == broken
     assert all(row["cause"].startswith("UnidentifiedImageError") for row in rows)
     assert f"train: skipped {len(broken)} file(s)" in done.stdout
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="nccl needs a GPU per rank: 2 GPUs")
+@pytest.mark.parametrize("mode", ["chunked", "path"])
+def test_torchrun_with_two_processes_trains_on_two_gpus_with_nccl(mode, digits, tmp_path):
+    done = _torchrun(["--mode", mode, "--epochs", "2", "--digits-dir", digits, "--device", "cuda"], tmp_path)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    header = [line for line in done.stdout.splitlines() if line.startswith("mode=")]
+    assert header == [f"mode={mode} device=cuda:0 workers=0 train=1438 test=359 classes=10 in_channels=1 ranks=2"]
+    accuracy = float([line for line in done.stdout.splitlines() if line.startswith("epoch ")][-1].rsplit(" ", 1)[1])
+    assert accuracy > 0.6
