@@ -138,6 +138,7 @@ class ProcessFiller(ChunkFiller):
     def fill(self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event) -> Skipped:
         """Write ``dataset[indices[j]]`` into slot ``j`` of ``buffer``, in the workers;
         return the samples left out (only when skipping)."""
+        indices = self._own(indices)
         if self.batched:
             fill_batched(self.dataset, buffer, indices)
             return []
