@@ -241,25 +241,3 @@ def test_the_layout_comes_from_the_first_sample_read():
     assert filler.layout(0) is layout  # taken once
     assert filler.first == (3, layout)
     assert layout.x_shape == (4,) and layout.y_dtype == torch.int64
-
-
-def test_a_subset_is_read_through_to_the_dataset_it_wraps():
-    from torch.utils.data import Subset
-
-    from torchloader import PreloadedDataset
-    from torchloader.chunk_fill import through_subsets
-
-    base = PreloadedDataset(torch.arange(20).view(20, 1), torch.arange(20))
-    nested = Subset(Subset(base, list(range(10, 20))), [4, 0, 9])
-    dataset, mapping = through_subsets(nested)
-    assert dataset is base and mapping.tolist() == [14, 10, 19]
-    assert through_subsets(base) == (base, None)
-
-    filler = ChunkFiller(nested, 0)
-    assert filler.batched  # the wrapped dataset's gather is used
-    layout = filler.layout(0)
-    buffer = layout.allocate(3, pin=False)
-    filler.fill(buffer, np.array([2, 0, 1]), threading.Event())
-    assert buffer.x.view(-1).tolist() == [19, 14, 10] and buffer.y.tolist() == [19, 14, 10]
-    with pytest.raises(IndexError, match="out of range for a subset of 3 samples"):
-        filler.fill(buffer, np.array([3]), threading.Event())

@@ -7,6 +7,7 @@
 - :class:`DeviceLoader`: copies the next batch to the GPU while the model works.
 - :func:`pack` and :class:`PackedDataset`: decode once into shards, then memory-map.
 - :func:`from_sequence`: a Keras-style ``Sequence`` inside a torch ``DataLoader``.
+- :class:`ErrorLog`: the samples ``on_error="skip"`` left out of their batches.
 """
 
 from .batching import IndexBatchSampler

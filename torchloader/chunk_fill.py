@@ -12,11 +12,10 @@ Two ways, chosen by the dataset:
   writes into the (pinned) buffer with no inter-process copy. Measured on 2
   cores: 2 threads read 128x128 JPEGs at 1.5x one thread.
 
-A ``torch.utils.data.Subset`` (``random_split``'s parts) is read through: the
-filler maps the chunk's indices into the wrapped dataset once and reads that
-directly, so a subset of a ``PathDataset`` still decodes into the slots (1.3x
-the per-sample path through the subset, measured) and the workers are sent the
-dataset, not the subset's list of indices.
+A plain ``torch.utils.data.Subset`` (``random_split``'s parts) is read through to
+the dataset it wraps (see ``torchloader/subsets.py``); the workers are sent that
+dataset, not the subset's list of indices. A dataset with a ``transform`` is read
+sample by sample, as ``ds[i]`` applies it, even if it has a ``gather``.
 """
 
 from __future__ import annotations
@@ -27,13 +26,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Subset
 
 from .chunk_buffer import ChunkBuffer, SampleLayout
 from .error_log import SkippedSample
 from .errors import SampleLoadError
 from .intraop import use_one_intraop_thread
 from .samples import ShapeMismatch, describe, mismatch_message, split_sample
+from .subsets import ReadThrough
 
 __all__ = ["ChunkFiller", "Skipped", "check_sample", "fill_batched", "fill_slots", "read_sample", "storage_runs"]
 
@@ -156,17 +155,6 @@ def storage_runs(indices: np.ndarray, parts: int) -> list[np.ndarray]:
     return [run for run in np.array_split(order, max(1, min(parts, len(order)))) if len(run)]
 
 
-def through_subsets(dataset: Any) -> tuple[Any, np.ndarray | None]:
-    """The dataset under any ``Subset`` wrappers, and the map from the outer
-    indices to its own (None when ``dataset`` is no subset)."""
-    mapping = None
-    while isinstance(dataset, Subset):
-        own = np.asarray(dataset.indices, dtype=np.int64)
-        mapping = own if mapping is None else own[mapping]
-        dataset = dataset.dataset
-    return dataset, mapping
-
-
 class ChunkFiller:
     """Reads samples of ``dataset`` into chunk buffers with ``num_workers`` threads."""
 
@@ -174,10 +162,11 @@ class ChunkFiller:
 
     def __init__(self, dataset: Any, num_workers: int, *, skip: bool = False) -> None:
         self.size = len(dataset)
-        self.dataset, self._mapping = through_subsets(dataset)
+        self.through = ReadThrough(dataset)
+        self.dataset = self.through.dataset
         self.num_workers = num_workers
         self.skip = skip  # on_error="skip": fill() returns the samples it left out
-        self.batched = callable(getattr(self.dataset, "gather", None))
+        self.batched = callable(getattr(self.dataset, "gather", None)) and not _transforms(self.dataset)
         self._threads: ThreadPoolExecutor | None = None  # started on first use
         self.first: tuple[int, SampleLayout] | None = None
 
@@ -191,7 +180,7 @@ class ChunkFiller:
     def _first_readable(self, index: int) -> tuple[int, SampleLayout]:
         first_error = None
         for probe in range(index, self.size) if self.skip else (index,):
-            probe = int(self._own(np.array([probe]))[0])
+            probe = int(self.through.own(np.array([probe]))[0])
             try:
                 return probe, SampleLayout.of(*read_sample(self.dataset, probe))
             except SampleLoadError as exc:
@@ -207,8 +196,15 @@ class ChunkFiller:
     def fill(self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event) -> Skipped:
         """Write ``dataset[indices[j]]`` into slot ``j`` of ``buffer``; return the
         ``(slot, SkippedSample)`` of the samples left out (only when skipping)."""
+        try:
+            return self._fill(buffer, self.through.own(indices), stop)
+        except ValueError as exc:  # two shapes: say which dataset the numbers are of
+            if not self.through.note:
+                raise
+            raise ValueError(f"{exc}{self.through.note}") from exc
+
+    def _fill(self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event) -> Skipped:
         assert self.first is not None
-        indices = self._own(indices)
         if self.batched:
             fill_batched(self.dataset, buffer, indices)
             return []
@@ -235,19 +231,16 @@ class ChunkFiller:
             future.result()  # re-raises the first error of a thread
         return [item for part in skipped for item in part]
 
-    def _own(self, indices: np.ndarray) -> np.ndarray:
-        """``indices`` of the dataset given, as indices of the one read."""
-        if self._mapping is None:
-            return indices
-        if len(indices) and (indices.min() < -self.size or indices.max() >= self.size):
-            raise IndexError(f"index out of range for a subset of {self.size} samples")
-        return self._mapping[indices]
-
     def close(self) -> None:
         """End the threads (a later ``fill`` starts new ones)."""
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
             self._threads = None
+
+
+def _transforms(dataset: Any) -> bool:
+    """Whether ``dataset[i]`` transforms what a batched ``gather`` would return as stored."""
+    return getattr(dataset, "transform", None) is not None or getattr(dataset, "target_transform", None) is not None
 
 
 class _Either(threading.Event):

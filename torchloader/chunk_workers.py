@@ -135,10 +135,9 @@ class ProcessFiller(ChunkFiller):
             self._workers.append(worker)
             self._tasks.append(tasks)
 
-    def fill(self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event) -> Skipped:
+    def _fill(self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event) -> Skipped:
         """Write ``dataset[indices[j]]`` into slot ``j`` of ``buffer``, in the workers;
         return the samples left out (only when skipping)."""
-        indices = self._own(indices)
         if self.batched:
             fill_batched(self.dataset, buffer, indices)
             return []

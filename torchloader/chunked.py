@@ -37,6 +37,7 @@ from .sampler import ChunkedSampler, check_chunk_args
 from .sampler import _check_non_negative_int as _check_int
 from .shared_memory import check_room
 from .shuffle_quality import ShuffleQuality, shuffle_quality
+from .subsets import ReadThrough
 
 __all__ = ["ChunkedLoader"]
 
@@ -190,9 +191,11 @@ class ChunkedLoader:
         relative to a full shuffle: label entropy (when the dataset has ``labels``
         or a 1-D ``y``) and spread in storage order; 1.0 is as good as a full shuffle."""
         order, _ = self.sampler.order_of(self.epoch if epoch is None else epoch)
-        labels = getattr(self.dataset, "labels", None)
-        if labels is None and getattr(getattr(self.dataset, "y", None), "ndim", 0) == 1:
-            labels = self.dataset.y.numpy()
+        through = ReadThrough(self.dataset)  # a subset: its dataset's labels and storage order
+        order, dataset = through.own(order), through.dataset
+        labels = getattr(dataset, "labels", None)
+        if labels is None and getattr(getattr(dataset, "y", None), "ndim", 0) == 1:
+            labels = dataset.y.numpy()
         return shuffle_quality(order, self.batch_size, labels)
 
     def set_epoch(self, epoch: int) -> None:
