@@ -43,7 +43,8 @@ chunked loaders deal whole chunks to ranks, ``--mode path`` uses a
 ``--on-error skip`` trains past files that cannot be read: each is left out of
 its batch (which is one shorter; every rank still takes the same steps), and at
 the end rank 0 prints how many were skipped on all ranks and, with
-``--error-report FILE``, writes them (index, path, cause) as CSV.
+``--error-report FILE``, writes them (index, path, cause) as CSV. More than
+``--max-skipped`` (a fraction, default 0.1) of a data set unreadable stops the run.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                         help="skip: leave unreadable files out of their batch and list them")
+    parser.add_argument("--max-skipped", type=float, default=0.1,
+                        help="with --on-error skip: stop once more than this fraction of a "
+                             "data set could not be read (default 0.1)")
     parser.add_argument("--error-report", default=None, metavar="FILE",
                         help="with --on-error skip: write the skipped files here as CSV "
                              "(the test set's to FILE-test)")
@@ -189,7 +193,8 @@ def make_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str]
     # RGBA files in one folder all give 3 channels and can be batched together.
     root = build_digits(args.digits_dir) if args.data is None else args.data
     folder = dict(reader=ImageReader("L" if args.data is None else "RGB"),
-                  transform=Resize(args.image_size), on_error=args.on_error)
+                  transform=Resize(args.image_size), on_error=args.on_error,
+                  max_skipped=args.max_skipped)
     train_dir, test_dir = os.path.join(root, "train"), os.path.join(root, "test")
     if os.path.isdir(train_dir) and os.path.isdir(test_dir):
         train = PathDataset.from_folder(train_dir, **folder)
@@ -202,15 +207,16 @@ def make_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str]
         return train, test, train.classes
     full = PathDataset.from_folder(root, **folder)
     train_idx, test_idx = split_indices(len(full), seed=args.seed)
-    return select(full, train_idx), select(full, test_idx), full.classes
+    return (select(full, train_idx, args.max_skipped), select(full, test_idx, args.max_skipped),
+            full.classes)
 
 
-def select(ds: PathDataset, indices: list[int]) -> PathDataset:
+def select(ds: PathDataset, indices: list[int], max_skipped: float) -> PathDataset:
     """The samples at ``indices`` as a PathDataset of their own (a torch ``Subset``
     would hide ``ds.dataloader()`` and ``ds.errors``)."""
     assert ds.labels is not None
     return PathDataset(ds.paths[indices], ds.labels[indices], reader=ds.reader, transform=ds.transform,
-                       classes=ds.classes, on_error=ds.on_error)
+                       classes=ds.classes, on_error=ds.on_error, max_skipped=max_skipped)
 
 
 def make_packed_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str]]:

@@ -78,7 +78,9 @@ def write_folder(root, bad=BAD):
 
 
 def scanned(root, bad=BAD, **options):
-    """The folder as a PathDataset, with the file meant to vanish deleted after the scan."""
+    """The folder as a PathDataset, with the file meant to vanish deleted after the scan
+    (no limit on skipped samples, unless asked: a quarter of them are bad)."""
+    options.setdefault("max_skipped", None)
     write_folder(root, bad)
     ds = PathDataset.from_folder(root, **options)
     for i, kind in bad.items():
@@ -547,7 +549,7 @@ def test_batches_of_only_bad_samples_do_not_read_the_data_set_again_each(tmp_pat
     bad = dict.fromkeys(range(12), "empty file")
     write_folder(tmp_path / "root", bad=bad)
     reader = _CountingReader(PathDataset.from_folder(tmp_path / "root").reader)
-    ds = PathDataset.from_folder(tmp_path / "root", reader=reader, on_error="skip")
+    ds = PathDataset.from_folder(tmp_path / "root", reader=reader, on_error="skip", max_skipped=None)
     with pytest.warns(SkippedSampleWarning):
         got = [indices_of(x) for x, _ in ds.dataloader(2, shuffle=False)]
     assert got == [[]] * 6 + [[12, 13], [14, 15], [16, 17], [18, 19]]
@@ -621,3 +623,42 @@ def test_the_error_that_nothing_can_be_read_is_not_itself_skipped(tmp_path):
 def test_error_log_items_can_be_indexed():
     log = ErrorLog(SkippedSample(i, None, "x") for i in range(5))
     assert [log[k].index for k in range(5)] == list(range(5)) and log[-1].index == 4
+
+
+# --- max_skipped --------------------------------------------------------------------------------
+
+
+def test_more_bad_files_than_max_skipped_allows_is_an_error_naming_the_first(tmp_path):
+    ds = scanned(tmp_path / "root", on_error="skip", max_skipped=0.1)  # 5 of 20 bad: limit 2
+    assert ds.errors.limit == 2
+    with pytest.warns(SkippedSampleWarning), pytest.raises(SampleLoadError) as info:
+        for _ in ds.dataloader(4, shuffle=False):
+            pass
+    message = str(info.value)
+    assert message.startswith("3 samples could not be read, more than the 2 that max_skipped allows")
+    assert f"The first: sample 3 ({ds.path(3)!r}): OSError" in message and "raise max_skipped" in message
+    assert info.value.skippable is False
+
+
+def test_the_default_max_skipped_stops_a_run_whose_files_all_vanished(tmp_path):
+    write_folder(tmp_path / "root", bad={})
+    ds = PathDataset.from_folder(tmp_path / "root", on_error="skip")  # the default: 10%
+    loader = ChunkedLoader(ds, 4, chunk_size=8, shuffle=False)
+    for path in (ds.path(i) for i in range(N)):
+        os.remove(path)  # a mount that went away
+    with pytest.raises(SampleLoadError, match="4 samples could not be read, more than the 2 that max_skipped"):
+        for _ in loader:  # the first batch already lost all 4
+            pass
+    loader.close()
+
+
+@pytest.mark.parametrize("max_skipped, limit", [(None, None), (0, 0), (7, 7), (0.25, 5), (1.0, 20), (0.01, 1)])
+def test_max_skipped_is_a_fraction_of_the_data_set_a_count_or_none(tmp_path, max_skipped, limit):
+    ds = PathDataset([str(tmp_path / f"{i}.png") for i in range(N)], on_error="skip", max_skipped=max_skipped)
+    assert ds.errors.limit == limit
+
+
+@pytest.mark.parametrize("max_skipped", [-1, 1.5, "10%", True])
+def test_max_skipped_refuses_what_it_cannot_mean(tmp_path, max_skipped):
+    with pytest.raises(ValueError, match="max_skipped"):
+        PathDataset([str(tmp_path / "a.png")], on_error="skip", max_skipped=max_skipped)

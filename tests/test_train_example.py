@@ -234,7 +234,8 @@ def test_on_error_skip_trains_past_broken_files_and_reports_them(mode, user_fold
     broken = _break_files(user_folder)
     report = tmp_path / "bad.csv"
     result = te.main(["--data", str(user_folder), "--mode", mode, "--epochs", "2", "--image-size", "16",
-                      "--batch-size", "4", "--on-error", "skip", "--error-report", str(report)])  # fmt: skip
+                      "--batch-size", "4", "--on-error", "skip", "--max-skipped", "0.5",
+                      "--error-report", str(report)])  # fmt: skip
 
     assert len(result["history"]) == 2
     written = []

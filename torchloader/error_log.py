@@ -16,6 +16,7 @@ that would recur for every sample, and still raises.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -23,9 +24,25 @@ from typing import Any, NamedTuple
 
 from torch.utils.data import Subset
 
-__all__ = ["ErrorLog", "SkippedSample", "SkippedSampleWarning", "check_on_error", "error_policy"]
+__all__ = ["ErrorLog", "SkippedSample", "SkippedSampleWarning", "check_on_error", "error_policy", "skip_limit"]
 
 ON_ERROR = ("raise", "skip")
+
+
+def skip_limit(max_skipped: float | int | None, size: int) -> int | None:
+    """``max_skipped`` (a fraction of ``size`` samples, a count, or None) as a count."""
+    if max_skipped is None:
+        return None
+    if isinstance(max_skipped, bool) or not isinstance(max_skipped, (int, float)) or max_skipped < 0:
+        raise ValueError(
+            f"max_skipped must be a fraction of the data set (a float, e.g. 0.1), a count "
+            f"(an int) or None for no limit (got {max_skipped!r})"
+        )
+    if isinstance(max_skipped, float):
+        if max_skipped > 1:
+            raise ValueError(f"max_skipped as a fraction must be at most 1.0 (got {max_skipped})")
+        return math.ceil(max_skipped * size)
+    return max_skipped
 
 
 def check_on_error(on_error: str) -> str:
@@ -76,6 +93,11 @@ class ErrorLog:
     CSV. Under ``torch.distributed`` each rank logs what it read;
     :meth:`all_ranks` merges them (a collective: every rank calls it).
 
+    ``limit``: recording more distinct samples than this raises
+    :class:`SampleLoadError`: so many unreadable files is rarely bad data (a
+    mount that went away, a wrong reader), and training on would quietly train
+    on nothing.
+
     Example:
         >>> log = ErrorLog()
         >>> log.record([SkippedSample(7, "img/7.jpg", "OSError: truncated")], warn=False)
@@ -83,10 +105,11 @@ class ErrorLog:
         (1, 'img/7.jpg')
     """
 
-    def __init__(self, records: Iterable[SkippedSample] = ()) -> None:
+    def __init__(self, records: Iterable[SkippedSample] = (), *, limit: int | None = None) -> None:
         self._records: list[SkippedSample] = []
         self._seen: set[int] = set()
         self._warned = False
+        self.limit = limit
         self._add(records)
 
     def _add(self, records: Iterable[SkippedSample]) -> None:
@@ -103,6 +126,8 @@ class ErrorLog:
         if not skipped:
             return
         self._add(skipped)
+        if self.limit is not None and len(self) > self.limit:
+            self._refuse()
         if warn and not self._warned:
             self._warned = True
             first = skipped[0]
@@ -114,6 +139,19 @@ class ErrorLog:
                 SkippedSampleWarning,
                 stacklevel=stacklevel,
             )
+
+    def _refuse(self) -> None:
+        from .errors import SampleLoadError
+
+        first = self._records[0]
+        raise SampleLoadError(
+            f"{len(self)} samples could not be read, more than the {self.limit} that "
+            f"max_skipped allows; so many usually means a setup problem (a mount that went "
+            f"away, a wrong reader or suffix), not bad files. The first: sample "
+            f"{first.index} ({first.path!r}): {first.cause}. If this many bad files are "
+            f"expected, raise max_skipped (a fraction of the data set, a count, or None)",
+            skippable=False,
+        )
 
     def __len__(self) -> int:
         return len(self._records)

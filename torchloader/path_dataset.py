@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .batch_buffer import as_index_array, check_index, is_batch, read_batch, stored_images
 from .batching import SkippedBack, batch_dataloader
-from .error_log import ErrorLog, SkippedSample, check_on_error
+from .error_log import ErrorLog, SkippedSample, check_on_error, skip_limit
 from .errors import SampleLoadError
 from .folder import scan_folder
 from .csv_table import read_csv_table
@@ -51,6 +51,8 @@ class PathDataset(Dataset):
             ``"skip"``: batches (``ds[indices]``, ``ds.dataloader()``,
             ``ChunkedLoader``) leave it out, one sample shorter, and list it in
             ``ds.errors``; the first is warned about. Transform errors still raise.
+        max_skipped: with ``"skip"``, raise once more samples than this were left
+            out: a fraction of the data set (default 0.1), a count, or None.
 
     ``ds[i]`` returns ``(x, y)`` with ``y`` a 0-dim ``int64`` tensor, or ``x``
     alone without labels; a sample asked for alone always raises if it cannot be read.
@@ -76,10 +78,12 @@ class PathDataset(Dataset):
         target_transform: Callable[[torch.Tensor], Any] | None = None,
         classes: Sequence[str] | None = None,
         on_error: str = "raise",
+        max_skipped: float | int | None = 0.1,
     ) -> None:
         self.on_error = check_on_error(on_error)
-        self.errors = ErrorLog()  # the samples on_error="skip" left out, in this process
         self.paths = _encode_paths(paths)
+        # the samples on_error="skip" left out, in this process
+        self.errors = ErrorLog(limit=skip_limit(max_skipped, len(self.paths)))
         self.labels: np.ndarray | None = None
         self.classes: list[str] | None = list(classes) if classes is not None else None
         if labels is not None:
@@ -109,9 +113,7 @@ class PathDataset(Dataset):
         extensions: Sequence[str] | None = None,
         allow_empty: bool = False,
         reader: Reader | None = None,
-        transform: Callable[[torch.Tensor], Any] | None = None,
-        target_transform: Callable[[torch.Tensor], Any] | None = None,
-        on_error: str = "raise",
+        **options: Any,
     ) -> PathDataset:
         """One class per sub-folder: ``root/<class>/<file>``, as ``ImageFolder``.
 
@@ -120,6 +122,8 @@ class PathDataset(Dataset):
             extensions: suffixes to keep (default: every suffix the reader knows,
                 or the image suffixes for a custom reader).
             allow_empty: accept class folders without matching files.
+            reader, **options: as for ``PathDataset`` (``transform``,
+                ``target_transform``, ``on_error``, ``max_skipped``).
 
         Example:
             >>> ds = PathDataset.from_folder("data/train")  # doctest: +SKIP
@@ -132,15 +136,7 @@ class PathDataset(Dataset):
 
             extensions = getattr(reader, "suffixes", IMAGE_SUFFIXES)
         classes, paths, labels = scan_folder(root, extensions, allow_empty=allow_empty)
-        return cls(
-            paths,
-            np.asarray(labels, dtype=np.int64),
-            reader=reader,
-            transform=transform,
-            target_transform=target_transform,
-            classes=classes,
-            on_error=on_error,
-        )
+        return cls(paths, np.asarray(labels, dtype=np.int64), reader=reader, classes=classes, **options)
 
     @classmethod
     def from_csv(
@@ -150,29 +146,20 @@ class PathDataset(Dataset):
         path_column: str = "path",
         label_column: str | None = "label",
         root: PathLike | None = None,
-        reader: Reader | None = None,
-        transform: Callable[[torch.Tensor], Any] | None = None,
-        target_transform: Callable[[torch.Tensor], Any] | None = None,
-        on_error: str = "raise",
+        **options: Any,
     ) -> PathDataset:
         """Paths and labels from a CSV file with a header row.
 
         Relative paths resolve against ``root`` (default: the CSV's folder) and
         must stay inside it. Labels may be integers or class names
         (``classes`` is then their sorted set); ``label_column=None`` reads no labels.
+        Other keyword arguments are as for ``PathDataset`` (``reader``, ``transform``, ...).
 
         Example:
             >>> ds = PathDataset.from_csv("train.csv", root="images")  # doctest: +SKIP
         """
         paths, labels = read_csv_table(csv_path, path_column, label_column, root)
-        return cls(
-            paths,
-            labels,
-            reader=reader,
-            transform=transform,
-            target_transform=target_transform,
-            on_error=on_error,
-        )
+        return cls(paths, labels, **options)
 
     def __len__(self) -> int:
         return len(self.paths)
