@@ -39,7 +39,7 @@ class Failing:
         self.calls += 1
         if self.calls > self.fail:
             raise OSError("disk gone")
-        self.inner.fill(buffer, indices, stop)
+        return self.inner.fill(buffer, indices, stop)
 
 
 def _plan(*chunks, epoch=0):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import operator
 import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from .error_log import SkippedSample
 from .errors import SampleLoadError
 from .samples import ShapeMismatch, describe, mismatch_message, split_sample
 
-__all__ = ["as_index_array", "check_index", "is_batch", "read_batch", "stored_images"]
+__all__ = ["as_index_array", "check_index", "first_readable", "is_batch", "read_batch", "stored_images"]
 
 # the layout of a sample each dataset served in this process: the shape of an empty batch
 _LAYOUTS: weakref.WeakKeyDictionary[Any, SampleLayout] = weakref.WeakKeyDictionary()
@@ -138,24 +139,35 @@ def _first_that_loads(
     return len(indices), None
 
 
+def first_readable(
+    read: Callable[[int], tuple[torch.Tensor, torch.Tensor | None]], indices: Sequence[int], *, skip: bool
+) -> tuple[int, SampleLayout]:
+    """The first of ``indices`` whose sample ``read(i)`` gives, and its layout.
+
+    With ``skip``, samples that cannot be read are passed over (a failure that is
+    not skippable still raises); without, the first failure raises.
+    """
+    first_error = None
+    for index in map(int, indices):
+        try:
+            return index, SampleLayout.of(*read(index))
+        except SampleLoadError as exc:
+            if not (skip and exc.skippable):
+                raise
+            first_error = first_error or exc
+    raise SampleLoadError(
+        f"none of the {len(indices)} samples could be read (on_error='skip' has "
+        f"nothing left to serve); the first error: {first_error}",
+        skippable=False,
+    )
+
+
 def _empty_batch(dataset: Any) -> Any:
     """A batch of no samples, shaped as the samples ``dataset`` served in this
     process, or else as the first of its samples that can be read."""
     layout = _LAYOUTS.get(dataset)
-    first_error = None
-    for index in range(len(dataset)) if layout is None else ():
-        try:
-            layout = _LAYOUTS[dataset] = SampleLayout.of(*split_sample(dataset[index]))
-            break
-        except SampleLoadError as exc:
-            if not exc.skippable:
-                raise
-            first_error = first_error or exc
     if layout is None:
-        raise SampleLoadError(
-            f"none of the {len(dataset)} samples could be read (on_error='skip' has "
-            f"nothing left to serve); the first error: {first_error}",
-            skippable=False,
-        )
+        _, layout = first_readable(lambda i: split_sample(dataset[i]), range(len(dataset)), skip=True)
+        _LAYOUTS[dataset] = layout
     buffer = layout.allocate(0, pin=False)
     return buffer.x if buffer.y is None else (buffer.x, buffer.y)

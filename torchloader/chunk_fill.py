@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .batch_buffer import first_readable
 from .chunk_buffer import ChunkBuffer, SampleLayout
 from .error_log import SkippedSample
 from .errors import SampleLoadError
@@ -161,7 +162,6 @@ class ChunkFiller:
     shared_buffers = False  # threads write into ordinary (pinned) memory
 
     def __init__(self, dataset: Any, num_workers: int, *, skip: bool = False) -> None:
-        self.size = len(dataset)
         self.through = ReadThrough(dataset)
         self.dataset = self.through.dataset
         self.num_workers = num_workers
@@ -173,25 +173,10 @@ class ChunkFiller:
     def layout(self, index: int) -> SampleLayout:
         """The layout every sample must have, taken from sample ``index`` (or, when
         skipping, the first one from there on that can be read)."""
-        if self.first is None:
-            self.first = self._first_readable(index)
+        if self.first is None:  # a sample passed over here is listed when its batch is served
+            candidates = self.through.own(np.arange(index, self.through.size if self.skip else index + 1))
+            self.first = first_readable(lambda i: read_sample(self.dataset, i), candidates, skip=self.skip)
         return self.first[1]
-
-    def _first_readable(self, index: int) -> tuple[int, SampleLayout]:
-        first_error = None
-        for probe in range(index, self.size) if self.skip else (index,):
-            probe = int(self.through.own(np.array([probe]))[0])
-            try:
-                return probe, SampleLayout.of(*read_sample(self.dataset, probe))
-            except SampleLoadError as exc:
-                if not (self.skip and exc.skippable):
-                    raise
-                first_error = first_error or exc  # recorded when its batch is served, not here
-        raise SampleLoadError(
-            f"none of the {self.size - index} samples from {index} on could be read "
-            f"(on_error='skip' has nothing left to serve); the first error: {first_error}",
-            skippable=False,
-        )
 
     def fill(self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event) -> Skipped:
         """Write ``dataset[indices[j]]`` into slot ``j`` of ``buffer``; return the
@@ -209,27 +194,26 @@ class ChunkFiller:
             fill_batched(self.dataset, buffer, indices)
             return []
         runs = storage_runs(indices, self.num_workers)
-        skipped: list[Skipped] = [[] for _ in runs]
-        options = [{"skipped": s} if self.skip else {} for s in skipped]
+        skipped: list[Skipped | None] = [[] if self.skip else None for _ in runs]  # one list per run
         if self.num_workers == 0:
-            for run, option in zip(runs, options):
-                fill_slots(self.dataset, self.first, buffer, run, indices[run], stop, **option)
-            return [item for part in skipped for item in part]
+            for run, part in zip(runs, skipped):
+                fill_slots(self.dataset, self.first, buffer, run, indices[run], stop, part)
+            return [item for part in skipped for item in part or ()]
         if self._threads is None:
             self._threads = ThreadPoolExecutor(
                 self.num_workers, thread_name_prefix="torchloader-fill", initializer=use_one_intraop_thread
             )  # see NOTE [ torch ops in a background thread ]
         failed = _Either(stop)
         futures = [
-            self._threads.submit(fill_slots, self.dataset, self.first, buffer, run, indices[run], failed, **option)
-            for run, option in zip(runs, options)
+            self._threads.submit(fill_slots, self.dataset, self.first, buffer, run, indices[run], failed, part)
+            for run, part in zip(runs, skipped)
         ]
         wait(futures, return_when=FIRST_EXCEPTION)
         failed.set()  # the others stop early: the chunk is lost anyway
         wait(futures)  # no thread may still write into the buffer once it is handed back
         for future in futures:
             future.result()  # re-raises the first error of a thread
-        return [item for part in skipped for item in part]
+        return [item for part in skipped for item in part or ()]
 
     def close(self) -> None:
         """End the threads (a later ``fill`` starts new ones)."""

@@ -105,7 +105,7 @@ class Producer:
                     forget(self._pool.held())
                 start = time.perf_counter()
                 try:
-                    skipped = sorted(self._filler.fill(buffer, indices, self._stop) or (), key=_slot)
+                    skipped = sorted(self._filler.fill(buffer, indices, self._stop), key=_slot)
                 except BaseException:
                     self._pool.release(buffer)
                     raise
