@@ -1,5 +1,34 @@
+"""Test isolation: what one test starts or changes in this process must not reach the next.
+
+Seen before this fixture: a DataLoader worker a test killed on purpose raised
+"DataLoader worker (pid N) is killed by signal" from torch's SIGCHLD handler
+inside a later test, and a test that died mid-way left processes and a process
+group that broke the tests after it. After each test: iterators are collected
+(torch then forgets their workers), the signal handlers it changed are put back
+(torch's SIGCHLD handler too, and torch re-installs it for the next DataLoader
+that needs it), the child processes it left are ended (and the test fails), and
+a process group it left is destroyed.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import time
+
+import psutil
 import pytest
 import torch
+import torch.distributed as dist
+from torch.utils.data._utils import signal_handling
+
+import background
+
+_WATCHED = tuple(
+    getattr(signal, name) for name in ("SIGCHLD", "SIGTERM", "SIGINT", "SIGALRM", "SIGUSR1", "SIGUSR2", "SIGHUP")
+)
+_GRACE = 10.0  # seconds for a test's processes to end after it (workers shut down on collection)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -10,3 +39,80 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_collection_finish(session):
+    """Start the jobs of the collected modules that run some early (see tests/background.py)."""
+    modules = {getattr(item, "module", None) for item in session.items} - {None}
+    for module in sorted(modules, key=lambda m: m.__name__):
+        start = getattr(module, "start_early", None)
+        if callable(start):
+            start()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    background.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def isolated():
+    handlers = {s: signal.getsignal(s) for s in _WATCHED}
+    sigchld_set = signal_handling._SIGCHLD_handler_set
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    yield
+    if signal.getsignal(signal.SIGCHLD) is not handlers[signal.SIGCHLD] or _started(me, before):
+        gc.collect()  # DataLoader iterators of the test: collected, torch forgets their workers
+    for signum, handler in handlers.items():
+        if signal.getsignal(signum) is not handler:
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+    signal_handling._SIGCHLD_handler_set = sigchld_set
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+        pytest.fail("the test left a torch.distributed process group initialised")
+    left = _left_behind(me, before)
+    if left:
+        pytest.fail(f"the test left processes running: {left}")
+
+
+def _left_behind(me: psutil.Process, before: set[int]) -> list[str]:
+    """Processes started during the test still alive after the grace period (then killed)."""
+    end = time.monotonic() + _GRACE
+    while True:
+        alive = _started(me, before)
+        if not alive or time.monotonic() > end:
+            break
+        time.sleep(0.05)
+    described = []
+    for proc in alive:
+        try:
+            described.append(f"pid {proc.pid} {proc.name()!r}")
+            proc.kill()
+        except psutil.Error:
+            pass
+    return described
+
+
+def _started(me: psutil.Process, before: set[int]) -> list[psutil.Process]:
+    """This process's descendants that the test started and that still run (jobs aside)."""
+    jobs = background.sessions()
+    return [p for p in me.children(recursive=True) if p.pid not in before and _running(p) and not _in(p, jobs)]
+
+
+def _in(proc: psutil.Process, sessions: set[int]) -> bool:
+    try:
+        return os.getsid(proc.pid) in sessions
+    except OSError:
+        return False
+
+
+_SERVICES = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")  # one per interpreter, by design
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return not any(service in part for part in proc.cmdline() for service in _SERVICES)
+    except psutil.Error:
+        return False

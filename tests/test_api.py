@@ -48,9 +48,10 @@ def test_every_public_class_pickles(tmp_path):
     np.save(tmp_path / "b.npy", np.ones(2))
     torchloader.pack(str(tmp_path), str(tmp_path / "packed"), workers=0, progress=False)
     objects.append(torchloader.PackedDataset(tmp_path / "packed"))
-    # ChunkedLoader owns threads and processes, like a DataLoader iterator: not picklable.
+    objects.append(torchloader.ChunkedLoader(objects[0], 2, chunk_size=2))  # its configuration
+    objects.append(torchloader.PoorShuffleWarning("w"))
+    objects.append(torchloader.TransformError("t", index=1, skippable=False))
     classes = {name for name in torchloader.__all__ if isinstance(getattr(torchloader, name), type)}
-    classes -= {"ChunkedLoader"}
     assert {type(o).__name__ for o in objects} == classes
     for obj in objects:
         copy = pickle.loads(pickle.dumps(obj))

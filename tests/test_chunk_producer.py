@@ -35,11 +35,11 @@ class Failing:
         self.inner, self.fail, self.calls = ChunkFiller(DS, 0), fail, 0
         self.inner.layout(0)
 
-    def fill(self, buffer, indices, stop):
+    def fill(self, buffer, indices, stop, epoch=None):
         self.calls += 1
         if self.calls > self.fail:
             raise OSError("disk gone")
-        return self.inner.fill(buffer, indices, stop)
+        return self.inner.fill(buffer, indices, stop, epoch)
 
 
 def _plan(*chunks, epoch=0):

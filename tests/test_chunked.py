@@ -460,11 +460,11 @@ def test_leaving_the_loop_early_then_close_leaves_nothing_behind(closing, how, w
                     raise KeyError("in the training step")
         assert not [t for t in threading.enumerate() if t.name == "torchloader-chunks"]
 
-        again = run(loader)  # the interrupted epoch again, from its start
+        again = run(loader)  # a new pass is the next epoch, whole (as with a DataLoader)
         workers = list(getattr(loader.filler, "_workers", []))
         loader.close()
 
-    assert_same_epochs(again, reference(ds, 4, chunk_size=10, seed=1)[0])
+    assert_same_epochs(again, reference(ds, 4, 2, chunk_size=10, seed=1)[0][1:])
     assert len(workers) == (2 if worker_type == "process" else 0)
     assert not any(w.is_alive() for w in workers)
     assert library_threads() == []
@@ -506,7 +506,7 @@ def test_resume_after_k_batches_gives_the_rest_of_the_run(closing, n, chunk_size
     def make():
         return closing(ds, 4, chunk_size=chunk_size, seed=2)
 
-    full = run(make(), 2)
+    full = run(make(), 3)
     interrupted = make()
     batches = iter(interrupted)
     for _ in range(k):
@@ -517,8 +517,12 @@ def test_resume_after_k_batches_gives_the_rest_of_the_run(closing, n, chunk_size
     resumed = make()
     resumed.load_state_dict(state)
 
-    assert state["consumed"] == min(4 * k, n)
-    assert_same_epochs(run(resumed, 2), [full[0][k:], full[1]])
+    if 4 * k < n:
+        assert (state["epoch"], state["consumed"]) == (0, 4 * k)
+        assert_same_epochs(run(resumed, 2), [full[0][k:], full[1]])
+    else:  # the epoch's last batch was handed out: the rest is the next epoch
+        assert (state["epoch"], state["consumed"]) == (1, 0)
+        assert_same_epochs(run(resumed, 2), full[1:])
 
 
 def test_resume_in_a_later_epoch(closing):

@@ -111,8 +111,8 @@ def _run_case(name, folder, out):
     ds = _dataset(data, folder)
     if kind == "dataloader":  # ds.dataloader(): a shuffle of the whole data set per epoch
         loader = ds.dataloader(BATCH, seed=SEED, **options)
-        iterated, closing = loader.sampler, None
-        sampler = loader.sampler.sampler
+        iterated, closing = loader.batch_sampler, None
+        sampler = loader.batch_sampler.sampler
     elif kind == "sampler":
         sampler = ChunkedSampler(ds, chunk_size=CHUNK, seed=SEED, num_replicas=None, rank=None,
                                  drop_last=options.get("drop_last", False))  # fmt: skip
@@ -182,7 +182,7 @@ def _rank_main(rank, init_method, folder, out, names):
 
 
 def _launch(folder, out, names):
-    """Run the job; ``{rank: {case: report}}``, or fail with the ranks' tracebacks."""
+    """Start the job: its rank processes (``_finish`` waits for them)."""
     out.mkdir()
     context = mp.get_context("spawn")
     init_method = f"file://{out / 'rendezvous'}"
@@ -191,10 +191,14 @@ def _launch(folder, out, names):
                         name=f"test-distributed-rank-{rank}")  # fmt: skip
         for rank in range(WORLD)
     ]
-    end = time.monotonic() + DEADLINE
+    for process in ranks:
+        process.start()
+    return ranks, out, time.monotonic() + DEADLINE
+
+
+def _finish(ranks, out, end):
+    """``{rank: {case: report}}`` of a launched job, or fail with the ranks' tracebacks."""
     try:
-        for process in ranks:
-            process.start()
         running = list(ranks)
         # until all are done, one fails (the others would wait for it), or the deadline
         while running and time.monotonic() < end:
@@ -225,10 +229,11 @@ def jobs(tmp_path_factory):
         np.save(folder / f"{i:02d}.npy", np.full((2, 3), i, dtype=np.int32))
     for i in BAD:  # a .npy cut short
         (folder / f"broken{i:02d}.npy").write_bytes((folder / f"{i:02d}.npy").read_bytes()[:100])
-    return [
+    launched = [  # both at once: each mostly waits on its processes starting
         _launch(folder, tmp_path_factory.mktemp("job") / "out", names)
         for names in (list(CASES) + list(SKIP_CASES), REPEATED_CASES)
     ]
+    return [_finish(*job) for job in launched]
 
 
 @pytest.fixture

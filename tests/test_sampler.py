@@ -225,11 +225,20 @@ def test_the_epoch_advances_after_a_complete_pass():
     assert s.epoch == 3
 
 
-def test_an_abandoned_pass_does_not_advance_the_epoch():
+def test_a_new_pass_after_an_abandoned_one_is_the_next_epoch():
+    s = _sampler(50, chunk_size=7)
+    reference = _sampler(50, chunk_size=7)
+    full = [list(reference), list(reference)]
+    head = list(itertools.islice(s, 10))
+    assert head == full[0][:10] and s.epoch == 0
+    assert list(s) == full[1] and s.epoch == 2  # as a DataLoader's next pass: a new epoch
+
+
+def test_set_epoch_after_an_abandoned_pass_gives_that_epoch():
     s = _sampler(50, chunk_size=7)
     full = list(_sampler(50, chunk_size=7))
-    head = list(itertools.islice(s, 10))
-    assert head == full[:10] and s.epoch == 0
+    list(itertools.islice(s, 10))
+    s.set_epoch(0)
     assert list(s) == full and s.epoch == 1
 
 

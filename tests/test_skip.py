@@ -236,9 +236,9 @@ def test_a_skipping_data_set_pickles_with_its_log_and_says_so_in_its_repr(ds):
 def test_dataloader_batches_keep_their_boundaries_and_come_back_without_the_bad_samples(ds, num_workers):
     loader = ds.dataloader(4, seed=3, num_workers=num_workers, persistent_workers=num_workers > 0)
     for epoch in range(2):
-        loader.sampler.set_epoch(epoch)
-        expected = without_bad([batch.tolist() for batch in loader.sampler])
-        loader.sampler.set_epoch(epoch)  # a pass of the sampler moved it on to the next epoch
+        loader.batch_sampler.set_epoch(epoch)
+        expected = without_bad([list(batch) for batch in loader.batch_sampler])
+        loader.batch_sampler.set_epoch(epoch)  # a pass of the sampler moved it on to the next epoch
         with warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
             got = [indices_of(x) for x, _ in loader]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+import background
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,8 +41,29 @@ def one_intra_op_thread():
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> str:
-    return te.build_digits(str(tmp_path_factory.mktemp("data") / "digits"))
+def digits() -> str:
+    start_early()
+    return str(background.root() / "train_example" / "digits")
+
+
+def start_early() -> None:
+    """Build the digits and start the torchrun jobs (see tests/background.py)."""
+    root = background.root() / "train_example"
+    if root.exists():
+        return
+    digits = te.build_digits(str(root / "digits"))
+    for mode in ("chunked", "path"):
+        _start_torchrun(f"gloo/{mode}", ["--mode", mode, "--epochs", "2", "--digits-dir", digits, "--device", "cpu"],
+                        root / mode)  # fmt: skip
+    data = root / "skip" / "digits"
+    shutil.copytree(digits, data)
+    broken = sorted(str(p) for p in list((data / "train").rglob("*.png"))[::300])  # 5 files, any rank's
+    for path in broken:
+        Path(path).write_bytes(b"not a png")
+    (root / "skip" / "broken.txt").write_text("\n".join(broken))
+    _start_torchrun("gloo/skip", ["--mode", "chunked", "--epochs", "1", "--digits-dir", str(data), "--device", "cpu",
+                                  "--on-error", "skip", "--error-report", str(root / "skip" / "bad.csv")],
+                    root / "skip")  # fmt: skip
 
 
 def _write_image(path: Path, size: tuple[int, int], mode: str, seed: int) -> None:
@@ -183,22 +207,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun_command(args):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+            f"--master_port={_free_port()}", str(ROOT / "train_example.py"), *args]  # fmt: skip
+
+
+def _start_torchrun(name, args, cwd):
+    """``torchrun --nproc_per_node=2 train_example.py *args`` as a background job."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    background.start(name, _torchrun_command(args), cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
 def _torchrun(args, cwd):
     """``torchrun --nproc_per_node=2 train_example.py *args``, finished."""
     import subprocess
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-         f"--master_port={_free_port()}", str(ROOT / "train_example.py"), *args],
-        capture_output=True, text=True, timeout=180, cwd=cwd, env=env,
-    )  # fmt: skip
+    return subprocess.run(_torchrun_command(args), capture_output=True, text=True, timeout=180, cwd=cwd, env=env)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["chunked", "path"])
-def test_torchrun_with_two_processes_trains_on_the_cpu_with_gloo(mode, digits, tmp_path):
-    done = _torchrun(["--mode", mode, "--epochs", "2", "--digits-dir", digits, "--device", "cpu"], tmp_path)
+def test_torchrun_with_two_processes_trains_on_the_cpu_with_gloo(mode, digits):
+    done = background.result(f"gloo/{mode}")
 
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
@@ -254,20 +285,15 @@ def test_on_error_skip_is_refused_for_preload():
 
 
 @pytest.mark.slow
-def test_torchrun_with_on_error_skip_writes_the_files_every_rank_skipped(digits, tmp_path):
+def test_torchrun_with_on_error_skip_writes_the_files_every_rank_skipped(digits):
     import csv
-    import shutil
 
-    data = tmp_path / "digits"
-    shutil.copytree(digits, data)
-    broken = sorted(str(p) for p in list((data / "train").rglob("*.png"))[::300])  # 5 files, any rank's
-    for path in broken:
-        Path(path).write_bytes(b"not a png")
-    done = _torchrun(["--mode", "chunked", "--epochs", "1", "--digits-dir", str(data), "--device", "cpu",
-                      "--on-error", "skip", "--error-report", str(tmp_path / "bad.csv")], tmp_path)  # fmt: skip
+    root = background.root() / "train_example" / "skip"
+    broken = (root / "broken.txt").read_text().splitlines()
+    done = background.result("gloo/skip")
 
     assert done.returncode == 0, done.stderr[-3000:]
-    with open(tmp_path / "bad.csv", newline="") as f:
+    with open(root / "bad.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted(row["path"] for row in rows) == broken
     assert all(row["cause"].startswith("UnidentifiedImageError") for row in rows)

@@ -15,7 +15,7 @@ from .chunked import ChunkedLoader
 from .chunking import format_bytes, parse_bytes
 from .device import DeviceLoader
 from .error_log import ErrorLog, SkippedSample, SkippedSampleWarning
-from .errors import SampleLoadError
+from .errors import SampleLoadError, TransformError
 from .data_report import inspect_data
 from .loader_stats import LoaderStats
 from .pack import PackSummary, pack
@@ -27,6 +27,7 @@ from .resize import Resize
 from .sampler import ChunkedSampler
 from .sequence import SequenceDataset, SequenceSampler, from_sequence
 from .shards import verify_pack
+from .shuffle_quality import PoorShuffleWarning
 
 __version__ = "0.1.0"
 
@@ -43,6 +44,7 @@ __all__ = [
     "PackSummary",
     "PackedDataset",
     "PathDataset",
+    "PoorShuffleWarning",
     "PreloadedDataset",
     "PtReader",
     "Resize",
@@ -52,6 +54,7 @@ __all__ = [
     "SkippedSample",
     "SkippedSampleWarning",
     "SuffixReader",
+    "TransformError",
     "format_bytes",
     "from_sequence",
     "inspect_data",

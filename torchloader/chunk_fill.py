@@ -32,6 +32,7 @@ from .chunk_buffer import ChunkBuffer, SampleLayout
 from .error_log import SkippedSample
 from .errors import SampleLoadError
 from .intraop import use_one_intraop_thread
+from .randomness import reading_epoch
 from .samples import ShapeMismatch, describe, mismatch_message, split_sample
 from .subsets import ReadThrough
 
@@ -82,13 +83,24 @@ def fill_slots(
     indices: np.ndarray,
     stop: threading.Event | None = None,
     skipped: Skipped | None = None,
+    reading: tuple[int, int] | None = None,
 ) -> None:
     """Write ``dataset[indices[k]]`` into slot ``slots[k]`` of ``buffer``, for every k.
 
     A dataset with ``read_into(indices, out, slots)`` (``PathDataset``) writes the
     samples straight into their slots (JPEGs decoded there), a run at a time.
     Given a ``skipped`` list, a sample that cannot be read goes there instead.
+    ``reading``: the ``(seed, epoch)`` the samples are read for, from which their
+    transforms are seeded (see NOTE [ per-sample randomness ]).
     """
+    with reading_epoch(*(reading or (None, None))):
+        _fill_slots(dataset, first, buffer, slots, indices, stop, skipped)
+
+
+def _fill_slots(
+    dataset: Any, first: tuple[int, SampleLayout], buffer: ChunkBuffer, slots: np.ndarray,
+    indices: np.ndarray, stop: threading.Event | None, skipped: Skipped | None,
+) -> None:  # fmt: skip
     if getattr(dataset, "read_into", None) is not None:
         _fill_by_read_into(dataset, first, buffer, slots, indices, stop, skipped)
         return
@@ -161,11 +173,12 @@ class ChunkFiller:
 
     shared_buffers = False  # threads write into ordinary (pinned) memory
 
-    def __init__(self, dataset: Any, num_workers: int, *, skip: bool = False) -> None:
+    def __init__(self, dataset: Any, num_workers: int, *, skip: bool = False, seed: int = 0) -> None:
         self.through = ReadThrough(dataset)
         self.dataset = self.through.dataset
         self.num_workers = num_workers
         self.skip = skip  # on_error="skip": fill() returns the samples it left out
+        self.seed = seed  # of the loader: per-sample transforms draw from (seed, epoch, index)
         self.batched = callable(getattr(self.dataset, "gather", None)) and not _transforms(self.dataset)
         self._threads: ThreadPoolExecutor | None = None  # started on first use
         self.first: tuple[int, SampleLayout] | None = None
@@ -175,20 +188,27 @@ class ChunkFiller:
         skipping, the first one from there on that can be read)."""
         if self.first is None:  # a sample passed over here is listed when its batch is served
             candidates = self.through.own(np.arange(index, self.through.size if self.skip else index + 1))
-            self.first = first_readable(lambda i: read_sample(self.dataset, i), candidates, skip=self.skip)
+            with reading_epoch(self.seed, 0):  # a random transform seeded as in epoch 0, not from the loop's generators
+                self.first = first_readable(lambda i: read_sample(self.dataset, i), candidates, skip=self.skip)
         return self.first[1]
 
-    def fill(self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event) -> Skipped:
+    def fill(
+        self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event, epoch: int | None = None
+    ) -> Skipped:
         """Write ``dataset[indices[j]]`` into slot ``j`` of ``buffer``; return the
-        ``(slot, SkippedSample)`` of the samples left out (only when skipping)."""
+        ``(slot, SkippedSample)`` of the samples left out (only when skipping).
+        ``epoch``: the one the chunk belongs to (it seeds per-sample transforms)."""
+        reading = None if epoch is None else (self.seed, epoch)
         try:
-            return self._fill(buffer, self.through.own(indices), stop)
+            return self._fill(buffer, self.through.own(indices), stop, reading)
         except ValueError as exc:  # two shapes: say which dataset the numbers are of
             if not self.through.note:
                 raise
             raise ValueError(f"{exc}{self.through.note}") from exc
 
-    def _fill(self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event) -> Skipped:
+    def _fill(
+        self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event, reading: tuple[int, int] | None
+    ) -> Skipped:
         assert self.first is not None
         if self.batched:
             fill_batched(self.dataset, buffer, indices)
@@ -197,7 +217,7 @@ class ChunkFiller:
         skipped: list[Skipped | None] = [[] if self.skip else None for _ in runs]  # one list per run
         if self.num_workers == 0:
             for run, part in zip(runs, skipped):
-                fill_slots(self.dataset, self.first, buffer, run, indices[run], stop, part)
+                fill_slots(self.dataset, self.first, buffer, run, indices[run], stop, part, reading)
             return [item for part in skipped for item in part or ()]
         if self._threads is None:
             self._threads = ThreadPoolExecutor(
@@ -205,7 +225,7 @@ class ChunkFiller:
             )  # see NOTE [ torch ops in a background thread ]
         failed = _Either(stop)
         futures = [
-            self._threads.submit(fill_slots, self.dataset, self.first, buffer, run, indices[run], failed, part)
+            self._threads.submit(fill_slots, self.dataset, self.first, buffer, run, indices[run], failed, part, reading)
             for run, part in zip(runs, skipped)
         ]
         wait(futures, return_when=FIRST_EXCEPTION)

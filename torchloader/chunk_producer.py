@@ -105,7 +105,7 @@ class Producer:
                     forget(self._pool.held())
                 start = time.perf_counter()
                 try:
-                    skipped = sorted(self._filler.fill(buffer, indices, self._stop), key=_slot)
+                    skipped = sorted(self._filler.fill(buffer, indices, self._stop, epoch), key=_slot)
                 except BaseException:
                     self._pool.release(buffer)
                     raise
@@ -140,6 +140,7 @@ class Producer:
         return item
 
     def release(self, chunk: LoadedChunk) -> None:
+        """Give a served chunk's buffer back to the pool (returns None, for ``held = release(held)``)."""
         self._pool.release(chunk.buffer)
 
     def close(self) -> None:

@@ -40,19 +40,29 @@ import torch.multiprocessing as mp
 from .chunk_buffer import ChunkBuffer, SampleLayout
 from .chunk_fill import ChunkFiller, Skipped, fill_batched, fill_slots, storage_runs
 from .errors import SampleLoadError
+from .randomness import mark_worker, seed_worker
+from .worker_process import PARENT_CHECK_SECONDS, ParentWatch, reset_signal_handlers
 
 __all__ = ["ProcessFiller"]
 
 
 def _worker_loop(
-    dataset: Any, first: tuple[int, SampleLayout], tasks: Any, results: Any, halt: Any, skip: bool
-) -> None:
+    dataset: Any, first: tuple[int, SampleLayout], tasks: Any, results: Any, halt: Any, skip: bool,
+    rank: int, base_seed: int,
+) -> None:  # fmt: skip
+    reset_signal_handlers()  # see NOTE [ worker processes and signals ]
+    watch = ParentWatch()
     torch.set_num_threads(1)  # one core per worker; the sample copies are small
     gc.freeze()  # see NOTE [ forked workers and the garbage collector ]
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    mark_worker()
+    seed_worker(base_seed, rank)  # forked workers would all draw the parent's numbers
+    halt = _HaltOrOrphaned(halt, watch)
     buffers: dict[int, ChunkBuffer] = {}
-    while True:
-        task = tasks.get()
+    while watch.parent_alive():
+        try:
+            task = tasks.get(timeout=PARENT_CHECK_SECONDS)
+        except queue.Empty:
+            continue
         if task is None:
             return
         kind, key = task[0], task[1]
@@ -61,13 +71,24 @@ def _worker_loop(
         elif kind == "forget":
             buffers.pop(key, None)
         else:
-            _, _, slots, indices = task
+            _, _, slots, indices, reading = task
             skipped: Skipped | None = [] if skip else None
             try:
-                fill_slots(dataset, first, buffers[key], slots, indices, halt, skipped)
+                fill_slots(dataset, first, buffers[key], slots, indices, halt, skipped, reading)
                 results.put(("done", skipped or []))
             except Exception as exc:  # sent to the main process, raised there
                 results.put(("error", _portable(exc)))
+
+
+class _HaltOrOrphaned:
+    """The halt flag as a worker reads it: also set once the parent is gone."""
+
+    def __init__(self, flag: Any, watch: ParentWatch) -> None:
+        self._flag = flag
+        self._watch = watch
+
+    def is_set(self) -> bool:
+        return self._flag.is_set() or not self._watch.parent_alive()
 
 
 class _Flag:
@@ -104,9 +125,10 @@ class ProcessFiller(ChunkFiller):
     shared_buffers = True
 
     def __init__(
-        self, dataset: Any, num_workers: int, *, skip: bool = False, multiprocessing_context: Any = None
-    ) -> None:
-        super().__init__(dataset, num_workers, skip=skip)  # its thread pool is never started here
+        self, dataset: Any, num_workers: int, *, skip: bool = False, seed: int = 0,
+        multiprocessing_context: Any = None,
+    ) -> None:  # fmt: skip
+        super().__init__(dataset, num_workers, skip=skip, seed=seed)  # its thread pool is never started here
         self._context = multiprocessing_context
         self._workers: list[Any] = []
         self._tasks: list[Any] = []
@@ -125,17 +147,21 @@ class ProcessFiller(ChunkFiller):
             context = mp.get_context(context)
         self._results = context.Queue()
         self._halt = _Flag(context)
+        base_seed = int(torch.empty((), dtype=torch.int64).random_().item())  # as DataLoader draws its own
         for rank in range(self.num_workers):
             tasks = context.Queue()
             worker = context.Process(
-                target=_worker_loop, args=(self.dataset, self.first, tasks, self._results, self._halt, self.skip),
+                target=_worker_loop,
+                args=(self.dataset, self.first, tasks, self._results, self._halt, self.skip, rank, base_seed),
                 name=f"torchloader-chunk-worker-{rank}", daemon=True,
             )  # fmt: skip
             worker.start()
             self._workers.append(worker)
             self._tasks.append(tasks)
 
-    def _fill(self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event) -> Skipped:
+    def _fill(
+        self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event, reading: tuple[int, int] | None
+    ) -> Skipped:
         """Write ``dataset[indices[j]]`` into slot ``j`` of ``buffer``, in the workers;
         return the samples left out (only when skipping)."""
         if self.batched:
@@ -145,7 +171,7 @@ class ProcessFiller(ChunkFiller):
             key = self._share(buffer)
             runs = storage_runs(indices, self.num_workers)
             for tasks, run in zip(self._tasks, runs):
-                tasks.put(("fill", key, run, indices[run]))
+                tasks.put(("fill", key, run, indices[run], reading))
             return self._collect(len(runs), stop)
 
     def _share(self, buffer: ChunkBuffer) -> int:

@@ -8,41 +8,37 @@ the loader yields exactly the batches ``DataLoader(dataset, batch_size,
 sampler=ChunkedSampler(...))`` would, only read chunk-wise: a batch is a view of
 the buffer (one that straddles two chunks is copied).
 
-RAM: ``ram_budget`` covers the whole process tree's loading memory. Two chunk
-buffers share it, less a reserve for what loading costs besides them (each
-worker process's own pages, a batch that straddles two chunks, allocator
-slack: 20-40 MiB measured with 2 workers): an eighth of the budget, at most
-12 MiB per process. Batches kept alive past the next chunk keep their buffer
-alive (see ``torchloader/chunk_buffer.py``); nothing else grows with the data.
+RAM: ``ram_budget`` covers the whole process tree's loading memory: two chunk
+buffers and a reserve for the workers (see ``torchloader/chunk_budget.py``).
+Batches kept alive past the next chunk keep their buffer alive (see
+``torchloader/chunk_buffer.py``); nothing else grows with the data.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Generator, Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
-from .chunk_batches import BatchCutter
 from .chunk_buffer import BufferPool
 from .chunk_fill import ChunkFiller
+from .chunk_pass import LoaderPass
 from .chunk_producer import LoadedChunk, Producer, chunk_plan
 from .chunk_workers import ProcessFiller
-from .chunking import format_bytes
-from .device import DeviceLoader
-from .error_log import ErrorLog, SkippedSample, error_policy
+from .device import check_device, check_pin_memory
+from .error_log import ErrorLog, error_policy
 from .loader_stats import LoaderStats
-from .sampler import ChunkedSampler, check_chunk_args
-from .sampler import _check_non_negative_int as _check_int
+from .arguments import check_non_negative_int as _check_int
+from .chunk_budget import BUFFERS as _BUFFERS
+from .chunk_budget import loader_chunk_size
+from .sampler import ChunkedSampler
 from .shared_memory import check_room
-from .shuffle_quality import ShuffleQuality, shuffle_quality
-from .subsets import ReadThrough
+from .shuffle_quality import PoorShuffleWarning, ShuffleQuality, order_quality, poor_shuffle_message
 
 __all__ = ["ChunkedLoader"]
 
-_BUFFERS = 2  # double buffering: one chunk served while the next loads
-_RESERVE_PER_PROCESS = 12 * 2**20  # of ram_budget, for what loading costs besides the buffers
 
 
 class ChunkedLoader:
@@ -69,6 +65,20 @@ class ChunkedLoader:
         device: move batches there (``"cuda"``: copied ahead from pinned memory).
         transform: applied to each batch, on ``device`` when one is given.
         pin_memory: pin the chunk buffers (default: when CUDA is available).
+
+    Epochs: every pass is a new epoch (also one left early, as Lightning does
+    after ``len(loader)`` batches), unless ``set_epoch`` (on the loader or on
+    ``loader.sampler``) or ``load_state_dict`` said which comes next. The ranks
+    are looked up when a pass starts, so a loader made before the process group
+    (before ``Accelerator()``, outside ``Trainer.fit``) still splits the data.
+    A random ``transform`` of the dataset (``PathDataset(transform=...)``) draws
+    each sample's randomness from ``(seed, epoch, index)``: the same batches with
+    any number or kind of workers (see ``torchloader/randomness.py``).
+
+    One pass at a time: a second iterator raises while another has batches
+    left. Pickles and deep copies hold the configuration and epoch position
+    (like a DataLoader's), not the workers. Batches far worse mixed than a full
+    shuffle (see ``shuffle_quality``) are warned about once, with the fix.
 
     A dataset with ``on_error="skip"`` (``PathDataset(..., on_error="skip")``) has
     samples that cannot be read left out of their batch, which is then shorter
@@ -105,8 +115,12 @@ class ChunkedLoader:
         rank: int | None = None,
         block_size: int | None = None,
     ) -> None:
+        self._config = {  # for copies and pickles: the arguments, less the dataset and batch_size
+            k: v for k, v in locals().items() if k not in ("self", "dataset", "batch_size")
+        } | {"multiprocessing_context": _portable_context(multiprocessing_context)}
         self.dataset = dataset
         self.batch_size = _check_int("batch_size", batch_size, minimum=1)
+        self.device = None if device is None else check_device(device)
         self.drop_last = bool(drop_last)
         self.num_workers = _check_int("num_workers", num_workers)
         if worker_type not in ("process", "thread"):
@@ -114,147 +128,97 @@ class ChunkedLoader:
         self.worker_type = worker_type
         skip, errors = error_policy(dataset)
         self.errors = errors if errors is not None else ErrorLog()
-        self.filler = self._filler(skip, multiprocessing_context)
+        self.filler = self._filler(skip, seed, multiprocessing_context)
         self.layout = self.filler.layout(0)
-        chunk_size = self._chunk_size(chunk_size, ram_budget)
+        chunk_size = loader_chunk_size(
+            chunk_size, ram_budget, sample_bytes=self.layout.nbytes, batch_size=self.batch_size,
+            processes=1 + (self.num_workers if worker_type == "process" else 0), samples=len(dataset),
+        )  # fmt: skip
         self.sampler = ChunkedSampler(
             dataset, chunk_size=chunk_size, shuffle=shuffle, seed=seed,
             num_replicas=num_replicas, rank=rank, block_size=block_size,
         )  # fmt: skip
-        self.device = None if device is None else torch.device(device)
         self.transform = transform
-        pin = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
-        if pin and not torch.cuda.is_available():
-            raise ValueError(
-                "pin_memory=True needs CUDA, and torch.cuda.is_available() is False here; "
-                "leave pin_memory=None to pin only where CUDA is present"
-            )
+        pin = check_pin_memory(pin_memory)
         shared = self.filler.shared_buffers and not self.filler.batched
         if shared:  # see torchloader/shared_memory.py: fail now, not mid-epoch
             check_room(_BUFFERS * chunk_size * self.layout.nbytes,
                        f"ChunkedLoader's {_BUFFERS} chunk buffers for {self.num_workers} worker processes")  # fmt: skip
         self.pool = BufferPool(self.layout, chunk_size, slots=_BUFFERS, pin=pin, shared=shared)
         self.stats = LoaderStats()
-        self.epoch = 0
-        self._start = 0  # samples of this epoch consumed before a resume
-        self._position = 0  # samples of the current epoch yielded so far
+        self.latest_pass: LoaderPass | None = None  # see torchloader/chunk_pass.py
         self._producer: Producer | None = None
         self._producer_epoch = -1  # the epoch whose first chunk the producer holds
+        self._warned_shuffle = False
 
-    def _filler(self, skip: bool, multiprocessing_context: Any) -> ChunkFiller:
+    def _filler(self, skip: bool, seed: int, multiprocessing_context: Any) -> ChunkFiller:
         if self.worker_type == "process" and self.num_workers > 0:
             return ProcessFiller(
-                self.dataset, self.num_workers, skip=skip, multiprocessing_context=multiprocessing_context
+                self.dataset, self.num_workers, skip=skip, seed=seed, multiprocessing_context=multiprocessing_context
             )
-        return ChunkFiller(self.dataset, self.num_workers, skip=skip)
-
-    def _chunk_size(self, chunk_size: int | None, ram_budget: int | str | None) -> int:
-        chunk_size, budget = check_chunk_args(chunk_size, ram_budget)
-        if chunk_size is None:
-            assert budget is not None
-            chunk_size = self._buffer_share(budget) // (_BUFFERS * self.layout.nbytes)
-            if chunk_size < self.batch_size:
-                smallest = self._smallest_budget(_BUFFERS * self.batch_size * self.layout.nbytes)
-                raise ValueError(
-                    f"ram_budget={budget} bytes ({format_bytes(budget)}) cannot hold "
-                    f"{_BUFFERS} chunks of one batch and the workers' reserve: a sample takes "
-                    f"{self.layout.nbytes} bytes, a batch of {self.batch_size} takes "
-                    f"{self.batch_size * self.layout.nbytes} bytes; the smallest budget "
-                    f"that works is ram_budget={smallest} ({format_bytes(smallest)})"
-                )
-            # whole batches per chunk: no batch straddles two chunks (and is copied)
-            chunk_size -= chunk_size % self.batch_size
-        return min(chunk_size, len(self.dataset))
-
-    def _buffer_share(self, budget: int) -> int:
-        """The bytes of ``budget`` left for the chunk buffers after the reserve."""
-        processes = 1 + (self.num_workers if self.worker_type == "process" else 0)
-        return budget - min(budget // 8, processes * _RESERVE_PER_PROCESS)
-
-    def _smallest_budget(self, buffers: int) -> int:
-        budget = buffers
-        while self._buffer_share(budget) < buffers:
-            budget += buffers - self._buffer_share(budget)
-        return budget
+        return ChunkFiller(self.dataset, self.num_workers, skip=skip, seed=seed)
 
     @property
     def chunk_size(self) -> int:
         return self.sampler.chunk_size
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the pass under way, or of the next pass (the sampler's)."""
+        return self.latest_pass.epoch if self._running() else self.sampler.indices_epoch()
+
+    def _running(self) -> bool:
+        """Whether the latest pass is still the epoch's: not done, and no epoch set since."""
+        this = self.latest_pass
+        return this is not None and not this.done and this.generation == self.sampler.generation
 
     def __len__(self) -> int:
         """Batches per epoch on this rank."""
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def last_position(self) -> int:
+        """Where in this rank's order of an epoch its last batch ends."""
+        n = len(self.sampler)
+        return n - n % self.batch_size if self.drop_last else n
+
     def shuffle_quality(self, epoch: int | None = None) -> ShuffleQuality:
         """How random this rank's order of ``epoch`` (default: the next) is, per batch,
         relative to a full shuffle: label entropy (when the dataset has ``labels``
         or a 1-D ``y``) and spread in storage order; 1.0 is as good as a full shuffle."""
         order, _ = self.sampler.order_of(self.epoch if epoch is None else epoch)
-        through = ReadThrough(self.dataset)  # a subset: its dataset's labels and storage order
-        order, dataset = through.own(order), through.dataset
-        labels = getattr(dataset, "labels", None)
-        if labels is None and getattr(getattr(dataset, "y", None), "ndim", 0) == 1:
-            labels = dataset.y.numpy()
-        return shuffle_quality(order, self.batch_size, labels)
+        return order_quality(order, self.dataset, self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
-        """Use the order of ``epoch`` next (the epoch also advances after each pass)."""
+        """Use the order of ``epoch`` for the next pass (as ``loader.sampler.set_epoch``)."""
         self.sampler.set_epoch(epoch)
-        if epoch != self.epoch:
-            self._start = self._position = 0
-        self.epoch = epoch
 
     def __iter__(self) -> Iterator[Any]:
-        # per batch made and not yet handed out: its positions, the samples left out of it
-        handed: deque[tuple[int, list[SkippedSample]]] = deque()
-        host = self._host_batches(handed)
-        batches: Iterator[Any] = host
-        if self.device is not None:
-            batches = iter(DeviceLoader(host, self.device, transform=self.transform))
-        elif self.transform is not None:
-            batches = map(self.transform, host)
-        return self._handed_out(host, batches, handed)
+        self._refuse_a_second_pass()
+        return self._pass_batches()
 
-    def _handed_out(
-        self, host: Generator, batches: Iterator[Any], handed: deque[tuple[int, list[SkippedSample]]]
-    ) -> Iterator[Any]:
-        """Count what the caller got (a ``DeviceLoader`` makes batches one ahead)."""
-        epoch = self.epoch
-        self._position = self._start
-        try:
-            for batch in batches:
-                positions, skipped = handed.popleft()
-                self._position += positions
-                if skipped:
-                    self.stats.add_skipped(len(skipped))
-                    self.errors.record(skipped, where="loader.errors", stacklevel=3)
-                yield batch
-        finally:
-            host.close()  # a break: stop loading now, not when the generators are collected
-        self.epoch, self._start, self._position = epoch + 1, 0, 0
-        self.sampler.set_epoch(self.epoch)
+    def _refuse_a_second_pass(self) -> None:
+        if self.latest_pass is not None and self.latest_pass.active:
+            raise RuntimeError(
+                f"this ChunkedLoader is already being iterated (epoch {self.latest_pass.epoch}, "
+                f"{self.latest_pass.position} of {len(self.sampler)} samples handed out): it serves "
+                f"one pass at a time from its two chunk buffers. Finish that pass or close its "
+                f"iterator (it.close(), or let it go) first; for two streams at once, build a second loader"
+            )
 
-    def _host_batches(self, handed: deque[tuple[int, list[SkippedSample]]]) -> Iterator[Any]:
-        epoch, start = self.epoch, self._start
-        cutter = BatchCutter(self.batch_size, handed)
-        try:
-            if start < len(self.sampler):
-                producer = self._producer_for(epoch, start)
-                for chunk in self._chunks_of(producer):
-                    yield from cutter.batches_of(chunk.buffer, chunk.size, chunk.skipped)
-                    producer.release(chunk)
-            if cutter.pending and not self.drop_last:
-                yield cutter.finish()
-        except BaseException:
-            self._close_producer()
-            raise
+    def _pass_batches(self) -> Iterator[Any]:
+        """One pass; it begins at the first ``next()`` (see ``torchloader/chunk_pass.py``)."""
+        self._refuse_a_second_pass()  # another iterator may have begun since iter()
+        epoch, start = self.sampler.begin_pass()
+        self.latest_pass = LoaderPass(self, epoch, start)
+        self._warn_if_poorly_mixed(epoch)
+        yield from self.latest_pass.batches()
 
-    def _producer_for(self, epoch: int, start: int) -> Producer:
+    def producer_for(self, epoch: int, start: int) -> Producer:
         """The running producer if it is about to load this epoch's first chunk."""
         if self._producer is not None and (self._producer_epoch, start) == (epoch, 0):
             return self._producer
-        self._close_producer()
+        self.close_producer()
         if isinstance(self.filler, ProcessFiller):
             self.filler.start()  # from this thread, before the loading thread exists
         # the plan must not refer to self: a running producer would keep the loader alive
@@ -262,17 +226,19 @@ class ChunkedLoader:
         self._producer_epoch = epoch
         return self._producer
 
-    def _chunks_of(self, producer: Producer) -> Iterator[LoadedChunk]:
+    def chunks_of(self, producer: Producer) -> Iterator[LoadedChunk]:
         chunk = producer.next_chunk()
         self.stats.first_chunk_wait_seconds = chunk.waited
-        self._producer_epoch = chunk.epoch + 1 if chunk.last else -1
-        yield chunk
-        while not chunk.last:
-            chunk = producer.next_chunk()
+        self._producer_epoch = -1
+        while True:
+            if chunk.last:
+                self._producer_epoch = chunk.epoch + 1  # it loads the next epoch meanwhile
             yield chunk
-        self._producer_epoch = chunk.epoch + 1  # it loads the next epoch meanwhile
+            if chunk.last:
+                return
+            chunk = producer.next_chunk()
 
-    def _close_producer(self) -> None:
+    def close_producer(self) -> None:
         if self._producer is not None:
             self._producer.close()
             self._producer = None
@@ -280,7 +246,7 @@ class ChunkedLoader:
 
     def close(self) -> None:
         """Stop loading ahead and end the workers (also done on garbage collection)."""
-        self._close_producer()
+        self.close_producer()
         self.filler.close()
 
     def __del__(self) -> None:
@@ -290,8 +256,12 @@ class ChunkedLoader:
             pass
 
     def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
-        """Where this epoch stands; ``consumed`` defaults to the samples yielded so far."""
-        state = self.sampler.state_dict(consumed=self._position if consumed is None else consumed)
+        """Where this epoch stands; ``consumed`` defaults to the samples handed out so far
+        (after the last batch of an epoch: the next epoch, from its start)."""
+        running = self._running()
+        if consumed is None:
+            consumed = self.latest_pass.position if running else self.sampler.indices_start()  # type: ignore[union-attr]
+        state = self.sampler.state_dict(consumed=consumed)
         state["epoch"] = self.epoch
         state["batch_size"] = self.batch_size
         return state
@@ -304,9 +274,23 @@ class ChunkedLoader:
                 f"but this loader has batch_size={self.batch_size}"
             )
         self.sampler.load_state_dict(state)
-        self._close_producer()
-        self.epoch, self._start = state["epoch"], state["consumed"]
-        self._position = self._start
+        self.close_producer()
+        self.latest_pass = None
+
+    def _warn_if_poorly_mixed(self, epoch: int) -> None:
+        """Warn once when this pass's batches are far worse mixed than a full shuffle's."""
+        if self._warned_shuffle or not self.sampler.shuffle or self.chunk_size >= len(self.sampler):
+            return  # a chunk of all of it (this rank's share) is a full shuffle
+        self._warned_shuffle = True
+        quality = self.shuffle_quality(epoch)
+        message = poor_shuffle_message(quality, self)
+        if message is not None:
+            warnings.warn(message, PoorShuffleWarning, stacklevel=3)
+
+    def __reduce__(self) -> Any:
+        """Its configuration and where the epoch stands, like a DataLoader's; not its
+        workers, buffers or a pass under way (a copy starts its own on iteration)."""
+        return _rebuild, (self.dataset, self.batch_size, self._config, self.state_dict())
 
     def __repr__(self) -> str:
         return (
@@ -315,3 +299,15 @@ class ChunkedLoader:
             f"device={self.device}, epoch={self.epoch})"
         )
 
+
+
+def _rebuild(dataset: Any, batch_size: int, config: dict[str, Any], state: dict[str, Any]) -> ChunkedLoader:
+    loader = ChunkedLoader(dataset, batch_size, **config)
+    loader.load_state_dict(state)
+    return loader
+
+
+def _portable_context(context: Any) -> Any:
+    """A multiprocessing context as its start method's name (a context does not pickle)."""
+    method = getattr(context, "get_start_method", None)
+    return method() if callable(method) and not isinstance(context, str) else context

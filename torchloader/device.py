@@ -26,7 +26,43 @@ from typing import Any
 
 import torch
 
-__all__ = ["DeviceLoader", "move_to"]
+__all__ = ["DeviceLoader", "check_device", "check_pin_memory", "move_to"]
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``torch.device(device)``, refused now if this machine cannot use it (not at the first batch).
+
+    Example:
+        >>> check_device("cpu")
+        device(type='cpu')
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ValueError(
+                f"device={str(device)!r} needs a CUDA GPU, but torch.cuda.is_available() is False "
+                f"here (torch {torch.__version__}, {built}); use device='cpu' (or None) on this "
+                f"machine, or install a CUDA build of torch where a GPU is present"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"device={str(device)!r} does not exist: this machine has {count} CUDA "
+                f"device(s), cuda:0 to cuda:{count - 1}"
+            )
+    return device
+
+
+def check_pin_memory(pin_memory: bool | None) -> bool:
+    """Whether to pin host buffers: ``None`` pins where CUDA is present; ``True`` needs it."""
+    pin = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+    if pin and not torch.cuda.is_available():
+        raise ValueError(
+            "pin_memory=True needs CUDA, and torch.cuda.is_available() is False here; "
+            "leave pin_memory=None to pin only where CUDA is present"
+        )
+    return pin
 
 
 def move_to(batch: Any, device: torch.device, *, non_blocking: bool = True) -> Any:
@@ -79,7 +115,7 @@ class DeviceLoader:
         non_blocking: bool = True,
     ) -> None:
         self.loader = loader
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.transform = transform
         self.non_blocking = non_blocking
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["SampleLoadError"]
+__all__ = ["SampleLoadError", "TransformError"]
 
 # errors about the machine, not the file: skipping would drop sample after sample
 _MACHINE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM}
@@ -69,7 +69,43 @@ class SampleLoadError(RuntimeError):
         return cls(message, index=index, path=path, cause=cause, skippable=skippable)
 
     def __reduce__(self):  # keep the attributes across process boundaries
-        return _rebuild, (self.args[0], self.index, self.path, self.cause, self.skippable)
+        return _rebuild, (type(self), self.args[0], self.index, self.path, self.cause, self.skippable)
+
+
+class TransformError(SampleLoadError):
+    """A sample's ``transform`` (or ``target_transform``) raised: the file was read
+    fine, so this is never skipped by ``on_error="skip"`` and never blamed on the file.
+
+    Example:
+        >>> import torch
+        >>> def to_pil_only(img): raise TypeError("img should be PIL Image")
+        >>> err = TransformError.of(to_pil_only, 3, "a/3.jpg", torch.zeros(3, 4, 5, dtype=torch.uint8), TypeError("img should be PIL Image"))
+        >>> print(err)
+        the transform to_pil_only failed on sample 3 (read from 'a/3.jpg'), given a torch.uint8 tensor of shape (3, 4, 5): TypeError: img should be PIL Image
+    """
+
+    @classmethod
+    def of(
+        cls, transform: object, index: int, path: str | os.PathLike[str] | None, value: object,
+        exc: BaseException, *, what: str = "transform",
+    ) -> TransformError:  # fmt: skip
+        where = f" (read from {os.fspath(path)!r})" if path is not None else ""
+        cause = f"{type(exc).__name__}: {exc}"
+        message = f"the {what} {_name(transform)} failed on sample {index}{where}, given {_kind(value)}: {cause}"
+        path = None if path is None else os.fspath(path)
+        return cls(message, index=index, path=path, cause=cause, skippable=False)
+
+
+def _name(function: object) -> str:
+    name = getattr(function, "__qualname__", None) or type(function).__qualname__
+    return name if isinstance(name, str) and "<lambda>" not in name else repr(function)
+
+
+def _kind(value: object) -> str:
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"a {dtype} {type(value).__name__.lower()} of shape {tuple(shape)}"
+    return f"a {type(value).__module__}.{type(value).__qualname__}"
 
 
 def _about_the_machine(exc: BaseException) -> bool:
@@ -77,6 +113,7 @@ def _about_the_machine(exc: BaseException) -> bool:
 
 
 def _rebuild(
-    message: str, index: int | None, path: str | None, cause: str | None = None, skippable: bool = True
-) -> SampleLoadError:
-    return SampleLoadError(message, index=index, path=path, cause=cause, skippable=skippable)
+    cls: type[SampleLoadError], message: str, index: int | None, path: str | None, cause: str | None,
+    skippable: bool,
+) -> SampleLoadError:  # fmt: skip
+    return cls(message, index=index, path=path, cause=cause, skippable=skippable)

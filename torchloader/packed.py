@@ -18,8 +18,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
 from .batch_buffer import as_index_array, check_index, is_batch
-from .batching import batch_dataloader
+from .batching import batch_dataloader, getitems
 from .chunk_buffer import SampleLayout
+from .errors import TransformError
+from .randomness import reading_batch, seeded
 from .samples import split_sample
 from .shards import Manifest
 
@@ -105,20 +107,32 @@ class PackedDataset(Dataset):
             )
         return array
 
+    def __getitems__(self, indices: Any) -> list[Any]:
+        """What a DataLoader with a batch sampler fetches (see ``batching.getitems``)."""
+        return getitems(self, indices)
+
     def __getitem__(self, index: Any) -> Any:
         """Sample ``index``; a list, array, tensor or slice gives the batch (``gather``)."""
         if is_batch(index):
-            return self._batch(as_index_array(index, len(self)))
+            with reading_batch(index):
+                return self._batch(as_index_array(index, len(self)))
         index = check_index(index, len(self))
         shards = self._open()
         k = int(np.searchsorted(self._stops, index, side="right"))
         x = self._tensor(np.array(shards[k][index - self.manifest.shards[k].start]), batch=False)
         if self.transform is not None:
-            x = self.transform(x)
+            x = self._transformed(self.transform, x, index, 0)
         if self._labels is None:
             return x
         y = torch.scalar_tensor(int(self._labels[index]), dtype=torch.int64)
-        return x, y if self.target_transform is None else self.target_transform(y)
+        return x, y if self.target_transform is None else self._transformed(self.target_transform, y, index, 1)
+
+    def _transformed(self, transform: Callable[[torch.Tensor], Any], x: torch.Tensor, index: int, stream: int) -> Any:
+        try:  # see NOTE [ per-sample randomness ]
+            return seeded(transform, x, index, stream=stream)
+        except Exception as exc:
+            what = "transform" if stream == 0 else "target_transform"
+            raise TransformError.of(transform, index, self.root, x, exc, what=what) from exc
 
     def _batch(self, indices: np.ndarray) -> Any:
         if self.transform is not None or self.target_transform is not None:

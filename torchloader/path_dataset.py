@@ -20,12 +20,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .batch_buffer import as_index_array, check_index, is_batch, read_batch, stored_images
-from .batching import SkippedBack, batch_dataloader
+from .batching import SkippedBack, batch_dataloader, getitems
 from .error_log import ErrorLog, SkippedSample, check_on_error, skip_limit
-from .errors import SampleLoadError
+from .errors import SampleLoadError, TransformError
 from .folder import scan_folder
 from .csv_table import read_csv_table
 from .labels import encode_labels
+from .randomness import reading_batch, seeded
 from .readers import Reader, SuffixReader, to_tensor
 from .samples import ShapeMismatch, describe
 
@@ -168,13 +169,19 @@ class PathDataset(Dataset):
         """The file of sample ``index``."""
         return os.fsdecode(self.paths[index])
 
+    def __getitems__(self, indices: Any) -> list[Any]:
+        """What a DataLoader with a batch sampler fetches (see ``batching.getitems``)."""
+        return getitems(self, indices)
+
     def __getitem__(self, index: Any) -> Any:
         """Sample ``index`` as ``(x, y)`` (or ``x``); a list, array, tensor or slice
         of indices gives the whole batch, read straight into one buffer."""
         if isinstance(index, SkippedBack):  # from ds.dataloader(): for its workers
-            return self.load_batch(index)
+            with reading_batch(index):
+                return self.load_batch(index)
         if is_batch(index):
-            batch, skipped = self.load_batch(index)
+            with reading_batch(index):
+                batch, skipped = self.load_batch(index)
             self.errors.record(skipped)
             return batch
         index = check_index(index, len(self))
@@ -264,14 +271,19 @@ class PathDataset(Dataset):
             raise SampleLoadError.from_exception(index, path, exc, hint=hint) from exc
         if self.transform is None:
             return x
-        try:
-            return self.transform(x)
+        try:  # see NOTE [ per-sample randomness ]
+            return seeded(self.transform, x, index)
         except Exception as exc:  # a mistake in the transform, not a bad file: never skipped
-            raise SampleLoadError.from_exception(index, path, exc, skippable=False) from exc
+            raise TransformError.of(self.transform, index, path, x, exc) from exc
 
     def _label(self, index: int) -> Any:
         y = torch.scalar_tensor(int(self.labels[index]), dtype=torch.int64)  # type: ignore[index]
-        return y if self.target_transform is None else self.target_transform(y)
+        if self.target_transform is None:
+            return y
+        try:
+            return seeded(self.target_transform, y, index, stream=1)
+        except Exception as exc:
+            raise TransformError.of(self.target_transform, index, self.path(index), y, exc, what="target_transform") from exc
 
     def __repr__(self) -> str:
         labels = "None" if self.labels is None else f"{len(np.unique(self.labels))} values"

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from .batching import IndexBatchSampler, batch_dataloader, shuffled_batches
+from .batching import IndexBatchSampler, batch_dataloader, getitems, shuffled_batches
 from .chunk_buffer import SampleLayout, memory_order
 from .shared_memory import new_shared
 from .load_all import load_all
@@ -79,6 +79,10 @@ class PreloadedDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.x)
+
+    def __getitems__(self, indices: Any) -> list[Any]:
+        """What a DataLoader with a batch sampler fetches (see ``batching.getitems``)."""
+        return getitems(self, indices)
 
     def __getitem__(self, index: Any) -> Any:
         try:

@@ -6,16 +6,16 @@ from collections.abc import Iterator, Sized
 from typing import Any
 
 import numpy as np
-import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler
 
-from .chunking import chunk_size_for_budget, epoch_order, parse_bytes
-from .sizes import sample_nbytes
+from .arguments import check_block, check_chunking, check_non_negative_int, check_replicas
+from .chunking import epoch_order
+from .frameworks import sharded_by_framework
 
 __all__ = ["ChunkedSampler"]
 
 
-class ChunkedSampler(Sampler[int]):
+class ChunkedSampler(DistributedSampler):
     """Yield indices chunk by chunk: RAM-sized contiguous ranges, shuffled per epoch.
 
     Each epoch permutes the order of the chunks and the order inside every
@@ -34,14 +34,25 @@ class ChunkedSampler(Sampler[int]):
         shuffle: permute chunks and samples; ``False`` yields ``0 .. N-1``.
         seed: the order is a function of ``(seed, epoch)`` only.
         drop_last: drop the tail to make ranks equal instead of padding.
-        num_replicas, rank: default from ``torch.distributed`` when initialised.
+        num_replicas, rank: default from ``torch.distributed``, looked up when
+            a pass starts (a sampler made before the process group exists,
+            as Lightning and Accelerate scripts do, still gives each rank its share).
         block_size: if given (< chunk_size), a chunk is made of blocks of this
             many contiguous samples drawn from random places instead of one
             contiguous range: each block is still one sequential read, but a
             chunk mixes far more of the data set (see ``shuffle_quality``).
 
-    The epoch advances by one after every complete pass; :meth:`set_epoch`
-    sets it explicitly (as with ``DistributedSampler``).
+    Every new pass is a new epoch: the epoch advances after a complete pass,
+    and also when a pass that was left early (a ``break``, Lightning stopping
+    after ``len(loader)`` batches) is followed by another, unless
+    :meth:`set_epoch` or :meth:`load_state_dict` said which epoch comes next.
+
+    It is a ``torch.utils.data.DistributedSampler`` (without calling its
+    constructor): Lightning then leaves it in place under DDP and calls its
+    ``set_epoch``, instead of splitting this rank's share once more. Under
+    Accelerate, whose ``prepare`` splits the batches between processes itself,
+    a pass iterated by Accelerate's batch sharding yields the order of all
+    ranks (see ``torchloader/frameworks.py``).
 
     Example:
         >>> sampler = ChunkedSampler(range(10), chunk_size=4, seed=3)
@@ -67,15 +78,50 @@ class ChunkedSampler(Sampler[int]):
         self.num_samples = len(data_source)
         if self.num_samples == 0:
             raise ValueError("data_source is empty; a sampler needs at least one sample")
-        self.chunk_size = _check_chunking(data_source, chunk_size, ram_budget)
-        self.num_replicas, self.rank = _check_replicas(num_replicas, rank)
+        self.chunk_size = check_chunking(data_source, chunk_size, ram_budget)
+        check_replicas(num_replicas, rank)  # given ones now; the defaults when a pass starts
+        self._replicas = (num_replicas, rank)
+        self._global = False  # this pass: all ranks' order (a framework splits it)
         self.shuffle = bool(shuffle)
-        self.seed = _check_non_negative_int("seed", seed)
+        self.seed = check_non_negative_int("seed", seed)
         self.drop_last = bool(drop_last)
-        self.block_size = None if block_size is None else _check_block(block_size, self.chunk_size)
+        self.block_size = None if block_size is None else check_block(block_size, self.chunk_size)
         self.epoch = 0
         self._start = 0  # indices of this epoch already consumed before a resume
         self._current: _EpochIterator | None = None  # the latest pass, even when done
+        self._told = True  # the next pass is self.epoch (set, restored or just advanced)
+        self.generation = 0  # counts passes begun and epochs set: what a pass began under
+
+    @property
+    def num_replicas(self) -> int:  # type: ignore[override]
+        """Ranks the data set is split between (``torch.distributed``'s, unless given)."""
+        return 1 if self._global else check_replicas(*self._replicas)[0]
+
+    @property
+    def rank(self) -> int:  # type: ignore[override]
+        """This process's rank (``torch.distributed``'s, unless given)."""
+        return 0 if self._global else check_replicas(*self._replicas)[1]
+
+    def begin_pass(self, *, global_order: bool = False) -> tuple[int, int]:
+        """``(epoch, start)`` of a pass that begins now: the epoch after the last
+        pass unless it was told (see the class docstring), from the resume position.
+
+        ``global_order``: this pass yields the order of all ranks, for a framework
+        that splits it between processes itself.
+        """
+        if not self._told:
+            self.epoch, self._start = self.epoch + 1, 0
+        self._told = False
+        self.generation += 1
+        self._global = global_order
+        start, self._start = self._start, 0
+        return self.epoch, start
+
+    def end_pass(self, epoch: int) -> None:
+        """A pass of ``epoch`` handed out its last index: the next pass is the next epoch."""
+        if epoch == self.epoch and not self._told:
+            self.epoch += 1
+            self._told = True
 
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch`` for the next pass.
@@ -84,11 +130,13 @@ class ChunkedSampler(Sampler[int]):
         position, so the usual ``for epoch in ...: sampler.set_epoch(epoch)``
         loop resumes mid-epoch.
         """
-        epoch = _check_non_negative_int("epoch", epoch)
+        epoch = check_non_negative_int("epoch", epoch)
         if epoch != self.epoch:
             self._start = 0
         self.epoch = epoch
         self._current = None
+        self._told = True
+        self.generation += 1
 
     def _order(self) -> tuple[np.ndarray, np.ndarray]:
         return self.order_of(self.epoch)
@@ -107,23 +155,37 @@ class ChunkedSampler(Sampler[int]):
         return np.split(order, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
     def indices(self) -> np.ndarray:
-        """The indices the next pass yields (all of this epoch, less any resumed part)."""
-        return self._order()[0][self._start :]
+        """The indices the next pass yields (all of its epoch, less any resumed part)."""
+        return self.order_of(self.indices_epoch())[0][self.indices_start() :]
+
+    def indices_epoch(self) -> int:
+        """The epoch the next pass yields."""
+        return self.epoch if self._told else self.epoch + 1
+
+    def indices_start(self) -> int:
+        """Where in its epoch's order the next pass starts (a resume position, or 0)."""
+        return self._start if self._told else 0
 
     def __len__(self) -> int:
-        """Indices per epoch on this rank."""
+        """Indices per epoch on this rank (of all ranks, asked by Accelerate's sharding)."""
+        replicas = 1 if sharded_by_framework() else self.num_replicas
+        return self.length(replicas)
+
+    def length(self, num_replicas: int | None = None) -> int:
+        """Indices per epoch of one rank of ``num_replicas`` (default: this pass's)."""
+        replicas = self.num_replicas if num_replicas is None else num_replicas
         if self.drop_last:
-            return self.num_samples // self.num_replicas
-        return -(-self.num_samples // self.num_replicas)
+            return self.num_samples // replicas
+        return -(-self.num_samples // replicas)
 
     def __iter__(self) -> Iterator[int]:
-        self._current = _EpochIterator(self, self.indices(), self._start)
-        self._start = 0
+        epoch, start = self.begin_pass(global_order=sharded_by_framework())
+        self._current = _EpochIterator(self, self.order_of(epoch)[0][start:], start)
         return self._current
 
     def _finish_epoch(self, iterator: _EpochIterator) -> None:
-        if iterator is self._current and iterator.epoch == self.epoch:
-            self.epoch += 1
+        if iterator is self._current:
+            self.end_pass(iterator.epoch)
 
     def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
         """Where this epoch stands, for :meth:`load_state_dict` after a restart.
@@ -139,7 +201,7 @@ class ChunkedSampler(Sampler[int]):
         epoch = self.epoch if current is None else current.epoch
         if consumed is None:
             if current is None:
-                consumed = self._start
+                epoch, consumed = self.indices_epoch(), self.indices_start()
             elif current.finished:  # yielded all of it: the next epoch, from its start
                 epoch, consumed = self.epoch, 0
             else:
@@ -177,10 +239,10 @@ class ChunkedSampler(Sampler[int]):
         self._start = consumed
 
     def _check_consumed(self, consumed: Any) -> int:
-        consumed = _check_non_negative_int("consumed", consumed)
-        if consumed > len(self):
+        consumed = check_non_negative_int("consumed", consumed)
+        if consumed > self.length():
             raise ValueError(
-                f"consumed={consumed} is more than len(sampler)={len(self)}, the "
+                f"consumed={consumed} is more than len(sampler)={self.length()}, the "
                 f"indices of one epoch on this rank"
             )
         return consumed
@@ -246,61 +308,3 @@ class _EpochIterator:
             self.finished = True
             self._order, self._block = self._order[:0].copy(), []  # the sampler keeps us
             self._sampler._finish_epoch(self)
-
-
-def check_chunk_args(chunk_size: Any, ram_budget: Any) -> tuple[int | None, int | None]:
-    """``(chunk_size, ram_budget in bytes)`` checked, exactly one of them not None."""
-    if (chunk_size is None) == (ram_budget is None):
-        raise ValueError(
-            f"give exactly one of chunk_size (samples) or ram_budget (bytes) "
-            f"(got chunk_size={chunk_size!r}, ram_budget={ram_budget!r})"
-        )
-    if chunk_size is not None:
-        return _check_non_negative_int("chunk_size", chunk_size, minimum=1), None
-    try:
-        return None, parse_bytes(ram_budget)
-    except (TypeError, ValueError) as err:
-        raise type(err)(f"ram_budget={ram_budget!r}: {err}") from None
-
-
-def _check_chunking(data_source: Sized, chunk_size: Any, ram_budget: Any) -> int:
-    chunk_size, budget = check_chunk_args(chunk_size, ram_budget)
-    if chunk_size is not None:
-        return chunk_size
-    return chunk_size_for_budget(budget, sample_nbytes(data_source))
-
-
-def _check_block(block_size: Any, chunk_size: int) -> int:
-    block_size = _check_non_negative_int("block_size", block_size, minimum=1)
-    if block_size >= chunk_size:
-        raise ValueError(
-            f"block_size must be smaller than chunk_size (got block_size={block_size}, "
-            f"chunk_size={chunk_size}); leave it None for chunks of one block"
-        )
-    return block_size
-
-
-def _check_replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
-    distributed = dist.is_available() and dist.is_initialized()
-    if num_replicas is None:
-        num_replicas = dist.get_world_size() if distributed else 1
-    if rank is None:
-        rank = dist.get_rank() if distributed else 0
-    num_replicas = _check_non_negative_int("num_replicas", num_replicas, minimum=1)
-    rank = _check_non_negative_int("rank", rank)
-    if rank >= num_replicas:
-        raise ValueError(
-            f"rank must be in [0, {num_replicas - 1}] for num_replicas={num_replicas} "
-            f"(got rank={rank})"
-        )
-    return num_replicas, rank
-
-
-def _check_non_negative_int(name: str, value: Any, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(
-            f"{name!r} must be <int> (got {value!r} that is a <{type(value).__name__}>)"
-        )
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum} (got {name}={value})")
-    return int(value)

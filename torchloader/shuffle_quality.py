@@ -26,7 +26,40 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ShuffleQuality", "batch_label_entropy", "batch_spread", "shuffle_buffer_order", "shuffle_quality"]
+from .subsets import ReadThrough
+
+__all__ = [
+    "POOR_ENTROPY", "PoorShuffleWarning", "ShuffleQuality", "batch_label_entropy", "batch_spread",
+    "order_quality", "poor_shuffle_message", "shuffle_buffer_order", "shuffle_quality",
+]  # fmt: skip
+
+# Below this label entropy (x a full shuffle) a ChunkedLoader warns. With C
+# classes in equal shares, a batch drawn from k of them has entropy log k, so
+# 0.5 x log C means batches of about sqrt(C) classes or fewer (3 of 10, 32 of
+# 1000): the "batches of 1-3 classes" case, while a chunk of a quarter of a
+# class-sorted data set with block_size, or of most of it without, stays above.
+POOR_ENTROPY = 0.5
+
+
+class PoorShuffleWarning(UserWarning):
+    """A loader's batches are far worse mixed than a full shuffle's (see ``shuffle_quality``)."""
+
+
+def poor_shuffle_message(quality: ShuffleQuality, loader: object) -> str | None:
+    """The warning for a loader whose batches' label entropy is below :data:`POOR_ENTROPY`, or None."""
+    if quality.label_entropy is None or quality.label_entropy >= POOR_ENTROPY:
+        return None
+    chunk = getattr(loader, "chunk_size", "?")
+    return (
+        f"{type(loader).__name__}'s batches are poorly mixed: their label entropy is "
+        f"{quality.label_entropy:.2f} of a full shuffle's (below {POOR_ENTROPY}: batches of a few "
+        f"classes; chunk_size={chunk} of {quality.samples} samples, stored sorted by label?). "
+        f"Training on such batches quietly degrades. Fix: block_size=... (e.g. block_size=64: "
+        f"a chunk made of blocks from all over the data set), a larger ram_budget, or the samples "
+        f"stored in a shuffled order (shuffle the list of paths once before building the "
+        f"dataset or packing it); loader.shuffle_quality() measures it"
+    )
+
 
 
 @dataclass(frozen=True)
@@ -35,6 +68,7 @@ class ShuffleQuality:
 
     label_entropy: float | None  # None without labels
     spread: float
+    samples: int = 0  # in the order measured
 
     def __str__(self) -> str:
         entropy = "n/a" if self.label_entropy is None else f"{self.label_entropy:.2f}"
@@ -83,7 +117,18 @@ def shuffle_quality(
         labels = np.asarray(labels)
         full = batch_label_entropy(reference, labels, batch_size)
         entropy = batch_label_entropy(order, labels, batch_size) / full if full > 0 else 1.0
-    return ShuffleQuality(entropy, spread)
+    return ShuffleQuality(entropy, spread, len(order))
+
+
+def order_quality(order: np.ndarray, dataset: object, batch_size: int) -> ShuffleQuality:
+    """:func:`shuffle_quality` of ``order`` over ``dataset``, with its labels (``labels``,
+    or a 1-D ``y``); a ``Subset``'s order and labels are its dataset's."""
+    through = ReadThrough(dataset)
+    order, inner = through.own(order), through.dataset
+    labels = getattr(inner, "labels", None)
+    if labels is None and getattr(getattr(inner, "y", None), "ndim", 0) == 1:
+        labels = inner.y.numpy()  # type: ignore[attr-defined]
+    return shuffle_quality(order, batch_size, labels)
 
 
 def shuffle_buffer_order(n: int, size: int, *, seed: int = 0) -> np.ndarray:
