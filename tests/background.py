@@ -5,10 +5,14 @@ Accelerate runs) that mostly wait on imports and process start-up. A test module
 that defines ``start_early()`` has it called once the tests are collected
 (``tests/conftest.py``); it starts its jobs here, and its tests wait for their
 results, so the jobs run beside the in-process tests instead of after them.
-Each job has a session of its own: it is killed whole at the end of the
-session, and the per-test check for leftover processes leaves it alone. Jobs
-run at a lower priority (nice 10), so they take the cores the other tests
-leave idle instead of slowing them down.
+
+At most two jobs run at once (the rest wait in a queue). A job is started
+through a shell that leaves it behind, so it is not a child
+of the test process (tests that measure or count this process's children do
+not see it), at nice 10 (the in-process tests go first; a job takes the cores
+they leave idle). Every process of a job carries an environment variable with
+the job's name, which is how its leftovers are found and ended, whatever
+sessions they made (torchrun starts its ranks in sessions of their own).
 """
 
 from __future__ import annotations
@@ -18,13 +22,21 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Finished", "result", "root", "sessions", "start", "stop_all"]
+import psutil
+
+__all__ = ["Finished", "result", "root", "start", "stop_all"]
 
 TIMEOUT = 300  # seconds a job may take from its start, on a busy 2-core machine
+RUNNING = 2  # jobs at once: more only fight over the two cores and slow the other tests
+MARK = "TORCHLOADER_TEST_JOB"
+_SESSION = uuid.uuid4().hex[:12]
+_LAUNCH = 'nice -n 10 "$@" </dev/null >"$JOB_DIR/stdout" 2>"$JOB_DIR/stderr"; echo $? >"$JOB_DIR/rc.tmp"; mv "$JOB_DIR/rc.tmp" "$JOB_DIR/rc"'
 
 
 @dataclass
@@ -32,12 +44,15 @@ class Finished:
     returncode: int | None  # None: still running at its deadline (a hang); it was killed
     stdout: str
     stderr: str
-    leftover: list[int]  # processes of its session alive 5 s after it ended (then killed)
+    leftover: list[int]  # its processes alive 5 s after it ended (then killed)
 
 
-_jobs: dict[str, tuple[subprocess.Popen, Path, float]] = {}
+_jobs: dict[str, tuple[Path, float]] = {}  # started: folder, start time
+_queued: list[tuple[str, list[str], Path | None, dict]] = []
 _results: dict[str, Finished] = {}
 _root: Path | None = None
+_lock = threading.Lock()
+_feeder: threading.Thread | None = None
 
 
 def root() -> Path:
@@ -49,70 +64,100 @@ def root() -> Path:
 
 
 def start(name: str, command: list[str], *, cwd: Path | None = None, env: dict | None = None) -> None:
-    """Start ``command`` as job ``name`` unless it was started already."""
-    if name in _jobs:
-        return
-    logs = root() / "logs" / name
-    logs.mkdir(parents=True)
-    with open(logs / "stdout", "w") as out, open(logs / "stderr", "w") as err:
-        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True,
-                                preexec_fn=_lower_priority)  # fmt: skip
-    _jobs[name] = (proc, logs, time.monotonic())
+    """Queue ``command`` as job ``name`` (unless it is known already); it starts as
+    soon as fewer than ``RUNNING`` jobs run."""
+    global _feeder
+    with _lock:
+        if name in _jobs or any(q[0] == name for q in _queued):
+            return
+        _queued.append((name, command, cwd, dict(os.environ if env is None else env)))
+        if _feeder is None:
+            _feeder = threading.Thread(target=_feed, name="test-background-jobs", daemon=True)
+            _feeder.start()
+    _launch_some()
 
 
-def _lower_priority() -> None:
-    os.nice(10)  # the in-process tests go first; a job takes the cores they leave idle
+def _feed() -> None:
+    while True:
+        with _lock:
+            if not _queued:
+                return _done_feeding()
+        _launch_some()
+        time.sleep(0.2)
+
+
+def _done_feeding() -> None:
+    global _feeder
+    _feeder = None
+
+
+def _launch_some() -> None:
+    with _lock:
+        running = sum(1 for folder, _ in _jobs.values() if not (folder / "rc").exists())
+        while _queued and running < RUNNING:
+            _launch(*_queued.pop(0))
+            running += 1
+
+
+def _launch(name: str, command: list[str], cwd: Path | None, env: dict) -> None:
+    folder = root() / "jobs" / name.replace("/", "-")
+    folder.mkdir(parents=True)
+    env = {**env, MARK: f"{_SESSION}:{name}", "JOB_DIR": str(folder)}
+    shell = ["/bin/sh", "-c", f"({_LAUNCH}) &", "job", *command]
+    subprocess.run(shell, cwd=cwd, env=env, check=True, start_new_session=True)  # returns at once
+    _jobs[name] = (folder, time.monotonic())
 
 
 def result(name: str) -> Finished:
     """Wait for job ``name`` (killed past its deadline) and return what it did."""
     if name not in _results:
-        proc, logs, started = _jobs[name]
-        try:
-            code: int | None = proc.wait(timeout=max(1.0, started + TIMEOUT - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            code = None
-        leftover = _still_in_session(proc.pid) if code is not None else []
-        _kill_session(proc)
-        _results[name] = Finished(code, (logs / "stdout").read_text(), (logs / "stderr").read_text(), leftover)
+        while name not in _jobs:  # queued: it starts when a slot frees
+            _launch_some()
+            time.sleep(0.1)
+        folder, started = _jobs[name]
+        rc = folder / "rc"
+        while not rc.exists() and time.monotonic() < started + TIMEOUT:
+            time.sleep(0.1)
+        code = int(rc.read_text()) if rc.exists() else None
+        leftover = _processes_of(name, grace=5.0 if code is not None else 0.0)
+        _kill(leftover)
+        _results[name] = Finished(code, (folder / "stdout").read_text(), (folder / "stderr").read_text(),
+                                  [p.pid for p in leftover])  # fmt: skip
     return _results[name]
 
 
-def sessions() -> set[int]:
-    """The session ids of the jobs (a job's processes, and what they started, carry one)."""
-    return {proc.pid for proc, _, _ in _jobs.values()}
-
-
-def _still_in_session(session: int, grace: float = 5.0) -> list[int]:
-    """Processes still in ``session`` after ``grace`` seconds (a dead parent's workers)."""
-    import psutil
-
+def _processes_of(name: str | None, grace: float = 0.0) -> list[psutil.Process]:
+    """The live processes of job ``name`` (None: of every job) after up to ``grace`` seconds."""
     end = time.monotonic() + grace
     while True:
-        alive = []
-        for proc in psutil.process_iter(["status"]):
+        found = []
+        for proc in psutil.process_iter():
             try:
-                if os.getsid(proc.pid) == session and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                    alive.append(proc.pid)
-            except (ProcessLookupError, PermissionError):
+                mark = proc.environ().get(MARK, "")
+                if mark.startswith(f"{_SESSION}:") and (name is None or mark == f"{_SESSION}:{name}"):
+                    if proc.status() != psutil.STATUS_ZOMBIE:
+                        found.append(proc)
+            except psutil.Error:
                 continue
-        if not alive or time.monotonic() > end:
-            return alive
+        if not found or time.monotonic() >= end:
+            return found
         time.sleep(0.1)
 
 
-def _kill_session(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait(timeout=10)
+def _kill(processes: list[psutil.Process]) -> None:
+    for proc in processes:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass
 
 
 def stop_all() -> None:
-    """End every job and whatever it left in its session; remove the folder."""
-    for proc, _, _ in _jobs.values():
-        _kill_session(proc)
+    """End every job and whatever it left; remove the folder."""
+    with _lock:
+        _queued.clear()
+    if _jobs:
+        _kill(_processes_of(None))
     _jobs.clear()
     if _root is not None:
         shutil.rmtree(_root, ignore_errors=True)

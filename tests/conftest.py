@@ -13,7 +13,6 @@ a process group it left is destroyed.
 from __future__ import annotations
 
 import gc
-import os
 import signal
 import time
 
@@ -95,15 +94,7 @@ def _left_behind(me: psutil.Process, before: set[int]) -> list[str]:
 
 def _started(me: psutil.Process, before: set[int]) -> list[psutil.Process]:
     """This process's descendants that the test started and that still run (jobs aside)."""
-    jobs = background.sessions()
-    return [p for p in me.children(recursive=True) if p.pid not in before and _running(p) and not _in(p, jobs)]
-
-
-def _in(proc: psutil.Process, sessions: set[int]) -> bool:
-    try:
-        return os.getsid(proc.pid) in sessions
-    except OSError:
-        return False
+    return [p for p in me.children(recursive=True) if p.pid not in before and _running(p)]
 
 
 _SERVICES = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")  # one per interpreter, by design
