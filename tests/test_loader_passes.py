@@ -5,10 +5,13 @@ is not there, a transform that fails, and batches of a few classes."""
 from __future__ import annotations
 
 import copy
+import gc
 import itertools
 import pickle
 import re
+import threading
 import warnings
+import weakref
 
 import numpy as np
 import pytest
@@ -233,3 +236,17 @@ def test_a_plain_dataloader_with_a_chunked_sampler_follows_the_same_epochs():
     loader = DataLoader(ds, batch_size=4, sampler=sampler)
     assert labels_of(loader, limit=2) == order(0)[:2]
     assert labels_of(loader) == order(1)  # a new pass after a break: the next epoch
+
+
+def test_a_loader_nobody_holds_is_freed_at_once_with_its_loading_thread():
+    loader = ChunkedLoader(preloaded(), 4, chunk_size=8)
+    labels_of(loader)  # leaves a finished pass and a producer loading the next epoch
+    labels_of(loader, limit=1)
+    freed = weakref.ref(loader)
+    gc.disable()  # no cycle collector: reference counting alone must free it
+    try:
+        del loader
+        assert freed() is None
+    finally:
+        gc.enable()
+    assert not [t for t in threading.enumerate() if t.name == "torchloader-chunks"]

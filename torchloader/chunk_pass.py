@@ -32,10 +32,13 @@ Handed = deque[tuple[int, list[SkippedSample]]]  # per batch made: its positions
 
 
 class LoaderPass:
-    """The batches of one epoch of ``loader`` from position ``start`` on."""
+    """The batches of one epoch of ``loader`` from position ``start`` on.
+
+    It holds no reference to the loader (which holds it as ``latest_pass``): only its
+    running generators do, so a loader nobody iterates is freed at once.
+    """
 
     def __init__(self, loader: ChunkedLoader, epoch: int, start: int) -> None:
-        self.loader = loader
         self.epoch = epoch
         self.generation = loader.sampler.generation  # the sampler's when it began
         self.position = start  # samples of the epoch's order handed out (or resumed past)
@@ -48,24 +51,24 @@ class LoaderPass:
         """Whether it may still hand out batches."""
         return not self.done and not self.closed
 
-    def batches(self) -> Iterator[Any]:
-        loader = self.loader
+    def batches(self, loader: ChunkedLoader) -> Iterator[Any]:
         handed: Handed = deque()
-        host = self._host_batches(handed)
+        host = self._host_batches(loader, handed)
         batches: Iterator[Any] = host
         if loader.device is not None:
             batches = iter(DeviceLoader(host, loader.device, transform=loader.transform))
         elif loader.transform is not None:
             batches = map(loader.transform, host)
-        return self._handed_out(host, batches, handed)
+        return self._handed_out(loader, host, batches, handed)
 
-    def _handed_out(self, host: Generator, batches: Iterator[Any], handed: Handed) -> Iterator[Any]:
+    def _handed_out(
+        self, loader: ChunkedLoader, host: Generator, batches: Iterator[Any], handed: Handed
+    ) -> Iterator[Any]:
         """Count what the caller got (a ``DeviceLoader`` makes batches one ahead)."""
-        loader = self.loader
         end = loader.last_position()
         try:
             if self.position >= end:  # resumed at the end of its epoch: nothing left
-                self._end()
+                self._end(loader)
             for batch in batches:
                 positions, skipped = handed.popleft()
                 self.position += positions
@@ -73,18 +76,17 @@ class LoaderPass:
                     loader.stats.add_skipped(len(skipped))
                     loader.errors.record(skipped, where="loader.errors", stacklevel=4)
                 if self.position >= end:  # the last batch: the epoch is done once it is handed out
-                    self._end()
+                    self._end(loader)
                 yield batch
         finally:
             self.closed = True
             host.close()  # a break: stop loading now, not when the generators are collected
 
-    def _end(self) -> None:
+    def _end(self, loader: ChunkedLoader) -> None:
         self.done = True
-        self.loader.sampler.end_pass(self.epoch)
+        loader.sampler.end_pass(self.epoch)
 
-    def _host_batches(self, handed: Handed) -> Iterator[Any]:
-        loader = self.loader
+    def _host_batches(self, loader: ChunkedLoader, handed: Handed) -> Iterator[Any]:
         cutter = BatchCutter(loader.batch_size, handed)
         held = None  # the chunk being served, until its buffer goes back to the pool
         try:

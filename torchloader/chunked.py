@@ -212,7 +212,7 @@ class ChunkedLoader:
         epoch, start = self.sampler.begin_pass()
         self.latest_pass = LoaderPass(self, epoch, start)
         self._warn_if_poorly_mixed(epoch)
-        yield from self.latest_pass.batches()
+        yield from self.latest_pass.batches(self)
 
     def producer_for(self, epoch: int, start: int) -> Producer:
         """The running producer if it is about to load this epoch's first chunk."""
