@@ -153,8 +153,8 @@ class PackedDataset(Dataset):
     ) -> DataLoader:  # fmt: skip
         """A ``DataLoader`` whose batches are one ``gather`` each (no per-sample collate).
 
-        As ``PathDataset.dataloader``: ``batch_size=None`` with an
-        :class:`IndexBatchSampler`; other keyword arguments pass through.
+        As ``PathDataset.dataloader``: a batch sampler of whole batches, each read
+        through ``__getitems__``; other keyword arguments pass through.
         """
         return batch_dataloader(self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, **kwargs)
 

@@ -243,7 +243,7 @@ class PathDataset(Dataset):
     ) -> DataLoader:  # fmt: skip
         """A ``DataLoader`` that reads each batch straight into one buffer.
 
-        A DataLoader with ``batch_size=None`` and an :class:`IndexBatchSampler`:
+        A DataLoader with a batch sampler of whole batches (``batching.batch_dataloader``):
         each worker builds whole batches as ``ds[indices]`` does (no per-sample
         collate; JPEGs decoded in place, batches channels-last), and sends back
         the samples ``on_error="skip"`` left out, for ``ds.errors``. Other keyword

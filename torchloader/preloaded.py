@@ -5,7 +5,7 @@ one ``torch.index_select`` per batch, not ``batch_size`` Python calls and a
 per-sample collate: on 28x28 samples a default ``DataLoader(ds, batch_size=256)``
 spends most of its time in that per-sample work. ``ds.dataloader(...)`` (or
 ``batch_size=None`` with an :class:`IndexBatchSampler`) hands the dataset one
-index array per batch; ``ds.batches(...)`` skips the DataLoader altogether.
+index batch at a time; ``ds.batches(...)`` skips the DataLoader altogether.
 
 Workers share the tensors instead of copying them: forked workers inherit the
 memory, and for spawned workers torch's pickler moves the tensor to shared
@@ -167,8 +167,8 @@ class PreloadedDataset(Dataset):
     ) -> DataLoader:
         """A ``torch.utils.data.DataLoader`` that serves each batch by one gather.
 
-        It is an ordinary DataLoader with ``batch_size=None`` and an
-        :class:`IndexBatchSampler` as ``sampler``; other keyword arguments
+        It is an ordinary DataLoader whose batch sampler yields whole batches,
+        each read by ``__getitems__`` (see ``batching.batch_dataloader``); other keyword arguments
         (``num_workers``, ``pin_memory``, ``persistent_workers``, ...) pass through.
         The order changes every epoch, as a function of ``(seed, epoch)``.
 
