@@ -276,3 +276,15 @@ def _record_init(worker_id):
     import gc
 
     assert gc.get_freeze_count() > 0  # frozen before the user's init runs
+
+
+def test_batch_indices_keep_their_seed_and_epoch_across_pickling():
+    import pickle
+
+    from torchloader.batching import EpochIndices, SkippedBack
+
+    array = pickle.loads(pickle.dumps(EpochIndices.copy_of([3, 1, 2], 7, 4)))
+    assert (type(array), array.tolist(), array.seed, array.epoch) == (EpochIndices, [3, 1, 2], 7, 4)
+    assert array[1:].epoch == 4  # views keep them too
+    batch = pickle.loads(pickle.dumps(SkippedBack([1, 2], 3, 5)))
+    assert (type(batch), list(batch), batch.seed, batch.epoch) == (SkippedBack, [1, 2], 3, 5)

@@ -250,3 +250,12 @@ def test_a_loader_nobody_holds_is_freed_at_once_with_its_loading_thread():
     finally:
         gc.enable()
     assert not [t for t in threading.enumerate() if t.name == "torchloader-chunks"]
+
+
+def test_a_sampler_asked_for_its_length_from_the_top_of_a_thread_answers():
+    sampler = ChunkedSampler(range(10), chunk_size=4)
+    lengths = []
+    worker = threading.Thread(target=lambda: lengths.append(len(sampler)))
+    worker.start()
+    worker.join()
+    assert lengths == [10]

@@ -32,7 +32,10 @@ _DEPTH = 6  # sampler method <- BatchSampler.__iter__ <- BatchSamplerShard: 3 fr
 
 def sharded_by_framework() -> bool:
     """Whether the sampler method calling this runs inside a framework's batch sharding."""
-    frame = sys._getframe(2)  # the caller of the sampler method that asks
+    try:
+        frame = sys._getframe(2)  # the caller of the sampler method that asks
+    except ValueError:  # called from the top of a thread's stack: no framework above
+        return False
     for _ in range(_DEPTH):
         if frame is None:
             return False
