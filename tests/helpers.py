@@ -30,6 +30,15 @@ def deadline(seconds):
         signal.signal(signal.SIGALRM, previous)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a torchrun rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_until(condition, seconds=10.0):
     """Poll ``condition`` until it holds; fail after ``seconds`` (not a timing check)."""
     end = time.monotonic() + seconds

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
 import background
+from helpers import free_port
 
 pytest.importorskip("pytorch_lightning")
 pytest.importorskip("accelerate")
@@ -42,18 +42,12 @@ JOB_RUNS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _command(script: str, processes: int, data: Path, out: Path) -> list[str]:
     job = [str(JOBS / script), str(data), str(out)]
     if processes == 1:
         return [sys.executable, *job]
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
-            "--master_addr=127.0.0.1", f"--master_port={_free_port()}", *job]  # fmt: skip
+            "--master_addr=127.0.0.1", f"--master_port={free_port()}", *job]  # fmt: skip
 
 
 def start_early() -> None:

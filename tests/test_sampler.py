@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import pickle
-import socket
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
+from helpers import free_port
 from torchloader.chunking import epoch_order
 from torchloader.sampler import ChunkedSampler
 
@@ -318,7 +318,7 @@ def test_ranks_are_equal_and_disjoint_or_covering(n, chunk_size, num_replicas):
 
 @pytest.fixture
 def process_group():
-    port = _free_port()
+    port = free_port()
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1
     )
@@ -326,12 +326,6 @@ def process_group():
         yield
     finally:
         dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_replicas_default_from_torch_distributed(process_group, monkeypatch):

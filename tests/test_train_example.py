@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import background
+from helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,17 +200,9 @@ def test_every_mode_learns_on_the_gpu(mode, digits):
     assert run["history"][-1]["test_acc"] > 0.7
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torchrun_command(args):
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-            f"--master_port={_free_port()}", str(ROOT / "train_example.py"), *args]  # fmt: skip
+            f"--master_port={free_port()}", str(ROOT / "train_example.py"), *args]  # fmt: skip
 
 
 def _start_torchrun(name, args, cwd):

@@ -92,14 +92,17 @@ class LoaderPass:
         try:
             if self.start < len(loader.sampler):
                 producer = loader.producer_for(self.epoch, self.start)
-                for held in loader.chunks_of(producer):
-                    batches = deque(cutter.batches_of(held.buffer, held.size, held.skipped))
-                    if held.last:  # see the module docstring
-                        held = producer.release(held)
+                for chunk in loader.chunks_of(producer):
+                    held = chunk
+                    batches = deque(cutter.batches_of(chunk.buffer, chunk.size, chunk.skipped))
+                    if chunk.last:  # see the module docstring
+                        producer.release(chunk)
+                        held = None
                     while batches:
                         yield batches.popleft()  # the pass keeps no view it has handed out
                     if held is not None:
-                        held = producer.release(held)
+                        producer.release(held)
+                        held = None
             if cutter.pending and not loader.drop_last:
                 yield cutter.finish()
         except BaseException:

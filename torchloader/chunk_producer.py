@@ -140,7 +140,7 @@ class Producer:
         return item
 
     def release(self, chunk: LoadedChunk) -> None:
-        """Give a served chunk's buffer back to the pool (returns None, for ``held = release(held)``)."""
+        """Give a served chunk's buffer back to the pool."""
         self._pool.release(chunk.buffer)
 
     def close(self) -> None:

@@ -20,8 +20,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_in
 from .batch_buffer import as_index_array, check_index, is_batch
 from .batching import batch_dataloader, getitems
 from .chunk_buffer import SampleLayout
-from .errors import TransformError
-from .randomness import reading_batch, seeded
+from .randomness import apply_transform, reading_batch
 from .samples import split_sample
 from .shards import Manifest
 
@@ -121,18 +120,11 @@ class PackedDataset(Dataset):
         k = int(np.searchsorted(self._stops, index, side="right"))
         x = self._tensor(np.array(shards[k][index - self.manifest.shards[k].start]), batch=False)
         if self.transform is not None:
-            x = self._transformed(self.transform, x, index, 0)
+            x = apply_transform(self.transform, x, index, self.root)  # see NOTE [ per-sample randomness ]
         if self._labels is None:
             return x
         y = torch.scalar_tensor(int(self._labels[index]), dtype=torch.int64)
-        return x, y if self.target_transform is None else self._transformed(self.target_transform, y, index, 1)
-
-    def _transformed(self, transform: Callable[[torch.Tensor], Any], x: torch.Tensor, index: int, stream: int) -> Any:
-        try:  # see NOTE [ per-sample randomness ]
-            return seeded(transform, x, index, stream=stream)
-        except Exception as exc:
-            what = "transform" if stream == 0 else "target_transform"
-            raise TransformError.of(transform, index, self.root, x, exc, what=what) from exc
+        return x, y if self.target_transform is None else apply_transform(self.target_transform, y, index, self.root, target=True)
 
     def _batch(self, indices: np.ndarray) -> Any:
         if self.transform is not None or self.target_transform is not None:

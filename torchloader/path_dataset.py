@@ -22,11 +22,11 @@ from torch.utils.data import DataLoader, Dataset
 from .batch_buffer import as_index_array, check_index, is_batch, read_batch, stored_images
 from .batching import SkippedBack, batch_dataloader, getitems
 from .error_log import ErrorLog, SkippedSample, check_on_error, skip_limit
-from .errors import SampleLoadError, TransformError
+from .errors import SampleLoadError
 from .folder import scan_folder
 from .csv_table import read_csv_table
 from .labels import encode_labels
-from .randomness import reading_batch, seeded
+from .randomness import apply_transform, reading_batch
 from .readers import Reader, SuffixReader, to_tensor
 from .samples import ShapeMismatch, describe
 
@@ -271,19 +271,13 @@ class PathDataset(Dataset):
             raise SampleLoadError.from_exception(index, path, exc, hint=hint) from exc
         if self.transform is None:
             return x
-        try:  # see NOTE [ per-sample randomness ]
-            return seeded(self.transform, x, index)
-        except Exception as exc:  # a mistake in the transform, not a bad file: never skipped
-            raise TransformError.of(self.transform, index, path, x, exc) from exc
+        return apply_transform(self.transform, x, index, path)  # see NOTE [ per-sample randomness ]
 
     def _label(self, index: int) -> Any:
         y = torch.scalar_tensor(int(self.labels[index]), dtype=torch.int64)  # type: ignore[index]
         if self.target_transform is None:
             return y
-        try:
-            return seeded(self.target_transform, y, index, stream=1)
-        except Exception as exc:
-            raise TransformError.of(self.target_transform, index, self.path(index), y, exc, what="target_transform") from exc
+        return apply_transform(self.target_transform, y, index, self.path(index), target=True)
 
     def __repr__(self) -> str:
         labels = "None" if self.labels is None else f"{len(np.unique(self.labels))} values"

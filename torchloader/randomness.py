@@ -43,7 +43,9 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-__all__ = ["in_worker", "mark_worker", "reading_batch", "reading_epoch", "sample_seed", "seed_globals", "seed_worker", "seeded"]
+from .errors import TransformError
+
+__all__ = ["apply_transform", "in_worker", "mark_worker", "reading_batch", "reading_epoch", "sample_seed", "seed_globals", "seed_worker", "seeded"]
 
 T = TypeVar("T")
 _MASK = 2**64 - 1
@@ -131,6 +133,20 @@ def seeded(function: Callable[..., T], value: Any, index: int, *, stream: int = 
             torch.default_generator.set_state(torch_state)
             np.random.seed(carry_on >> 32)
             random.seed(carry_on)
+
+
+def apply_transform(transform: Callable[..., T], value: Any, index: int, path: Any, *, target: bool = False) -> T:
+    """``transform(value)`` for sample ``index`` (read from ``path``), :func:`seeded`; what
+    it raises becomes a :class:`~torchloader.errors.TransformError` naming the transform,
+    the sample and its input (never taken for an unreadable file).
+
+    ``target``: it is the ``target_transform`` (its own random stream and name).
+    """
+    try:
+        return seeded(transform, value, index, stream=int(target))
+    except Exception as exc:
+        what = "target_transform" if target else "transform"
+        raise TransformError.of(transform, index, path, value, exc, what=what) from exc
 
 
 def seed_worker(base: int, worker: int) -> None:
