@@ -6,17 +6,28 @@ that defines ``start_early()`` has it called once the tests are collected
 (``tests/conftest.py``); it starts its jobs here, and its tests wait for their
 results, so the jobs run beside the in-process tests instead of after them.
 
-At most two jobs run at once (the rest wait in a queue). A job is started
-through a shell that leaves it behind, so it is not a child
-of the test process (tests that measure or count this process's children do
-not see it), at nice 10 (the in-process tests go first; a job takes the cores
-they leave idle). Every process of a job carries an environment variable with
-the job's name, which is how its leftovers are found and ended, whatever
-sessions they made (torchrun starts its ranks in sessions of their own).
+The suite runs in two pytest-xdist workers, and each collects every module, so
+each calls every ``start_early()``. The session's jobs live in one folder that
+all of them share (named by ``TORCHLOADER_TEST_SESSION``, which the first
+pytest process sets for the workers it starts): ``prepare()`` runs a module's
+set-up once, under a file lock, and a job is started by whichever process claims
+its folder first; any process can wait for its result. At most two jobs run at
+once, in all (the rest wait in a queue).
+
+A job is started through a shell that leaves it behind, so it is not a child of
+a test process (tests that measure or count their process's children do not see
+it), at nice 10 (the in-process tests go first; a job takes the cores they
+leave idle). Every process of a job carries an environment variable with the
+job's name, which is how its leftovers are found and ended, whatever sessions
+they made (torchrun starts its ranks in sessions of their own). ``stop_all()``,
+called by the first pytest process once the workers are done, ends what is
+left and removes the folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -25,18 +36,23 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-__all__ = ["Finished", "result", "root", "start", "stop_all"]
+__all__ = ["Finished", "prepare", "result", "root", "start", "stop_all", "summary"]
 
 TIMEOUT = 300  # seconds a job may take from its start, on a busy 2-core machine
 RUNNING = 2  # jobs at once: more only fight over the two cores and slow the other tests
 MARK = "TORCHLOADER_TEST_JOB"
-_SESSION = uuid.uuid4().hex[:12]
-_LAUNCH = 'nice -n 10 "$@" </dev/null >"$JOB_DIR/stdout" 2>"$JOB_DIR/stderr"; echo $? >"$JOB_DIR/rc.tmp"; mv "$JOB_DIR/rc.tmp" "$JOB_DIR/rc"'
+SESSION = "TORCHLOADER_TEST_SESSION"
+_session = os.environ.setdefault(SESSION, uuid.uuid4().hex[:12])  # the workers inherit it
+_LAUNCH = (
+    'nice -n 10 "$@" </dev/null >"$JOB_DIR/stdout" 2>"$JOB_DIR/stderr"; echo $? >"$JOB_DIR/rc.tmp"; '
+    'times >"$JOB_DIR/times"; mv "$JOB_DIR/rc.tmp" "$JOB_DIR/rc"'
+)  # times: the CPU time of the job's processes (those it waited for), for summary()
 
 
 @dataclass
@@ -45,30 +61,54 @@ class Finished:
     stdout: str
     stderr: str
     leftover: list[int]  # its processes alive 5 s after it ended (then killed)
+    seconds: float = 0.0  # from its start to its end (or its deadline)
+    cpu_seconds: float | None = None  # user + system time of its processes, where known
 
 
-_jobs: dict[str, tuple[Path, float]] = {}  # started: folder, start time
-_queued: list[tuple[str, list[str], Path | None, dict]] = []
+_queued: list[tuple[str, list[str], Path | None, dict]] = []  # this process's, not yet claimed
 _results: dict[str, Finished] = {}
-_root: Path | None = None
 _lock = threading.Lock()
 _feeder: threading.Thread | None = None
 
 
 def root() -> Path:
-    """A folder for the session's jobs, removed at its end."""
-    global _root
-    if _root is None:
-        _root = Path(tempfile.mkdtemp(prefix="torchloader-background-"))
-    return _root
+    """The session's folder, shared by every pytest process of the run."""
+    folder = Path(tempfile.gettempdir()) / f"torchloader-background-{_session}"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@contextlib.contextmanager
+def _locked(name: str):
+    """An exclusive lock between the run's pytest processes."""
+    with open(root() / f".{name}.lock", "w") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def prepare(name: str, make: Callable[[], None]) -> None:
+    """Run ``make()`` once in the session, whichever process asks first; the others
+    wait here until it is done (so the data it writes is complete when they return)."""
+    ready = root() / f".{name}.ready"
+    with _locked(f"prepare-{name}"):
+        if not ready.exists():
+            make()
+            ready.touch()
+
+
+def _folder(name: str) -> Path:
+    return root() / "jobs" / name.replace("/", "-")
 
 
 def start(name: str, command: list[str], *, cwd: Path | None = None, env: dict | None = None) -> None:
-    """Queue ``command`` as job ``name`` (unless it is known already); it starts as
-    soon as fewer than ``RUNNING`` jobs run."""
+    """Queue ``command`` as job ``name`` (unless some process of the run has it already);
+    it starts as soon as fewer than ``RUNNING`` jobs run."""
     global _feeder
     with _lock:
-        if name in _jobs or any(q[0] == name for q in _queued):
+        if _folder(name).exists() or any(q[0] == name for q in _queued):
             return
         _queued.append((name, command, cwd, dict(os.environ if env is None else env)))
         if _feeder is None:
@@ -78,52 +118,95 @@ def start(name: str, command: list[str], *, cwd: Path | None = None, env: dict |
 
 
 def _feed() -> None:
+    global _feeder
     while True:
         with _lock:
             if not _queued:
-                return _done_feeding()
+                _feeder = None
+                return
         _launch_some()
         time.sleep(0.2)
 
 
-def _done_feeding() -> None:
-    global _feeder
-    _feeder = None
-
-
 def _launch_some() -> None:
-    with _lock:
-        running = sum(1 for folder, _ in _jobs.values() if not (folder / "rc").exists())
-        while _queued and running < RUNNING:
-            _launch(*_queued.pop(0))
-            running += 1
+    with _lock, _locked("launch"):
+        jobs = root() / "jobs"
+        running = sum(1 for f in jobs.iterdir() if not _ended(f)) if jobs.exists() else 0
+        for job in list(_queued):
+            if _folder(job[0]).exists():  # claimed by another process of the run
+                _queued.remove(job)
+            elif running < RUNNING:
+                _queued.remove(job)
+                _launch(*job)
+                running += 1
+
+
+def _ended(folder: Path) -> bool:
+    return (folder / "rc").exists() or (folder / "killed").exists()
 
 
 def _launch(name: str, command: list[str], cwd: Path | None, env: dict) -> None:
-    folder = root() / "jobs" / name.replace("/", "-")
+    folder = _folder(name)
     folder.mkdir(parents=True)
-    env = {**env, MARK: f"{_SESSION}:{name}", "JOB_DIR": str(folder)}
+    (folder / "started").write_text(repr(time.time()))
+    env = {**env, MARK: f"{_session}:{name}", "JOB_DIR": str(folder)}
     shell = ["/bin/sh", "-c", f"({_LAUNCH}) &", "job", *command]
     subprocess.run(shell, cwd=cwd, env=env, check=True, start_new_session=True)  # returns at once
-    _jobs[name] = (folder, time.monotonic())
 
 
 def result(name: str) -> Finished:
     """Wait for job ``name`` (killed past its deadline) and return what it did."""
     if name not in _results:
-        while name not in _jobs:  # queued: it starts when a slot frees
+        folder = _folder(name)
+        give_up = time.time() + 2 * TIMEOUT  # the jobs ahead of it in the queue end by then
+        while not (folder / "started").exists():  # queued, here or in another process
+            if time.time() > give_up:
+                return Finished(None, "", f"job {name} never started", [])
             _launch_some()
             time.sleep(0.1)
-        folder, started = _jobs[name]
+        started = float((folder / "started").read_text())
         rc = folder / "rc"
-        while not rc.exists() and time.monotonic() < started + TIMEOUT:
+        while not rc.exists() and time.time() < started + TIMEOUT:
             time.sleep(0.1)
         code = int(rc.read_text()) if rc.exists() else None
         leftover = _processes_of(name, grace=5.0 if code is not None else 0.0)
         _kill(leftover)
+        if code is None:
+            (folder / "killed").touch()  # its shell is gone too: no rc will come; the next may start
         _results[name] = Finished(code, (folder / "stdout").read_text(), (folder / "stderr").read_text(),
-                                  [p.pid for p in leftover])  # fmt: skip
+                                  [p.pid for p in leftover], *_times(folder))  # fmt: skip
     return _results[name]
+
+
+def _times(folder: Path) -> tuple[float, float | None]:
+    """Seconds from the job's start to its end (or to now), and its CPU seconds: the
+    children's user + system time from the shell's ``times`` (``0m1.5s 0m0.2s``)."""
+    rc = folder / "rc"
+    started = float((folder / "started").read_text())
+    seconds = (rc.stat().st_mtime if rc.exists() else time.time()) - started
+    try:
+        children = (folder / "times").read_text().splitlines()[1].split()
+    except (OSError, IndexError):
+        return seconds, None
+    cpu = 0.0
+    for field in children:
+        minutes, _, secs = field.rstrip("s").partition("m")
+        cpu += float(minutes) * 60 + float(secs)
+    return seconds, cpu
+
+
+def summary() -> list[str]:
+    """A line per job of the run: how long it took and its CPU time (what the suite spends)."""
+    jobs = root() / "jobs"
+    lines = []
+    for folder in sorted(jobs.iterdir()) if jobs.exists() else []:
+        if not (folder / "started").exists():
+            continue
+        seconds, cpu = _times(folder)
+        rc = folder / "rc"
+        code = rc.read_text().strip() if rc.exists() else "none (still running)"
+        lines.append(f"{folder.name}: {seconds:.1f} s, {'?' if cpu is None else f'{cpu:.1f}'} CPU-s, exit {code}")
+    return lines
 
 
 def _processes_of(name: str | None, grace: float = 0.0) -> list[psutil.Process]:
@@ -134,7 +217,7 @@ def _processes_of(name: str | None, grace: float = 0.0) -> list[psutil.Process]:
         for proc in psutil.process_iter():
             try:
                 mark = proc.environ().get(MARK, "")
-                if mark.startswith(f"{_SESSION}:") and (name is None or mark == f"{_SESSION}:{name}"):
+                if mark.startswith(f"{_session}:") and (name is None or mark == f"{_session}:{name}"):
                     if proc.status() != psutil.STATUS_ZOMBIE:
                         found.append(proc)
             except psutil.Error:
@@ -153,11 +236,9 @@ def _kill(processes: list[psutil.Process]) -> None:
 
 
 def stop_all() -> None:
-    """End every job and whatever it left; remove the folder."""
+    """End every job of the run and whatever it left; remove the folder (called once,
+    by the pytest process that started the run, after its workers are done)."""
     with _lock:
         _queued.clear()
-    if _jobs:
-        _kill(_processes_of(None))
-    _jobs.clear()
-    if _root is not None:
-        shutil.rmtree(_root, ignore_errors=True)
+    _kill(_processes_of(None))
+    shutil.rmtree(root(), ignore_errors=True)

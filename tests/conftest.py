@@ -12,7 +12,9 @@ a process group it left is destroyed.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import signal
 import time
 
@@ -49,8 +51,22 @@ def pytest_collection_finish(session):
             start()
 
 
-def pytest_sessionfinish(session, exitstatus):
-    background.stop_all()
+def _first_process(config) -> bool:
+    """The pytest process that started the run (not one of its xdist workers)."""
+    return not hasattr(config, "workerinput")
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    lines = background.summary() if _first_process(config) else []
+    if lines:
+        terminalreporter.section("background jobs")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config):
+    if _first_process(config):  # after the workers (and the summary)
+        background.stop_all()
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +74,7 @@ def isolated():
     handlers = {s: signal.getsignal(s) for s in _WATCHED}
     sigchld_set = signal_handling._SIGCHLD_handler_set
     me = psutil.Process()
-    before = {p.pid for p in me.children(recursive=True)}
+    before = {p.pid for p in _descendants(me)}
     yield
     if signal.getsignal(signal.SIGCHLD) is not handlers[signal.SIGCHLD] or _started(me, before):
         gc.collect()  # DataLoader iterators of the test: collected, torch forgets their workers
@@ -94,7 +110,30 @@ def _left_behind(me: psutil.Process, before: set[int]) -> list[str]:
 
 def _started(me: psutil.Process, before: set[int]) -> list[psutil.Process]:
     """This process's descendants that the test started and that still run (jobs aside)."""
-    return [p for p in me.children(recursive=True) if p.pid not in before and _running(p)]
+    return [p for p in _descendants(me) if p.pid not in before and _running(p)]
+
+
+def _descendants(me: psutil.Process) -> list[psutil.Process]:
+    """``me.children(recursive=True)``, read from each thread's ``/proc/PID/task/TID/children``
+    where the kernel has it: 0.1 ms instead of psutil's 2.5 ms scan of every process, which
+    ran three times per test (about 13 s of the suite's CPU time)."""
+    if not os.path.exists(f"/proc/{me.pid}/task/{me.pid}/children"):  # not Linux, or an old kernel
+        return me.children(recursive=True)
+    pids, todo = [], [me.pid]
+    while todo:
+        pid = todo.pop()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    with open(f"/proc/{pid}/task/{tid}/children") as file:
+                        kids = [int(k) for k in file.read().split()]
+                    pids += kids
+                    todo += kids
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            found.append(psutil.Process(pid))
+    return found
 
 
 _SERVICES = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")  # one per interpreter, by design

@@ -53,12 +53,15 @@ def _command(script: str, processes: int, data: Path, out: Path) -> list[str]:
 def start_early() -> None:
     """Write the data and start the four jobs (called when the tests are collected)."""
     root = background.root() / "frameworks"
-    if root.exists():
-        return
-    write_data(str(root / "data"))
+
+    def make():
+        write_data(str(root / "data"))
+        for name in JOB_RUNS:
+            (root / name).mkdir()
+
+    background.prepare("frameworks", make)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     for name, (script, processes) in JOB_RUNS.items():
-        (root / name).mkdir()
         background.start(f"frameworks/{name}", _command(script, processes, root / "data", root / name), env=env)
 
 

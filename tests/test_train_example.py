@@ -50,18 +50,20 @@ def digits() -> str:
 def start_early() -> None:
     """Build the digits and start the torchrun jobs (see tests/background.py)."""
     root = background.root() / "train_example"
-    if root.exists():
-        return
-    digits = te.build_digits(str(root / "digits"))
+    digits, data = str(root / "digits"), root / "skip" / "digits"
+
+    def make():
+        te.build_digits(digits)
+        shutil.copytree(digits, data)
+        broken = sorted(str(p) for p in list((data / "train").rglob("*.png"))[::300])  # 5 files, any rank's
+        for path in broken:
+            Path(path).write_bytes(b"not a png")
+        (root / "skip" / "broken.txt").write_text("\n".join(broken))
+
+    background.prepare("train_example", make)
     for mode in ("chunked", "path"):
         _start_torchrun(f"gloo/{mode}", ["--mode", mode, "--epochs", "2", "--digits-dir", digits, "--device", "cpu"],
                         root / mode)  # fmt: skip
-    data = root / "skip" / "digits"
-    shutil.copytree(digits, data)
-    broken = sorted(str(p) for p in list((data / "train").rglob("*.png"))[::300])  # 5 files, any rank's
-    for path in broken:
-        Path(path).write_bytes(b"not a png")
-    (root / "skip" / "broken.txt").write_text("\n".join(broken))
     _start_torchrun("gloo/skip", ["--mode", "chunked", "--epochs", "1", "--digits-dir", str(data), "--device", "cpu",
                                   "--on-error", "skip", "--error-report", str(root / "skip" / "bad.csv")],
                     root / "skip")  # fmt: skip
