@@ -26,6 +26,10 @@ from torch.utils.data._utils import signal_handling
 
 import background
 
+# The framework jobs are scripts that tests run, not tests: --doctest-modules would import
+# them (and Lightning, 5 s) in every pytest process.
+collect_ignore = ["jobs"]
+
 _WATCHED = tuple(
     getattr(signal, name) for name in ("SIGCHLD", "SIGTERM", "SIGINT", "SIGALRM", "SIGUSR1", "SIGUSR2", "SIGHUP")
 )

@@ -17,6 +17,7 @@ start-up far more than on the two cores.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -27,8 +28,10 @@ import pytest
 import background
 from helpers import free_port
 
-pytest.importorskip("pytorch_lightning")
-pytest.importorskip("accelerate")
+# found, not imported: the jobs import them (Lightning takes 5 s to import)
+for _framework in ("pytorch_lightning", "accelerate"):
+    if importlib.util.find_spec(_framework) is None:
+        pytest.skip(f"needs {_framework} (pip install -e '.[dev]')", allow_module_level=True)
 
 sys.path.insert(0, str(Path(__file__).parent / "jobs"))
 from common import MODES, N, write_data  # noqa: E402
