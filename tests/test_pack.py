@@ -8,6 +8,7 @@ where parallel writing itself is under test.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 
@@ -515,6 +516,7 @@ def test_workers_must_be_a_count(tmp_path, workers):
 
 
 def _pack_process(src, dst):
+    """``torchloader pack`` with two workers, as a user runs it."""
     import subprocess
     import sys
 
@@ -525,10 +527,26 @@ def _pack_process(src, dst):
     )  # fmt: skip
 
 
+def _forked_pack(src, dst):
+    """The same pack in a forked process, in a session of its own with its workers: a
+    start without the 3 s of a new interpreter importing torch, so every kill lands in
+    the pack itself."""
+    process = multiprocessing.get_context("fork").Process(target=_pack_in_new_session, args=(str(src), str(dst)))
+    process.start()
+    wait_until(lambda: process.exitcode is not None or os.getpgid(process.pid) == process.pid)  # a group to kill
+    return process
+
+
+def _pack_in_new_session(src, dst):
+    os.setsid()
+    pack(src, dst, shard_size="48KiB", workers=2, progress=False)
+
+
 N_KILL = 1500
 
 
 @pytest.mark.slow
+@IGNORE_FORK_WARNING
 def test_a_pack_killed_at_random_points_never_loads_incomplete_and_a_rerun_finishes_it(tmp_path):
     import signal
     import time
@@ -542,21 +560,22 @@ def test_a_pack_killed_at_random_points_never_loads_incomplete_and_a_rerun_finis
         Image.fromarray(china()[i % 400 : i % 400 + 24, i % 600 : i % 600 + 24]).save(path)
     whole = tmp_path / "whole"
     started = time.monotonic()
-    assert _pack_process(src, whole).wait(timeout=120) == 0
+    process = _forked_pack(src, whole)
+    process.join(120)
+    assert process.exitcode == 0
     full_time = time.monotonic() - started
     reference = PackedDataset(whole)
 
     dst = tmp_path / "dst"
     outcomes = []
-    # Each run starts the pack over; kills from early (the scan: the first half of a run
-    # is mostly the interpreter importing torch) to late (shards written, manifest about
-    # to be), a little later each time.
-    for fraction in np.sort(np.random.default_rng(0).uniform(0.5, 1.0, size=4)):
+    # Each run starts the pack over; kills from early (the scan) to late (shards
+    # written, manifest about to be), a little later each time.
+    for fraction in np.sort(np.random.default_rng(0).uniform(0.1, 1.0, size=5)):
         delay = fraction * full_time
-        process = _pack_process(src, dst)
+        process = _forked_pack(src, dst)
         time.sleep(delay)
-        os.killpg(process.pid, signal.SIGKILL)  # the CLI and its worker processes
-        process.wait(timeout=30)
+        os.killpg(process.pid, signal.SIGKILL)  # the packing process and its workers
+        process.join(30)
         if os.path.exists(dst / "manifest.json"):  # it finished before the kill
             outcomes.append("complete")
             assert verify_pack(str(dst)) == []
@@ -568,7 +587,7 @@ def test_a_pack_killed_at_random_points_never_loads_incomplete_and_a_rerun_finis
                 PackedDataset(dst)  # killed before it made the folder, or before the manifest
     assert "interrupted" in outcomes, outcomes  # the kills did land mid-pack
 
-    assert _pack_process(src, dst).wait(timeout=120) == 0  # a re-run finishes it
+    assert _pack_process(src, dst).wait(timeout=120) == 0  # a re-run of the command finishes it
     assert verify_pack(str(dst)) == []
     packed = PackedDataset(dst)
     x, y = packed.gather(range(N_KILL))

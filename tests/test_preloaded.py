@@ -168,9 +168,10 @@ def test_interrupted_cache_build_is_not_mistaken_for_a_cache(tmp_path):
 
 
 def _worker_uss(ds, context, batches):
-    """Unique memory of each worker after it has gathered from every sample."""
+    """Unique memory of the worker after it has gathered from every sample (one worker:
+    a second would only cost another start, an interpreter importing torch with spawn)."""
     sampler = IndexBatchSampler(np.tile(np.arange(len(ds)), -(-batches * 64 // len(ds))), 64)
-    loader = DataLoader(ds, batch_size=None, sampler=sampler, num_workers=2,
+    loader = DataLoader(ds, batch_size=None, sampler=sampler, num_workers=1,
                         multiprocessing_context=context, persistent_workers=True)
     for _ in loader:
         pass
