@@ -10,9 +10,10 @@ The suite runs in two pytest-xdist workers, and each collects every module, so
 each calls every ``start_early()``. The session's jobs live in one folder that
 all of them share (named by ``TORCHLOADER_TEST_SESSION``, which the first
 pytest process sets for the workers it starts): ``prepare()`` runs a module's
-set-up once, under a file lock, and a job is started by whichever process claims
-its folder first; any process can wait for its result. At most two jobs run at
-once, in all (the rest wait in a queue).
+set-up once, in the first process to take its file lock (the others go on and
+wait with ``ready()`` where they need it), and a job is started by whichever process claims
+its folder first, once the set-up is done; any process can wait for its result.
+At most two jobs run at once, in all (the rest wait in a queue).
 
 A job is started through a shell that leaves it behind, so it is not a child of
 a test process (tests that measure or count their process's children do not see
@@ -42,7 +43,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["Finished", "prepare", "result", "root", "start", "stop_all", "summary"]
+__all__ = ["Finished", "prepare", "ready", "result", "root", "start", "stop_all", "summary"]
 
 TIMEOUT = 300  # seconds a job may take from its start, on a busy 2-core machine
 RUNNING = 2  # jobs at once: more only fight over the two cores and slow the other tests
@@ -65,7 +66,7 @@ class Finished:
     cpu_seconds: float | None = None  # user + system time of its processes, where known
 
 
-_queued: list[tuple[str, list[str], Path | None, dict]] = []  # this process's, not yet claimed
+_queued: list[tuple[str, list[str], Path | None, dict, str]] = []  # this process's, not yet claimed
 _results: dict[str, Finished] = {}
 _lock = threading.Lock()
 _feeder: threading.Thread | None = None
@@ -90,27 +91,43 @@ def _locked(name: str):
 
 
 def prepare(name: str, make: Callable[[], None]) -> None:
-    """Run ``make()`` once in the session, whichever process asks first; the others
-    wait here until it is done (so the data it writes is complete when they return)."""
-    ready = root() / f".{name}.ready"
-    with _locked(f"prepare-{name}"):
-        if not ready.exists():
+    """Run ``make()`` once in the session, in whichever process asks first; the others
+    go on at once (their tests wait with ``ready()``, their jobs start once it is done)."""
+    with open(root() / f".{name}.lock", "w") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another process is making it
+            return
+        if not _ready(name).exists():
             make()
-            ready.touch()
+            _ready(name).touch()
+
+
+def ready(name: str) -> None:
+    """Wait until ``prepare(name, ...)`` is done, in whichever process it ran."""
+    give_up = time.time() + TIMEOUT
+    while not _ready(name).exists():
+        if time.time() > give_up:
+            raise TimeoutError(f"the test data {name!r} was not ready after {TIMEOUT} s")
+        time.sleep(0.1)
+
+
+def _ready(name: str) -> Path:
+    return root() / f".{name}.ready"
 
 
 def _folder(name: str) -> Path:
     return root() / "jobs" / name.replace("/", "-")
 
 
-def start(name: str, command: list[str], *, cwd: Path | None = None, env: dict | None = None) -> None:
+def start(name: str, command: list[str], *, after: str, cwd: Path | None = None, env: dict | None = None) -> None:
     """Queue ``command`` as job ``name`` (unless some process of the run has it already);
-    it starts as soon as fewer than ``RUNNING`` jobs run."""
+    it starts once ``prepare(after, ...)`` is done and fewer than ``RUNNING`` jobs run."""
     global _feeder
     with _lock:
         if _folder(name).exists() or any(q[0] == name for q in _queued):
             return
-        _queued.append((name, command, cwd, dict(os.environ if env is None else env)))
+        _queued.append((name, command, cwd, dict(os.environ if env is None else env), after))
         if _feeder is None:
             _feeder = threading.Thread(target=_feed, name="test-background-jobs", daemon=True)
             _feeder.start()
@@ -135,9 +152,9 @@ def _launch_some() -> None:
         for job in list(_queued):
             if _folder(job[0]).exists():  # claimed by another process of the run
                 _queued.remove(job)
-            elif running < RUNNING:
+            elif running < RUNNING and _ready(job[4]).exists():
                 _queued.remove(job)
-                _launch(*job)
+                _launch(*job[:4])
                 running += 1
 
 

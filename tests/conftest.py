@@ -20,9 +20,6 @@ import time
 
 import psutil
 import pytest
-import torch
-import torch.distributed as dist
-from torch.utils.data._utils import signal_handling
 
 import background
 
@@ -38,6 +35,8 @@ _GRACE = 10.0  # seconds for a test's processes to end after it (workers shut do
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` run only where a CUDA GPU is present."""
+    import torch  # here, not at the top: the first pytest process only hands out tests (xdist)
+
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
@@ -76,6 +75,9 @@ def pytest_unconfigure(config):
 @pytest.fixture(autouse=True)
 def isolated():
     handlers = {s: signal.getsignal(s) for s in _WATCHED}
+    import torch.distributed as dist
+    from torch.utils.data._utils import signal_handling
+
     sigchld_set = signal_handling._SIGCHLD_handler_set
     me = psutil.Process()
     before = {p.pid for p in _descendants(me)}

@@ -26,11 +26,12 @@ def test_no_command_prints_help_and_fails(capsys):
     assert "usage: torchloader" in capsys.readouterr().err
 
 
-def test_python_dash_m_and_version():
-    out = subprocess.run(
-        [sys.executable, "-m", "torchloader", "--version"], capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == f"torchloader {torchloader.__version__}"
+def test_version(capsys):
+    # (``python -m torchloader`` itself: test_python_dash_m_verify_exits_with_1_on_a_damaged_pack)
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"torchloader {torchloader.__version__}"
 
 
 # --- pack and verify -------------------------------------------------------------------

@@ -65,7 +65,8 @@ def start_early() -> None:
     background.prepare("frameworks", make)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     for name, (script, processes) in JOB_RUNS.items():
-        background.start(f"frameworks/{name}", _command(script, processes, root / "data", root / name), env=env)
+        command = _command(script, processes, root / "data", root / name)
+        background.start(f"frameworks/{name}", command, after="frameworks", env=env)
 
 
 @pytest.fixture(scope="module")

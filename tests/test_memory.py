@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import subprocess
 import sys
 import time
 
@@ -15,26 +15,27 @@ MiB = 2**20
 linux_only = pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), reason="PSS is read from /proc")
 
 
-def _hold(megabytes, ready, done):
-    data = bytearray(megabytes * MiB)
-    data[:: 4096] = b"x" * len(data[:: 4096])  # touch every page
-    ready.set()
-    done.wait(30)
+# a child interpreter holding 64 MiB until its stdin closes (no torch: a start of 30 ms)
+_HOLD = (
+    "import sys\n"
+    "data = bytearray(64 * 2**20)\n"
+    "data[::4096] = b'x' * len(data[::4096])  # touch every page\n"
+    "print('ready', flush=True)\n"
+    "sys.stdin.read()\n"
+)
 
 
 @linux_only
 def test_a_childs_memory_counts_in_the_tree():
-    context = multiprocessing.get_context("spawn")
-    ready, done = context.Event(), context.Event()
     before = process_tree_memory()
-    child = context.Process(target=_hold, args=(64, ready, done))
-    child.start()
+    child = subprocess.Popen([sys.executable, "-c", _HOLD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert ready.wait(30)
+        assert child.stdout.readline() == "ready\n"
         during = process_tree_memory()
     finally:
-        done.set()
-        child.join(30)
+        child.stdin.close()
+        child.wait(30)
+        child.stdout.close()
 
     assert during - before > 64 * MiB  # the child's 64 MiB, plus its interpreter
 

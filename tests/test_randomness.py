@@ -61,9 +61,11 @@ LOADERS = {
     "ChunkedLoader, 0 workers": lambda ds: ChunkedLoader(ds, BATCH, chunk_size=16, seed=5),
     "ChunkedLoader, 2 threads": lambda ds: ChunkedLoader(ds, BATCH, chunk_size=16, seed=5, num_workers=2,
                                                           worker_type="thread"),
-    "ChunkedLoader, 2 forked processes": lambda ds: ChunkedLoader(ds, BATCH, chunk_size=16, seed=5, num_workers=2,
+    # three worker counts and both start methods; spawned workers are the dear ones (an
+    # interpreter importing torch each), so the larger count is forked
+    "ChunkedLoader, 3 forked processes": lambda ds: ChunkedLoader(ds, BATCH, chunk_size=16, seed=5, num_workers=3,
                                                                    multiprocessing_context="fork"),
-    "ChunkedLoader, 3 spawned processes": lambda ds: ChunkedLoader(ds, BATCH, chunk_size=16, seed=5, num_workers=3,
+    "ChunkedLoader, 2 spawned processes": lambda ds: ChunkedLoader(ds, BATCH, chunk_size=16, seed=5, num_workers=2,
                                                                     multiprocessing_context="spawn"),
     "ds.dataloader(), 0 workers": lambda ds: ds.dataloader(BATCH, seed=5),
     "ds.dataloader(), 2 forked workers": lambda ds: ds.dataloader(BATCH, seed=5, num_workers=2,

@@ -251,8 +251,10 @@ def test_dataloader_batches_keep_their_boundaries_and_come_back_without_the_bad_
 @_ignore_worker_count
 def test_dataloader_in_raise_mode_names_the_deleted_file_from_a_worker(tmp_path):
     ds = scanned(tmp_path / "root", bad={12: "deleted after the scan"})
+    # one worker: after a worker raised, torch's DataLoader waits 5 s per worker at shutdown
+    # (its join timeout; a plain DataLoader over a dataset that raises does the same)
     with deadline(60), pytest.raises(SampleLoadError, match=rf"sample 12 from '{ds.path(12)}': FileNotFoundError"):
-        for _ in ds.dataloader(4, shuffle=False, num_workers=2):
+        for _ in ds.dataloader(4, shuffle=False, num_workers=1):
             pass
 
 

@@ -170,6 +170,8 @@ class ProcessFiller(ChunkFiller):
         with self._lock:
             key = self._share(buffer)
             runs = storage_runs(indices, self.num_workers)
+            if stop.is_set():  # before the tasks: a worker must not start on one (seen: 4 samples read)
+                self._halt.set()
             for tasks, run in zip(self._tasks, runs):
                 tasks.put(("fill", key, run, indices[run], reading))
             return self._collect(len(runs), stop)
