@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 __all__ = ["PeakMemory", "process_tree_memory"]
 
