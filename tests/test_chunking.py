@@ -257,7 +257,7 @@ CHUNK_SIZES = [1, 3, 4, 16, 50]
 @pytest.mark.parametrize("chunk_size", CHUNK_SIZES)
 def test_epoch_order_invariants_over_a_grid(n, chunk_size):
     for seed, epoch, shuffle, num_replicas, drop_last in itertools.product(
-        [0, 5], [0, 1, 3], [True, False], [1, 2, 3, 4, 8], [False, True]
+        [0, 5], [0, 3], [True, False], [1, 2, 3, 4, 8], [False, True]
     ):
         check_epoch(n, chunk_size, seed, epoch, shuffle, num_replicas, drop_last)
 
