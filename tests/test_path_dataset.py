@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import pickle
@@ -895,17 +896,38 @@ def test_a_dataloader_worker_killed_mid_epoch_is_an_error_within_seconds_not_a_h
     batches = iter(loader)
     next(batches)
     os.kill(batches._workers[0].pid, signal.SIGKILL)
-    with warnings.catch_warnings():
-        # torch's SIGCHLD handler raises wherever the main process is; raised inside
-        # multiprocessing's SocketClient, between making the socket that fetches a batch's
-        # file descriptor and entering its `with`, it leaves that socket unclosed (seen once)
-        warnings.simplefilter("ignore", ResourceWarning)
+    with _torchs_asynchronous_raise_tolerated():
         died = r"DataLoader worker \(pid(\(s\))? ?\d+\) (exited|is killed)"
         with deadline(30), pytest.raises(RuntimeError, match=died) as raised:
             for _ in batches:  # a hang would end at the deadline, as a failure
                 pass
-        del raised, batches  # the traceback's frames hold that socket
+        del raised, batches  # the traceback's frames hold what the raise left half made
         gc.collect()
+
+
+@contextlib.contextmanager
+def _torchs_asynchronous_raise_tolerated():
+    """torch's SIGCHLD handler raises "worker killed" at whatever line the main process is
+    on, so it can leave an object of torch or multiprocessing half made, whose finalizer
+    then fails. Seen under load: a socket of multiprocessing's SocketClient made but not yet
+    in its ``with`` (unclosed), a ``StorageWeakRef`` without its ``_free_weak_ref``. Those
+    are let pass here; any other object's failing finalizer fails the test."""
+    caught = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = caught.append
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", ResourceWarning)  # to the hook, not raised as errors
+            yield
+    finally:
+        sys.unraisablehook = previous
+    foreign = [u for u in caught if not _made_by(u.object, ("torch.", "multiprocessing.", "socket"))]
+    assert not foreign, [f"{u.exc_type.__name__}: {u.exc_value} in {u.object!r}" for u in foreign]
+
+
+def _made_by(obj, prefixes):
+    module = getattr(obj, "__module__", None) or type(obj).__module__
+    return module.startswith(prefixes)
 
 
 class _SlowNpy:
