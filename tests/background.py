@@ -80,12 +80,17 @@ def root() -> Path:
 
 
 @contextlib.contextmanager
-def _locked(name: str):
-    """An exclusive lock between the run's pytest processes."""
+def _locked(name: str, *, wait: bool = True):
+    """An exclusive lock between the run's pytest processes; yields whether this process
+    holds it (always, unless ``wait=False`` found another process holding it)."""
     with open(root() / f".{name}.lock", "w") as file:
-        fcntl.flock(file, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(file, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(file, fcntl.LOCK_UN)
 
@@ -93,12 +98,8 @@ def _locked(name: str):
 def prepare(name: str, make: Callable[[], None]) -> None:
     """Run ``make()`` once in the session, in whichever process asks first; the others
     go on at once (their tests wait with ``ready()``, their jobs start once it is done)."""
-    with open(root() / f".{name}.lock", "w") as file:
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # another process is making it
-            return
-        if not _ready(name).exists():
+    with _locked(name, wait=False) as mine:
+        if mine and not _ready(name).exists():
             make()
             _ready(name).touch()
 
