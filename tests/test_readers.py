@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import types
 
@@ -98,7 +99,7 @@ def test_image_reader_defaults_and_repr():
     reader = ImageReader()
 
     assert (reader.mode, reader.decoder) == ("RGB", "auto")
-    assert repr(ImageReader("L", decoder="pillow")) == "ImageReader(mode='L', decoder='pillow')"
+    assert repr(ImageReader("L", decoder="pillow")) == "ImageReader(mode='L', decoder='pillow', exif_transpose=False)"
 
 
 def test_image_reader_refuses_an_unknown_mode():
@@ -632,7 +633,7 @@ def test_suffix_reader_knows_images_arrays_and_tensors():
 
     assert reader.suffixes == tuple(sorted(IMAGE_SUFFIXES + (".npy", ".npz", ".pt")))
     assert set(IMAGE_SUFFIXES) == {
-        ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"
+        ".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".gif", ".webp", ".tif", ".tiff"
     }
     assert repr(reader) == f"SuffixReader(suffixes={list(reader.suffixes)})"
 
@@ -685,7 +686,7 @@ def test_suffix_reader_refuses_a_bad_mapping():
         SuffixReader({"png": ImageReader()})
     assert str(info.value) == (
         "readers must map a suffix like '.png' to a callable "
-        "(got 'png': ImageReader(mode='RGB', decoder='auto'))"
+        "(got 'png': ImageReader(mode='RGB', decoder='auto', exif_transpose=False))"
     )
 
     with pytest.raises(ValueError, match=r"\(got '\.png': 3\)"):
@@ -798,19 +799,19 @@ def test_read_bytes_reads_the_whole_file(tmp_path, size):
     assert readers.read_bytes(str(path)) == data
 
 
-def test_read_bytes_of_a_file_that_grew_after_fstat_reads_to_the_end(tmp_path, monkeypatch):
+def test_read_bytes_of_a_file_that_shrank_after_fstat_reads_what_is_left(tmp_path, monkeypatch):
     path = tmp_path / "f.bin"
     path.write_bytes(b"x" * 100_000)
     real_fstat = readers.os.fstat
 
-    class Stale:
-        def __init__(self, fd):
-            self.st_size = 10  # as if the file had been 10 bytes at fstat time
+    def stale(fd):  # as if the file had been 200_000 bytes at fstat time
+        info = list(real_fstat(fd))
+        info[6] = 200_000  # st_size
+        return os.stat_result(info)
 
-    monkeypatch.setattr(readers.os, "fstat", Stale)
+    monkeypatch.setattr(readers.os, "fstat", stale)
 
     assert readers.read_bytes(str(path)) == b"x" * 100_000
-    monkeypatch.setattr(readers.os, "fstat", real_fstat)
 
 
 def test_read_bytes_of_a_missing_file_is_file_not_found(tmp_path):

@@ -7,23 +7,36 @@ through Pillow otherwise. Both give identical pixels: simplejpeg is used only fo
 the cases where it was checked to match Pillow bit for bit (``mode="RGB"`` of
 YCbCr and greyscale JPEGs, ``mode="L"`` of greyscale JPEGs); everything else
 (CMYK, ``mode="L"`` of a colour JPEG, where libjpeg's luma differs from
-Pillow's ``convert("L")`` by up to ~25 levels) goes through Pillow.
+Pillow's ``convert("L")`` by up to ~25 levels) goes through Pillow. A JPEG that
+libjpeg only warns about (``Corrupt JPEG data: 1 extraneous bytes before marker
+0xd9``) is decoded by Pillow, as it would be without simplejpeg; a truncated one
+raises ``OSError: image file is truncated`` as Pillow does (unless
+``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` is set: then Pillow's grey fill).
 
 Nothing runs untrusted bytes as code: ``.npy``/``.npz`` load with
 ``allow_pickle=False``, ``.pt`` with ``weights_only=True``, and Pillow's
 decompression-bomb guard applies to every image (a JPEG larger than
-``PIL.Image.MAX_IMAGE_PIXELS`` is handed to Pillow so its guard decides).
+``PIL.Image.MAX_IMAGE_PIXELS`` is handed to Pillow so its guard decides). Nothing
+but a regular file is opened for reading: a FIFO, a device (a symlink to
+``/dev/zero``) or a directory raises :class:`NotRegularFileError` at once.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Union
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .array_readers import NpyReader, NpzReader, PtReader
+from .arrays import to_tensor
+from .image_decode import pillow_pixels
+from .jpeg_orientation import jpeg_transposes
+from .regular_files import NotRegularFileError, open_regular, read_bytes
 
 try:  # libjpeg-turbo without Pillow's per-image overhead
     import simplejpeg
@@ -33,6 +46,7 @@ except ImportError:  # pragma: no cover - exercised where simplejpeg is absent
 __all__ = [
     "IMAGE_SUFFIXES",
     "ImageReader",
+    "NotRegularFileError",
     "NpyReader",
     "NpzReader",
     "PtReader",
@@ -43,51 +57,8 @@ __all__ = [
 ]
 
 Reader = Callable[[str], Union[torch.Tensor, np.ndarray]]
-IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 _MODES = ("RGB", "L", "RGBA", "keep")
-
-
-def read_bytes(path: str) -> bytes:
-    """The bytes of the file at ``path``: one ``fstat`` and (usually) one ``read``.
-
-    A third faster than ``open(path, "rb").read()`` for small files (no buffered
-    file object), which matters when decoding takes only ~80 us per image.
-    """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    try:
-        size = os.fstat(fd).st_size
-        data = os.read(fd, size + 1)
-        if len(data) == size:  # a short read of a regular file is its end
-            return data
-        parts = [data]
-        while block := os.read(fd, max(size, 1 << 16)):
-            parts.append(block)
-        return b"".join(parts)
-    finally:
-        os.close(fd)
-
-
-def to_tensor(value: Any, *, what: str = "reader output") -> torch.Tensor:
-    """Turn a tensor or NumPy array into a CPU tensor without copying when possible.
-
-    Non-native byte order is converted (torch has no big-endian tensors); object
-    arrays are refused because they can only hold pickled Python objects.
-    """
-    if isinstance(value, torch.Tensor):
-        return value
-    if not isinstance(value, np.ndarray):
-        raise TypeError(
-            f"{what} must be a torch.Tensor or numpy.ndarray "
-            f"(got {type(value).__name__})"
-        )
-    if value.dtype.hasobject:
-        raise TypeError(f"{what} is an object array; only numeric arrays can be loaded")
-    if not value.dtype.isnative:
-        value = value.astype(value.dtype.newbyteorder("="))
-    # torch warns on read-only memory and refuses negative strides: copy those.
-    if not value.flags.writeable or any(stride < 0 for stride in value.strides):
-        value = np.array(value, order="K")
-    return torch.from_numpy(value)
 
 
 class ImageReader:
@@ -95,31 +66,43 @@ class ImageReader:
 
     The tensor is a ``C x H x W`` view of the decoded ``H x W x C`` pixels (as
     torchvision's ``pil_to_tensor`` returns), so the only copy is the one that
-    stacks the batch.
+    stacks the batch. A multi-frame file (animated GIF, multi-page TIFF) gives
+    its first frame only.
 
     Args:
         mode: ``"RGB"`` (default, 3 channels), ``"L"`` (1 channel), ``"RGBA"``
             (4 channels) or ``"keep"`` (as stored; palette images are expanded to
-            RGB/RGBA, 16-bit images keep their wider dtype).
+            RGB/RGBA, 16-bit images keep their wider dtype). In ``"RGB"``, ``"L"``
+            and ``"RGBA"``, 16-bit greyscale is scaled to 8 bits as
+            ``(v + 128) // 257`` (``round(v * 255 / 65535)``; Pillow's own
+            ``convert`` would clip it to white), and 32-bit integer or float
+            images raise ``ValueError`` (use ``"keep"`` for their exact values).
         decoder: ``"auto"`` (libjpeg-turbo for JPEG where available), or
             ``"pillow"`` to always use Pillow.
+        exif_transpose: turn each image as its EXIF orientation tag says, as
+            ``PIL.ImageOps.exif_transpose`` does (a phone photo taken upright
+            comes out upright). Off by default: the pixels as stored, so a
+            rotated photo comes out sideways, as with ``Image.open`` alone.
 
     Example:
-        >>> reader = ImageReader("L")
-        >>> reader.mode
-        'L'
+        >>> reader = ImageReader("L", exif_transpose=True)
+        >>> reader
+        ImageReader(mode='L', decoder='auto', exif_transpose=True)
     """
 
-    def __init__(self, mode: str = "RGB", *, decoder: str = "auto") -> None:
+    def __init__(self, mode: str = "RGB", *, decoder: str = "auto", exif_transpose: bool = False) -> None:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES} (got {mode!r})")
         if decoder not in ("auto", "pillow"):
             raise ValueError(f"decoder must be 'auto' or 'pillow' (got {decoder!r})")
+        if not isinstance(exif_transpose, bool):
+            raise TypeError(f"exif_transpose must be True or False (got {exif_transpose!r})")
         self.mode = mode
         self.decoder = decoder
+        self.exif_transpose = exif_transpose
 
     def __repr__(self) -> str:
-        return f"ImageReader(mode={self.mode!r}, decoder={self.decoder!r})"
+        return f"ImageReader(mode={self.mode!r}, decoder={self.decoder!r}, exif_transpose={self.exif_transpose})"
 
     def __call__(self, path: str) -> torch.Tensor:
         path = os.fspath(path)
@@ -127,9 +110,10 @@ class ImageReader:
             data = read_bytes(path)
             array = self._decode_turbo(data)
             if array is None:
-                array = self._decode_pillow(path)
+                array = self._decode_pillow(io.BytesIO(data), path)
         else:
-            array = self._decode_pillow(path)
+            with open_regular(path) as f:
+                array = self._decode_pillow(f, path)
         if array.ndim == 2:
             array = array[:, :, None]
         # A C x H x W view of the H x W x C pixels, as torchvision's pil_to_tensor
@@ -141,11 +125,13 @@ class ImageReader:
         """Decode ``path`` straight into ``out`` where that is exact; else return False.
 
         ``out`` is an ``H x W x C`` ``uint8`` array (the memory of a channels-last
-        batch or chunk slot). A JPEG whose size, channels and colour space fit is
-        decoded by libjpeg-turbo into it: no temporary array, no copy. Anything else
-        (another format, size or colour space, CMYK, no simplejpeg) returns False
-        and writes nothing, so the caller reads the file the ordinary way and
-        reports any mismatch.
+        batch or chunk slot). A JPEG whose size, channels and colour space fit (and,
+        with ``exif_transpose``, that needs no turning) is decoded by libjpeg-turbo
+        into it: no temporary array, no copy. Anything else (another format, size
+        or colour space, CMYK, no simplejpeg) returns False and writes nothing, so
+        the caller reads the file the ordinary way and reports any mismatch. A JPEG
+        libjpeg warns about is decoded by Pillow into ``out``; one that cannot be
+        decoded raises (``out`` then holds part of it).
         """
         into = _TURBO_INTO.get(self.mode)
         if into is None or self.decoder != "auto" or simplejpeg is None or not _is_jpeg(path):
@@ -156,7 +142,10 @@ class ImageReader:
         found = self._turbo_exact(data)
         if found is None or found[1:] != out.shape[:2]:
             return False
-        simplejpeg.decode_jpeg(data, colorspace=found[0], buffer=out)
+        try:
+            simplejpeg.decode_jpeg(data, colorspace=found[0], buffer=out)
+        except ValueError:  # libjpeg warned (strict): Pillow's pixels, or its error
+            out[...] = self._decode_pillow(io.BytesIO(data), path).reshape(out.shape)
         return True
 
     def _turbo_exact(self, data: bytes) -> tuple[str, int, int] | None:
@@ -169,25 +158,22 @@ class ImageReader:
         limit = Image.MAX_IMAGE_PIXELS  # above it, Pillow's decompression-bomb guard decides
         if colorspace not in _TURBO_EXACT.get(self.mode, ()) or (limit is not None and height * width > limit):
             return None
+        if self.exif_transpose and jpeg_transposes(data):  # after the limit: Pillow opens it
+            return None
         return _TURBO_INTO[self.mode][0], height, width
 
     def _decode_turbo(self, data: bytes) -> np.ndarray | None:
         """Decode with libjpeg-turbo, or return None where Pillow must decide."""
         found = self._turbo_exact(data)
-        return None if found is None else simplejpeg.decode_jpeg(data, colorspace=found[0])
+        if found is None:
+            return None
+        try:
+            return simplejpeg.decode_jpeg(data, colorspace=found[0])
+        except ValueError:  # strict: libjpeg warned, or failed; Pillow decides which
+            return None
 
-    def _decode_pillow(self, path: str) -> np.ndarray:
-        with Image.open(path) as image:
-            transparent = image.mode == "P" and "transparency" in image.info
-            if self.mode != "keep":
-                if transparent and self.mode != "RGBA":
-                    # P -> RGB/L warns for a transparency table; via RGBA gives the
-                    # same pixels without the warning.
-                    image = image.convert("RGBA")
-                image = image.convert(self.mode)
-            elif image.mode == "P":
-                image = image.convert("RGBA" if transparent else "RGB")
-            return np.asarray(image)
+    def _decode_pillow(self, fp: io.BufferedIOBase, path: str) -> np.ndarray:
+        return pillow_pixels(fp, path, self.mode, exif_transpose=self.exif_transpose)
 
 
 # Colour spaces whose libjpeg-turbo decode equals Pillow's, per mode (tested),
@@ -198,70 +184,6 @@ _TURBO_INTO = {"RGB": ("RGB", 3), "L": ("GRAY", 1)}
 
 def _is_jpeg(path: str) -> bool:
     return path[-4:].lower() == ".jpg" or path[-5:].lower() == ".jpeg"
-
-
-class NpyReader:
-    """Read a ``.npy`` file (never unpickling), optionally memory-mapped.
-
-    Args:
-        mmap: map the file instead of reading it (copy-on-write, so the file is
-            never modified); pages are read when the sample is used.
-    """
-
-    def __init__(self, *, mmap: bool = False) -> None:
-        self.mmap = mmap
-
-    def __repr__(self) -> str:
-        return f"NpyReader(mmap={self.mmap})"
-
-    def __call__(self, path: str) -> torch.Tensor:
-        array = np.load(path, mmap_mode="c" if self.mmap else None, allow_pickle=False)
-        return to_tensor(array, what=f"the array in {path!r}")
-
-
-class NpzReader:
-    """Read one named array from a ``.npz`` file (never unpickling).
-
-    Args:
-        key: the array's name; ``None`` accepts a file holding exactly one array.
-    """
-
-    def __init__(self, key: str | None = None) -> None:
-        self.key = key
-
-    def __repr__(self) -> str:
-        return f"NpzReader(key={self.key!r})"
-
-    def __call__(self, path: str) -> torch.Tensor:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = sorted(archive.files)
-            key = self.key
-            if key is None:
-                if len(keys) != 1:
-                    raise KeyError(
-                        f"{path!r} holds {len(keys)} arrays {keys}; pick one with "
-                        f"reader=NpzReader(key=...)"
-                    )
-                key = keys[0]
-            elif key not in archive.files:
-                raise KeyError(f"{path!r} has no array {key!r} (it has {keys})")
-            return to_tensor(archive[key], what=f"array {key!r} in {path!r}")
-
-
-class PtReader:
-    """Read a tensor saved with ``torch.save`` (``weights_only=True``: no code runs)."""
-
-    def __repr__(self) -> str:
-        return "PtReader()"
-
-    def __call__(self, path: str) -> torch.Tensor:
-        value = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(
-                f"{path!r} holds a {type(value).__name__}, expected a tensor; "
-                f"pass a reader that picks the tensor out"
-            )
-        return value
 
 
 def _default_readers() -> dict[str, Reader]:
@@ -278,10 +200,15 @@ class SuffixReader:
         readers: suffix -> reader entries that replace or extend the defaults
             (images, ``.npy``, ``.npz``, ``.pt``), e.g. ``{".png": ImageReader("L")}``.
 
+    The default readers refuse a path that is not a regular file (a FIFO, a
+    device, a directory) with :class:`NotRegularFileError`; a reader of your own
+    gets the path as given, and can open it with
+    :func:`torchloader.regular_files.open_regular` to do the same.
+
     Example:
         >>> reader = SuffixReader({".png": ImageReader("L")})
         >>> reader.readers[".png"]
-        ImageReader(mode='L', decoder='auto')
+        ImageReader(mode='L', decoder='auto', exif_transpose=False)
         >>> ".npy" in reader.suffixes
         True
     """
