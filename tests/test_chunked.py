@@ -321,6 +321,24 @@ def test_samples_of_another_shape_are_refused_by_workers_too(tmp_path, closing, 
             run(loader)
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_empty_dataset_is_refused_as_empty_not_as_a_bad_sample(tmp_path, num_workers):
+    preloaded = PreloadedDataset(torch.empty(0, 3))
+    no_paths = PathDataset([])
+
+    with pytest.raises(ValueError) as info:
+        ChunkedLoader(preloaded, batch_size=4, num_workers=num_workers)
+    assert str(info.value) == (
+        "dataset PreloadedDataset(x=(0, 3) torch.float32, y=None) is empty (0 samples); "
+        "a ChunkedLoader needs at least one sample"
+    )
+    with pytest.raises(ValueError, match=r"^dataset PathDataset\(n=0, .* is empty \(0 samples\)"):
+        ChunkedLoader(no_paths, batch_size=4, chunk_size=8, num_workers=num_workers, worker_type="thread")
+    # the sampler alone refuses it too, as a ValueError saying it is empty
+    with pytest.raises(ValueError, match=r"^data_source is empty; a sampler needs at least one sample$"):
+        ChunkedSampler(preloaded, chunk_size=4)
+
+
 def test_a_ram_budget_below_two_batches_is_refused_with_the_numbers():
     with pytest.raises(ValueError) as info:
         ChunkedLoader(preloaded(100), 8, ram_budget=500)

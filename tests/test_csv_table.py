@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -86,11 +87,94 @@ def test_a_sibling_folder_sharing_roots_prefix_is_outside_root(tmp_path):
 def test_integer_labels_become_ints_and_names_stay_str(tmp_path):
     ints = write(tmp_path / "i.csv", "path,label\na,-1\nb, 2 \n")
     names = write(tmp_path / "n.csv", "path,label\na,cat\nb,dog\n")
-    mixed = write(tmp_path / "m.csv", "path,label\na,1\nb,cat\n")
 
     assert read_csv_table(ints, "path", "label", None)[1] == [-1, 2]
     assert read_csv_table(names, "path", "label", None)[1] == ["cat", "dog"]
-    assert read_csv_table(mixed, "path", "label", None)[1] == ["1", "cat"]
+
+
+def test_leading_zeros_signs_and_spaces_around_integers_are_integers(tmp_path):
+    csv_path = write(tmp_path / "t.csv", 'path,label\na,007\nb, 3\nc,+4 \nd,"  -0012"\ne,0\n')
+
+    assert read_csv_table(csv_path, "path", "label", None)[1] == [7, 3, 4, -12, 0]
+
+
+def test_names_that_only_look_numeric_stay_names(tmp_path):
+    # not integers and not decimal numbers: version strings, words, other digits
+    cells = ["v1.5", "1.2.3", "nan", "inf", "1_000", "\u0663", "3rd"]
+    csv_path = write(tmp_path / "t.csv", "path,label\n" + "".join(f"p{i},{c}\n" for i, c in enumerate(cells)))
+
+    assert read_csv_table(csv_path, "path", "label", None)[1] == cells
+
+
+def test_decimal_labels_are_refused_with_the_line_and_the_fix(tmp_path):
+    csv_path = write(tmp_path / "t.csv", "path,label\na.png,2.0\nb.png,10.0\nc.png,1.5\n")
+
+    with pytest.raises(ValueError) as info:
+        read_csv_table(csv_path, "path", "label", None)
+
+    assert str(info.value) == (
+        f"'{csv_path}' column 'label', line 2: label '2.0' is a decimal number; labels must be "
+        f"integers or class names: convert the column to integers (e.g. 2.0 -> 2), "
+        f"or write the classes as names"
+    )
+
+
+@pytest.mark.parametrize("cell", ["1.5", ".5", "3.", "1e3", "-2.5E-1"])
+def test_every_decimal_spelling_is_refused_even_among_integers(tmp_path, cell):
+    csv_path = write(tmp_path / "t.csv", f"path,label\na,1\nb,2\nc,{cell}\n")
+
+    with pytest.raises(ValueError, match=rf"line 4: label '{re.escape(cell)}' is a decimal number"):
+        read_csv_table(csv_path, "path", "label", None)
+
+
+def test_one_name_among_integer_labels_is_refused_not_renumbering_them(tmp_path):
+    csv_path = write(tmp_path / "t.csv", "path,label\na.png,10\nb.png,2\nc.png,cat\n")
+
+    with pytest.raises(ValueError) as info:
+        read_csv_table(csv_path, "path", "label", None)
+
+    assert str(info.value) == (
+        f"'{csv_path}' column 'label', line 4: label 'cat' is a class name, but 2 of the "
+        f"3 labels are integers (the first on line 2); fix the cell, or make every label "
+        f"a class name (e.g. 'class_10' for '10')"
+    )
+
+
+def test_one_integer_among_names_is_the_offending_cell(tmp_path):
+    csv_path = write(tmp_path / "t.csv", "path,label\na,cat\nb,7\nc,dog\n")
+
+    with pytest.raises(ValueError) as info:
+        read_csv_table(csv_path, "path", "label", None)
+
+    assert str(info.value).endswith(
+        "column 'label', line 3: label '7' is an integer, but 2 of the 3 labels are class names "
+        "(the first on line 2); fix the cell, or make every label a class name (e.g. 'class_7' for '7')"
+    )
+
+
+def test_a_tie_blames_the_kind_that_comes_later_and_lines_count_quoted_newlines(tmp_path):
+    # the first record spans lines 2-3, so the second row is on line 4
+    csv_path = write(tmp_path / "t.csv", 'path,label\n"a\nb.png",1\nc.png,x\n')
+
+    with pytest.raises(ValueError, match=r"line 4: label 'x' is a class name, but 1 of the 2 labels"):
+        read_csv_table(csv_path, "path", "label", None)
+
+
+def test_line_numbers_count_the_blank_lines_the_reader_skips(tmp_path):
+    csv_path = write(tmp_path / "t.csv", "path,label\n\na.png,\n")
+
+    with pytest.raises(ValueError, match=r"line 3: empty 'label' cell$"):
+        read_csv_table(csv_path, "path", "label", None)
+
+
+def test_path_cells_are_taken_exactly_as_written(tmp_path):
+    for name in ("a.jpg", " a.jpg", "a.jpg "):
+        (tmp_path / name).write_bytes(b"x")
+    csv_path = write(tmp_path / "t.csv", 'path,label\n a.jpg,0\na.jpg ,1\n" a.jpg",2\na.jpg,3\n')
+
+    paths, _ = read_csv_table(csv_path, "path", "label", None)
+
+    assert paths == [str(tmp_path / " a.jpg"), str(tmp_path / "a.jpg "), str(tmp_path / " a.jpg"), str(tmp_path / "a.jpg")]
 
 
 def test_label_column_none_reads_no_labels_and_needs_no_such_column(tmp_path):
@@ -149,7 +233,8 @@ def test_a_header_only_file_gives_no_rows(tmp_path):
 
 def test_empty_cells_are_refused_with_the_line(tmp_path):
     no_label = write(tmp_path / "a.csv", "path,label\na.png,0\nb.png,\n")
-    no_path = write(tmp_path / "b.csv", "path,label\n  ,0\n")
+    no_path = write(tmp_path / "b.csv", "path,label\n,0\n")
+    spaces = write(tmp_path / "d.csv", "path,label\n  ,0\n")
     short_row = write(tmp_path / "c.csv", "path,label\na.png\n")
 
     with pytest.raises(ValueError) as info:
@@ -159,6 +244,13 @@ def test_empty_cells_are_refused_with_the_line(tmp_path):
     with pytest.raises(ValueError) as info:
         read_csv_table(no_path, "path", "label", None)
     assert str(info.value) == f"'{no_path}' line 2: empty path cell"
+
+    with pytest.raises(ValueError) as info:
+        read_csv_table(spaces, "path", "label", None)
+    assert str(info.value) == (
+        f"'{spaces}' line 2: the path cell '  ' holds only spaces; "
+        f"write the file's path there (paths are taken exactly as written)"
+    )
 
     with pytest.raises(ValueError, match=r"line 2: empty 'label' cell"):
         read_csv_table(short_row, "path", "label", None)

@@ -102,3 +102,26 @@ def test_no_labels_for_no_paths():
     assert labels.dtype == np.int64
     assert labels.shape == (0,)
     assert classes is None
+
+
+def test_a_list_mixing_integers_and_names_is_refused_not_made_all_names():
+    with pytest.raises(TypeError) as info:
+        encode_labels([10, 2, "cat"], expected_len=3)
+
+    assert str(info.value) == (
+        "labels[0] is 10 (int), but other labels are class names (str); "
+        "give every label as an integer, or every label as a name"
+    )
+
+
+def test_a_float_among_names_is_refused():
+    with pytest.raises(TypeError, match=r"^labels\[1\] is 2\.0 \(float\), but other labels are class names"):
+        encode_labels(("cat", 2.0), expected_len=2)
+
+
+def test_numpy_str_names_and_string_arrays_stay_class_names():
+    from_list, classes = encode_labels(["b", np.str_("a")], expected_len=2)
+    from_array, array_classes = encode_labels(np.array(["10", "cat"]), expected_len=2)
+
+    assert (from_list.tolist(), classes) == ([1, 0], ["a", "b"])
+    assert (from_array.tolist(), array_classes) == ([0, 1], ["10", "cat"])

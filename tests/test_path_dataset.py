@@ -725,7 +725,11 @@ def test_non_utf8_file_names_round_trip(tmp_path):
 # --- from_folder ----------------------------------------------------------------
 
 
-def reference_image_folder(root, extensions):
+# torchvision.datasets.folder.IMG_EXTENSIONS, ImageFolder's default
+TORCHVISION_IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def reference_image_folder(root, extensions=TORCHVISION_IMG_EXTENSIONS):
     """torchvision ImageFolder's documented classes, class_to_idx and samples."""
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
     class_to_idx = {name: i for i, name in enumerate(classes)}
@@ -768,18 +772,51 @@ def test_from_folder_matches_image_folder(tmp_path):
     assert x.shape == (3, 8, 8) and y.item() == 3
 
 
-def test_from_folder_default_extensions_follow_the_reader(tmp_path):
+def test_from_folder_default_extensions_are_image_folders(tmp_path):
     root = tmp_path / "root"
-    image_tree(root, ["a/1.png", "a/2.txt"])
+    image_tree(root, ["a/1.png", "a/2.txt", "a/4.gif", "b/5.PNG"])
     np.save(root / "a" / "3.npy", np.zeros(2))
 
-    by_suffix = PathDataset.from_folder(root)
+    by_default = PathDataset.from_folder(root)
     custom = PathDataset.from_folder(root, reader=lambda path: np.zeros(1))
+    arrays = PathDataset.from_folder(root, extensions=(".npy",), allow_empty=True)
+    gifs = PathDataset.from_folder(root, extensions=TORCHVISION_IMG_EXTENSIONS + (".gif",))
 
-    assert [os.path.basename(by_suffix.path(i)) for i in range(len(by_suffix))] == [
-        "1.png", "3.npy"
-    ]
-    assert [os.path.basename(custom.path(i)) for i in range(len(custom))] == ["1.png"]
+    def names(ds):
+        return [os.path.basename(ds.path(i)) for i in range(len(ds))]
+
+    _, _, samples = reference_image_folder(str(root))
+    assert [(by_default.path(i), int(by_default.labels[i])) for i in range(len(by_default))] == samples
+    assert names(by_default) == names(custom) == ["1.png", "5.PNG"]
+    assert names(arrays) == ["3.npy"] and names(gifs) == ["1.png", "4.gif", "5.PNG"]
+    assert gifs[1][0].shape == (3, 8, 8)
+
+
+def test_from_folder_reads_ppm_and_pgm_by_default(tmp_path):
+    rgb, grey = photo(6, 5), photo(4, 7)[:, :, 0].copy()
+    (tmp_path / "root" / "c").mkdir(parents=True)
+    Image.fromarray(rgb).save(tmp_path / "root" / "c" / "a.ppm")
+    Image.fromarray(grey).save(tmp_path / "root" / "c" / "b.pgm")
+
+    ds = PathDataset.from_folder(tmp_path / "root")
+
+    assert [os.path.basename(ds.path(i)) for i in range(2)] == ["a.ppm", "b.pgm"]
+    assert torch.equal(ds[0][0], chw(rgb))
+    assert torch.equal(ds[1][0], chw(np.repeat(grey[:, :, None], 3, axis=2)))  # RGB, as ImageFolder's loader
+
+
+def test_from_folder_refuses_a_root_one_level_too_high_and_a_pack_beside_the_classes(tmp_path):
+    high = image_tree(tmp_path / "high", ["train/cat/1.png", "test/cat/2.png"])
+    with pytest.raises(ValueError, match=rf"Use from_folder\('{high}/train'\) for one of them, or pass allow_nested_only=True"):
+        PathDataset.from_folder(high)
+    assert PathDataset.from_folder(high, allow_nested_only=True).classes == ["test", "train"]
+
+    root = image_tree(tmp_path / "root", ["cat/1.png", "dog/2.png"])
+    (root / "packed").mkdir()
+    np.save(root / "packed" / "shard-00000.npy", np.zeros((2, 8, 8, 3), np.uint8))
+    (root / "packed" / "manifest.json").write_text('{"format": "torchloader.pack", "version": 1}')
+    with pytest.raises(ValueError, match=rf"Load it with PackedDataset\('{root}/packed'\), and move it out"):
+        PathDataset.from_folder(root, extensions=(".png", ".npy"))
 
 
 def test_from_folder_passes_reader_and_transforms(tmp_path):
@@ -882,6 +919,40 @@ def test_from_csv_refuses_a_path_escaping_root(tmp_path):
     expected = r"line 2: '\.\./\.\./etc/passwd' resolves to .*outside root"
     with pytest.raises(ValueError, match=expected):
         PathDataset.from_csv(tmp_path / "d" / "t.csv")
+
+
+def test_from_csv_refuses_decimal_labels_and_a_stray_name_among_integers(tmp_path):
+    npy_files(tmp_path, 3)
+    (tmp_path / "f.csv").write_text("path,label\n0.npy,2.0\n1.npy,10.0\n2.npy,1.5\n")
+    (tmp_path / "m.csv").write_text("path,label\n0.npy,10\n1.npy,2\n2.npy,cat\n")
+
+    with pytest.raises(ValueError, match=r"f\.csv' column 'label', line 2: label '2\.0' is a decimal number"):
+        PathDataset.from_csv(tmp_path / "f.csv")
+    with pytest.raises(ValueError, match=r"m\.csv' column 'label', line 4: label 'cat' is a class name, but 2"):
+        PathDataset.from_csv(tmp_path / "m.csv")
+
+
+def test_from_csv_reads_integers_as_written_and_blames_a_stray_integer_among_names(tmp_path):
+    npy_files(tmp_path, 3)
+    (tmp_path / "i.csv").write_text("path,label\n0.npy,007\n1.npy, 3\n2.npy,10\n")
+    (tmp_path / "n.csv").write_text("path,label\n0.npy,dog\n1.npy,cat\n2.npy,10\n2.npy,2\n")
+
+    ints = PathDataset.from_csv(tmp_path / "i.csv")
+
+    assert ints.classes is None and ints.labels.tolist() == [7, 3, 10]
+    with pytest.raises(ValueError, match=r"line 4: label '10' is an integer, but 2 of the 4 labels are class names"):
+        PathDataset.from_csv(tmp_path / "n.csv")
+
+
+def test_from_csv_takes_a_path_with_a_leading_space_as_written(tmp_path):
+    Image.fromarray(np.full((8, 8, 3), 20, np.uint8)).save(tmp_path / "a.jpg")
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(tmp_path / " a.jpg")
+    (tmp_path / "t.csv").write_text("path,label\n a.jpg,0\na.jpg,1\n")
+
+    ds = PathDataset.from_csv(tmp_path / "t.csv")
+
+    assert [ds.path(0), ds.path(1)] == [str(tmp_path / " a.jpg"), str(tmp_path / "a.jpg")]
+    assert abs(ds[0][0].float().mean() - 200) < 3 and abs(ds[1][0].float().mean() - 20) < 3
 
 
 @_ignore_worker_count

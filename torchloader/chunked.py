@@ -40,7 +40,6 @@ from .shuffle_quality import PoorShuffleWarning, ShuffleQuality, order_quality, 
 __all__ = ["ChunkedLoader"]
 
 
-
 class ChunkedLoader:
     """Iterate batches of ``dataset``, loaded into RAM one chunk at a time.
 
@@ -119,6 +118,8 @@ class ChunkedLoader:
             k: v for k, v in locals().items() if k not in ("self", "dataset", "batch_size")
         } | {"multiprocessing_context": _portable_context(multiprocessing_context)}
         self.dataset = dataset
+        if len(dataset) == 0:  # not a file that failed: say so before reading sample 0
+            raise ValueError(f"dataset {dataset!r:.200} is empty (0 samples); a ChunkedLoader needs at least one sample")
         self.batch_size = _check_int("batch_size", batch_size, minimum=1)
         self.device = None if device is None else check_device(device)
         self.drop_last = bool(drop_last)

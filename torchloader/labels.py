@@ -17,7 +17,9 @@ def encode_labels(
     """Return ``(int64 labels, classes)``; ``classes`` is None for integer labels.
 
     Class names become indices into their sorted set, as folder names do in
-    ``ImageFolder``. Booleans and floats are refused rather than rounded.
+    ``ImageFolder``. Booleans and floats are refused rather than rounded, and a
+    list mixing numbers and names (``[10, 2, "cat"]``) rather than turning the
+    numbers into names.
 
     Example:
         >>> encode_labels(["dog", "cat", "dog"], expected_len=3)
@@ -33,6 +35,8 @@ def encode_labels(
         )
     if array.dtype.kind in "iu":
         return array.astype(np.int64, copy=False), None
+    if array.dtype.kind == "U" and not isinstance(labels, np.ndarray):
+        _check_all_str(labels)  # np.asarray([10, 2, "cat"]) would make the ints names
     if array.dtype.kind in "US" or (array.dtype == object and _all_str(array)):
         classes, encoded = np.unique(array.astype(str), return_inverse=True)
         return encoded.astype(np.int64), [str(c) for c in classes]
@@ -46,3 +50,12 @@ def encode_labels(
 
 def _all_str(array: np.ndarray) -> bool:
     return all(isinstance(v, str) for v in array)
+
+
+def _check_all_str(labels: Sequence[Any]) -> None:
+    for index, value in enumerate(labels):
+        if not isinstance(value, str):
+            raise TypeError(
+                f"labels[{index}] is {value!r} ({type(value).__name__}), but other labels are "
+                f"class names (str); give every label as an integer, or every label as a name"
+            )

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .folder import find_classes
+from .folder import IMG_EXTENSIONS, find_classes
 from .path_dataset import PathDataset
 from .readers import IMAGE_SUFFIXES, ImageReader, NpyReader, SuffixReader
 from .resize import Resize
 
 __all__ = ["PackSource", "open_source"]
+
 
 
 class PackSource:
@@ -44,7 +45,8 @@ def open_source(
     if os.path.isfile(src) and src.lower().endswith(".csv"):
         ds = PathDataset.from_csv(src, reader=reader, transform=resize)
     elif os.path.isdir(src) and find_classes(src):
-        ds = PathDataset.from_folder(src, reader=reader, transform=resize)
+        # the files ImageFolder would take, or class folders of arrays
+        ds = PathDataset.from_folder(src, reader=reader, transform=resize, extensions=(*IMG_EXTENSIONS, ".npy"))
     elif os.path.isdir(src):
         paths = sorted(os.path.join(src, f) for f in os.listdir(src) if f.lower().endswith(".npy"))
         if not paths:

@@ -23,7 +23,7 @@ from .batch_buffer import as_index_array, check_index, is_batch, read_batch, sto
 from .batching import SkippedBack, batch_dataloader, getitems
 from .error_log import ErrorLog, SkippedSample, check_on_error, skip_limit
 from .errors import SampleLoadError
-from .folder import scan_folder
+from .folder import IMG_EXTENSIONS, scan_folder
 from .csv_table import read_csv_table
 from .labels import encode_labels
 from .randomness import apply_transform, reading_batch
@@ -113,30 +113,36 @@ class PathDataset(Dataset):
         *,
         extensions: Sequence[str] | None = None,
         allow_empty: bool = False,
+        allow_nested_only: bool = False,
         reader: Reader | None = None,
         **options: Any,
     ) -> PathDataset:
-        """One class per sub-folder: ``root/<class>/<file>``, as ``ImageFolder``.
+        """One class per sub-folder, ``root/<class>/.../<file>``: the ``classes``,
+        ``class_to_idx`` and samples (order included) ``ImageFolder`` gives: regular
+        files (links followed, at any depth in a class folder) ending in ``extensions``.
+        FIFOs, devices, broken links and files directly in ``root`` are not listed.
 
         Args:
             root: folder with one sub-folder per class.
-            extensions: suffixes to keep (default: every suffix the reader knows,
-                or the image suffixes for a custom reader).
+            extensions: suffixes to keep, case-insensitive (default: torchvision's
+                ``IMG_EXTENSIONS``, .jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp;
+                e.g. ``(".npy",)`` for arrays, or add ``".gif"``).
             allow_empty: accept class folders without matching files.
+            allow_nested_only: accept a root that looks one level too high
+                (``root/train/cat/1.jpg``; see ``torchloader.folder.scan_folder``).
             reader, **options: as for ``PathDataset`` (``transform``,
                 ``target_transform``, ``on_error``, ``max_skipped``).
+        Raises FileNotFoundError (no folder, no class folders or files, an empty class)
+        or ValueError (a ``torchloader pack`` folder in the tree, a root too high).
 
         Example:
             >>> ds = PathDataset.from_folder("data/train")  # doctest: +SKIP
             >>> ds.classes  # doctest: +SKIP
             ['cat', 'dog']
         """
-        reader = reader if reader is not None else SuffixReader()
-        if extensions is None:
-            from .readers import IMAGE_SUFFIXES
-
-            extensions = getattr(reader, "suffixes", IMAGE_SUFFIXES)
-        classes, paths, labels = scan_folder(root, extensions, allow_empty=allow_empty)
+        extensions = IMG_EXTENSIONS if extensions is None else extensions
+        classes, paths, labels = scan_folder(root, extensions, allow_empty=allow_empty, allow_nested_only=allow_nested_only)
+        reader = SuffixReader() if reader is None else reader
         return cls(paths, np.asarray(labels, dtype=np.int64), reader=reader, classes=classes, **options)
 
     @classmethod
@@ -149,12 +155,15 @@ class PathDataset(Dataset):
         root: PathLike | None = None,
         **options: Any,
     ) -> PathDataset:
-        """Paths and labels from a CSV file with a header row.
+        """Paths and labels from a CSV file (UTF-8, a header row, one row per sample).
 
-        Relative paths resolve against ``root`` (default: the CSV's folder) and
-        must stay inside it. Labels may be integers or class names
-        (``classes`` is then their sorted set); ``label_column=None`` reads no labels.
-        Other keyword arguments are as for ``PathDataset`` (``reader``, ``transform``, ...).
+        Path cells are taken exactly as written, spaces included (an empty or all-space
+        cell is refused); relative ones resolve against ``root`` (default: the CSV's
+        folder) and must stay inside it. Labels (spaces around them ignored) are all
+        integers (``7``, ``007``, ``-1``) or all class names (``classes``: their sorted
+        set); decimals (``2.0``) or integers mixed with names are refused, naming the
+        line of the first offending cell. ``label_column=None`` reads no labels. Other
+        keyword arguments are as for ``PathDataset`` (``reader``, ``transform``, ...).
 
         Example:
             >>> ds = PathDataset.from_csv("train.csv", root="images")  # doctest: +SKIP
