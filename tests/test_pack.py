@@ -70,7 +70,8 @@ def sources(dst):
 
 
 def listing(dst):
-    return sorted(os.listdir(dst))
+    """The pack's files (without its lock file, ``.pack.lock``: see test_pack_folder)."""
+    return sorted(name for name in os.listdir(dst) if name != ".pack.lock")
 
 
 def corrupt(root):

@@ -187,13 +187,14 @@ def test_unlabelled_arrays_read_back_as_x_alone(tmp_path):
 # --- pickling and loaders ---------------------------------------------------------------
 
 
-def test_construction_opens_no_shard(damaged):
-    ds = PackedDataset(damaged)  # reads the manifest only
+def test_construction_maps_no_shard(damaged):
+    ds = PackedDataset(damaged)  # checks the files, maps none
+    assert ds._shards is None
     for name in os.listdir(damaged):
         if name.endswith(".npy"):
             os.remove(damaged / name)
     assert len(ds) == N and ds.classes == ["a", "b", "c"]
-    with pytest.raises(ValueError, match="cannot map"):
+    with pytest.raises(ValueError, match="cannot open"):
         ds[0]
 
 
@@ -304,16 +305,15 @@ def test_a_manifest_of_another_version_names_both_fixes(damaged):
 
 def test_a_truncated_shard_names_the_file_and_the_fix(damaged):
     path = damaged / "shard-00002.npy"
+    size = path.stat().st_size
     path.write_bytes(path.read_bytes()[:-7])
-    ds = PackedDataset(damaged)
 
     with pytest.raises(ValueError) as err:
-        ds[0]  # the maps open together, on first use
-    text = str(err.value)
-    assert text.startswith(f"cannot map '{path}' (ValueError: ")
-    assert text.endswith(
-        f"): the packed directory is damaged; `torchloader verify {damaged}` lists what differs, "
-        f"and `torchloader pack SRC {damaged} --overwrite` rebuilds it"
+        PackedDataset(damaged)  # sizes are checked at open
+    assert str(err.value) == (
+        f"'{path}' is {size - 7} bytes, its header and the manifest need {size} (truncated?): "
+        f"the packed directory '{damaged}' is damaged; `torchloader verify {damaged}` lists "
+        f"what differs, and `torchloader pack SRC {damaged} --overwrite` rebuilds it"
     )
 
 
@@ -322,24 +322,24 @@ def test_a_shard_of_another_shape_names_the_file_and_the_fix(damaged):
     np.save(path, np.zeros((3, H, W, 3), np.uint8))
 
     with pytest.raises(ValueError) as err:
-        PackedDataset(damaged).gather([0])
-    assert str(err.value) == (
-        f"'{path}' holds uint8 (3, 6, 5, 3), the manifest says uint8 (4, 6, 5, 3); "
-        f"re-pack with `torchloader pack SRC {damaged} --overwrite`"
+        PackedDataset(damaged)
+    assert str(err.value).startswith(
+        f"'{path}' holds uint8 (3, 6, 5, 3), the manifest says uint8 (4, 6, 5, 3): "
+        f"the packed directory '{damaged}' is damaged;"
     )
 
 
 def test_labels_of_another_dtype_are_refused(damaged):
     np.save(damaged / "labels.npy", np.zeros(N, np.float32))
     with pytest.raises(ValueError, match=r"holds float32 \(23,\), the manifest says int64 \(23,\)"):
-        PackedDataset(damaged).labels
+        PackedDataset(damaged)
 
 
 def test_missing_labels_name_the_file(damaged):
     os.remove(damaged / "labels.npy")
     with pytest.raises(ValueError) as err:
-        PackedDataset(damaged)[0]
-    assert str(err.value).startswith(f"cannot map '{damaged / 'labels.npy'}' (FileNotFoundError: ")
+        PackedDataset(damaged)
+    assert str(err.value).startswith(f"cannot open '{damaged / 'labels.npy'}' (FileNotFoundError: ")
 
 
 

@@ -23,9 +23,10 @@ import numpy as np
 
 from .chunking import format_bytes, parse_bytes
 from .load_all import default_num_workers
+from .pack_folder import check_destination, disk_errors, pack_lock
 from .pack_source import open_source
 from .pack_writer import ShardWritten, Stored, probe, write_shards
-from .shards import MANIFEST, Manifest, ShardInfo, sha256_of
+from .shards import MANIFEST, Manifest, ShardInfo, removed_on_error, sha256_of, write_sources
 
 __all__ = ["PackSummary", "pack"]
 
@@ -98,16 +99,19 @@ def pack(
     src, dst = os.fspath(src), os.fspath(dst)
     dataset, options = open_source(src, size=size, crop=crop, mode=mode)
     options["shard_size"] = parse_bytes(shard_size)
-    existing = _existing(dst, options, overwrite)
-    if existing is not None:
-        return existing
-    start = time.perf_counter()
-    stored = probe(dataset)
-    options["layout"] = stored.layout
+    check_destination(dst)
     os.makedirs(dst, exist_ok=True)
-    workers = default_num_workers() if workers is None else workers
-    shards = write_shards(dataset, dst, stored, options["shard_size"], on_error, workers, progress)
-    manifest = _finish(dst, dataset, shards, stored, options)
+    with pack_lock(dst):  # another pack into dst: wait, then reuse or refuse what it made
+        existing = _existing(dst, options, overwrite)
+        if existing is not None:
+            return existing
+        start = time.perf_counter()
+        stored = probe(dataset)
+        options["layout"] = stored.layout
+        workers = default_num_workers() if workers is None else workers
+        with disk_errors(dst, len(dataset) * stored.row_bytes):
+            shards = write_shards(dataset, dst, stored, options["shard_size"], on_error, workers, progress)
+            manifest = _finish(dst, dataset, shards, stored, options)
     seconds = time.perf_counter() - start
     total = sum(s.nbytes for s in manifest.shards)
     return PackSummary(manifest.count, total, seconds, manifest.skipped)
@@ -149,11 +153,7 @@ def _finish(dst: str, dataset: Any, shards: list[ShardWritten], stored: Stored, 
     label_info = None
     if dataset.labels is not None:
         label_info = _write_array(dst, "labels.npy", np.asarray(dataset.labels[order], dtype=np.int64))
-    temp = os.path.join(dst, "sources.txt.partial")
-    with open(temp, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.writelines(dataset.path(int(i)) + "\n" for i in order)
-    os.replace(temp, os.path.join(dst, "sources.txt"))
-    sources = {"file": "sources.txt", "sha256": sha256_of(os.path.join(dst, "sources.txt"))}
+    sources = write_sources(dst, [dataset.path(int(i)) for i in order])
     _remove_stale(dst, {info.file for info in infos})
     manifest = Manifest(
         position, list(stored.shape), stored.dtype, infos, dataset.classes, label_info, options,
@@ -172,7 +172,7 @@ def _remove_stale(dst: str, keep: set[str]) -> None:
 
 def _write_array(dst: str, name: str, array: np.ndarray) -> dict[str, str]:
     path = os.path.join(dst, name)
-    with open(path + ".partial", "wb") as f:
+    with removed_on_error(path + ".partial"), open(path + ".partial", "wb") as f:
         np.save(f, array, allow_pickle=False)
         f.flush()
         os.fsync(f.fileno())

@@ -8,12 +8,19 @@ its full size; a worker decodes a block and writes it straight into its rows
 are in, the main process drops the rows of skipped samples, syncs, checksums
 and renames it. The shard layout depends on ``shard_size`` alone, so any number
 of workers writes the same bytes.
+
+The checksum certifies the decoded pixels, not whatever the file holds later:
+each worker sends back a CRC-32 of the rows it decoded, and the one read of the
+finished file that computes its SHA-256 also checks every block's CRC, so a
+shard that anything else wrote into is refused, never published.
 """
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import os
+import zlib
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -24,7 +31,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import SampleLoadError
-from .shards import sha256_of
 
 __all__ = ["ShardWritten", "Stored", "probe", "write_shards"]
 
@@ -68,6 +74,7 @@ class _Block(NamedTuple):
     stop: int
     kept: np.ndarray  # source indices written (the others were skipped)
     skipped: list[dict[str, str]]
+    crc: int  # CRC-32 of the kept rows' bytes, as decoded
 
 
 def probe(dataset: Any) -> Stored:
@@ -189,10 +196,15 @@ def _write_block(task: tuple) -> _Block:
             skipped.append({"path": _dataset.path(index), "error": str(exc)})
             continue
         kept.append(index)
-    with open(shard.partial, "r+b") as f:
-        f.seek(shard.offset + (start - shard.start) * stored.row_bytes)
-        f.write(_raw(out))
-    return _Block(shard.number, start, stop, np.array(kept, dtype=np.int64), skipped)
+    rows = np.array(kept, dtype=np.int64)
+    try:
+        with open(shard.partial, "r+b") as f:
+            f.seek(shard.offset + (start - shard.start) * stored.row_bytes)
+            f.write(_raw(out))
+    except OSError as exc:  # a full disk: name the file (a worker's OSError has no name)
+        raise OSError(exc.errno, exc.strerror, shard.partial) from None
+    crc = zlib.crc32(_raw(out if len(rows) == len(out) else out[rows - start]))
+    return _Block(shard.number, start, stop, rows, skipped, crc)
 
 
 def _checked(index: int, stored: Stored) -> np.ndarray:
@@ -221,10 +233,37 @@ def _finish_shard(dst: str, shard: _Shard, blocks: list[_Block]) -> ShardWritten
         _compact(shard.partial, kept - shard.start)
     with open(shard.partial, "r+b") as f:
         os.fsync(f.fileno())
+    sha256 = _certified_sha256(dst, shard.partial, blocks)
     name = f"shard-{shard.number:05d}.npy"
     path = os.path.join(dst, name)
     os.replace(shard.partial, path)
-    return ShardWritten(shard.number, name, kept, skipped, sha256_of(path), os.path.getsize(path))
+    return ShardWritten(shard.number, name, kept, skipped, sha256, os.path.getsize(path))
+
+
+def _certified_sha256(dst: str, path: str, blocks: list[_Block]) -> str:
+    """The SHA-256 of the shard file ``path``, after checking that each block's rows
+    hold the bytes its worker decoded (``blocks`` in order)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+        row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+        header = f.tell()
+        f.seek(0)
+        digest.update(f.read(header))
+        for block in blocks:
+            data = f.read(len(block.kept) * row_bytes)
+            digest.update(data)
+            if zlib.crc32(data) != block.crc:
+                raise RuntimeError(
+                    f"'{path}' does not hold the samples {block.start}..{block.stop - 1} this "
+                    f"pack decoded: another process wrote into '{dst}' meanwhile. Nothing was "
+                    f"published; make sure one pack at a time writes there and run it again"
+                )
+        if f.read(1):
+            raise RuntimeError(f"'{path}' is longer than the rows this pack wrote; run the pack again")
+    return digest.hexdigest()
 
 
 def _compact(path: str, rows: np.ndarray) -> None:

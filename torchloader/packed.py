@@ -22,6 +22,7 @@ from .batching import batch_dataloader, getitems
 from .chunk_buffer import SampleLayout
 from .randomness import apply_transform, reading_batch
 from .samples import split_sample
+from .pack_maps import PackFiles
 from .shards import Manifest
 
 __all__ = ["PackedDataset"]
@@ -34,10 +35,15 @@ class PackedDataset(Dataset):
         root: the packed directory.
         transform, target_transform: as for ``PathDataset`` (applied per sample
             in ``ds[i]``; ``gather`` returns the stored pixels).
+        verify: also check every shard's SHA-256 at open (reads the whole pack
+            once). Always checked: the manifest, the size of every file, the
+            labels' checksum; see ``pack_maps.py`` for what is checked when.
 
     Raises:
         FileNotFoundError, ValueError: a missing, interrupted or foreign directory,
-            or a shard that does not match the manifest (the file and the fix are named).
+            a file whose size (or, with ``verify``, bytes) does not match the
+            manifest, or a pack rebuilt since it was opened (each names the file
+            and the fix).
 
     Example:
         >>> ds = PackedDataset("data/train.packed")  # doctest: +SKIP
@@ -50,9 +56,12 @@ class PackedDataset(Dataset):
         *,
         transform: Callable[[torch.Tensor], Any] | None = None,
         target_transform: Callable[[torch.Tensor], Any] | None = None,
+        verify: bool = False,
     ) -> None:
         self.root = os.fspath(root)
         self.manifest = Manifest.read(self.root)
+        self._files = PackFiles(self.root, self.manifest)
+        self._files.check(contents=verify)
         self.transform = transform
         self.target_transform = target_transform
         self._stops = np.array([s.stop for s in self.manifest.shards], dtype=np.int64)
@@ -81,30 +90,10 @@ class PackedDataset(Dataset):
 
     def _open(self) -> list[np.ndarray]:
         if self._shards is None:
-            self._shards = [self._map(s.file, s.stop - s.start) for s in self.manifest.shards]
-            if self.manifest.labels is not None:
-                self._labels = self._map(self.manifest.labels["file"], self.manifest.count, labels=True)
+            self._shards, self._labels = self._files.map()
+        else:
+            self._files.recheck()  # at most once a second: a file truncated in place?
         return self._shards
-
-    def _map(self, name: str, count: int, *, labels: bool = False) -> np.ndarray:
-        path = os.path.join(self.root, name)
-        shape = (count,) if labels else (count, *self.manifest.sample_shape)
-        dtype = np.dtype(np.int64 if labels else self.manifest.dtype)
-        try:
-            # copy-on-write: never written, but writable, so torch can view it
-            array = np.load(path, mmap_mode="c", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ValueError(
-                f"cannot map '{path}' ({type(exc).__name__}: {exc}): the packed directory "
-                f"is damaged; `torchloader verify {self.root}` lists what differs, and "
-                f"`torchloader pack SRC {self.root} --overwrite` rebuilds it"
-            ) from exc
-        if array.shape != shape or array.dtype != dtype:
-            raise ValueError(
-                f"'{path}' holds {array.dtype} {array.shape}, the manifest says {dtype} {shape}; "
-                f"re-pack with `torchloader pack SRC {self.root} --overwrite`"
-            )
-        return array
 
     def __getitems__(self, indices: Any) -> list[Any]:
         """What a DataLoader with a batch sampler fetches (see ``batching.getitems``)."""
@@ -241,6 +230,7 @@ class PackedDataset(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_shards"] = state["_labels"] = None  # each process maps the files itself
+        state["_files"] = PackFiles(self.root, self.manifest)
         return state
 
     def __repr__(self) -> str:

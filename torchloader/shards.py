@@ -7,7 +7,8 @@ A packed directory holds::
         shard-00000.npy      # uint8 (n, H, W, C) (or any dtype for packed arrays)
         shard-00001.npy
         labels.npy           # int64 (N,), if the source had labels
-        sources.txt          # one source path per sample, in order
+        sources.txt          # one source path per sample, in order (see write_sources)
+        .pack.lock           # held by the pack writing the folder (see pack_folder.py)
 
 A directory without ``manifest.json`` is not a data set (an interrupted pack);
 readers check ``format`` and ``version`` and name the file and the fix.
@@ -19,16 +20,36 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT", "VERSION", "Manifest", "ShardInfo", "sha256_of", "verify_pack", "write_json_atomic"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "foreign_files",
+    "Manifest",
+    "ShardInfo",
+    "read_sources",
+    "removed_on_error",
+    "sha256_of",
+    "show_names",
+    "verify_pack",
+    "write_json_atomic",
+    "write_sources",
+]
 
 FORMAT = "torchloader.pack"
 VERSION = 1
 MANIFEST = "manifest.json"
+LOCK = ".pack.lock"  # see pack_folder.py
+_OWN = re.compile(  # every file a pack writes, finished or temporary
+    r"(manifest\.json|labels\.npy|sources\.txt|shard-\d+\.npy)(\.\d+)?(\.partial)?(\.compact)?$"
+)
 
 
 @dataclass
@@ -50,7 +71,8 @@ class Manifest:
     labels: dict[str, Any] | None = None  # {"file": ..., "sha256": ...}
     options: dict[str, Any] = field(default_factory=dict)  # how it was packed
     skipped: list[dict[str, Any]] = field(default_factory=list)  # {"path", "error"}
-    sources: dict[str, Any] | None = None  # {"file": "sources.txt", "sha256": ...}
+    sources: dict[str, Any] | None = None  # {"file": "sources.txt", "sha256": ..., "escaped": true}
+    checksum: str | None = None  # SHA-256 of the other fields (see _checksum); None in older packs
     format: str = FORMAT
     version: int = VERSION
 
@@ -60,14 +82,21 @@ class Manifest:
         path = os.path.join(root, MANIFEST)
         if not os.path.isdir(root):
             raise FileNotFoundError(f"'{root}' is not a folder; pack a data set there with `torchloader pack SRC '{root}'`")
+        foreign = foreign_files(root) if not os.path.exists(path) else []
+        if foreign:
+            raise FileNotFoundError(
+                f"'{root}' has no {MANIFEST} and holds other files ({show_names(foreign)}): it is not "
+                f"a packed data set; pack it into a new folder with `torchloader pack '{root}' DST`"
+            )
         if not os.path.exists(path):
             raise FileNotFoundError(
                 f"'{root}' has no {MANIFEST}: it is not a packed data set, or its pack was "
                 f"interrupted; run `torchloader pack SRC '{root}'` (again) to complete it"
             )
         try:
-            with open(path) as f:
-                raw = json.load(f)
+            with open(path, "rb") as f:
+                data = f.read()
+            raw = json.loads(data)
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read '{path}': {exc}; re-run `torchloader pack` with --overwrite") from exc
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
@@ -78,19 +107,37 @@ class Manifest:
                 f"reads version {VERSION}: re-pack with `torchloader pack --overwrite` or "
                 f"install the torchloader that wrote it"
             )
+        if isinstance(raw.get("checksum"), str) and raw["checksum"] != _checksum(raw):
+            raise ValueError(
+                f"'{path}' was changed after it was written (its checksum does not match): "
+                f"`torchloader verify {root}` checks the rest; re-pack with `torchloader pack "
+                f"SRC '{root}' --overwrite`"
+            )
         try:
             raw["shards"] = [ShardInfo(**s) for s in raw["shards"]]
             manifest = cls(**raw)
             _check_fields(manifest)
-            return manifest
         except (KeyError, TypeError, ValueError) as exc:  # a field missing, unknown or wrong
             raise ValueError(
                 f"'{path}' is damaged ({type(exc).__name__}: {exc}); re-pack with "
                 f"`torchloader pack SRC '{root}' --overwrite`"
             ) from exc
+        manifest.fingerprint = hashlib.sha256(data).hexdigest()  # which pack this is (not a field)
+        return manifest
+
+    @staticmethod
+    def fingerprint_of(root: str) -> str | None:
+        """The fingerprint of the manifest now in ``root`` (None: there is none)."""
+        try:
+            with open(os.path.join(root, MANIFEST), "rb") as f:
+                return hashlib.sha256(f.read()).hexdigest()
+        except FileNotFoundError:
+            return None
 
     def write(self, root: str) -> None:
-        write_json_atomic(os.path.join(root, MANIFEST), asdict(self))
+        fields = asdict(self)
+        fields["checksum"] = self.checksum = _checksum(fields)
+        write_json_atomic(os.path.join(root, MANIFEST), fields)
 
     def shard_of(self, index: int) -> tuple[int, int]:
         """``(shard number, index within the shard)`` of sample ``index``."""
@@ -100,6 +147,22 @@ class Manifest:
 
     def _stops(self) -> np.ndarray:
         return np.array([s.stop for s in self.shards], dtype=np.int64)
+
+
+def foreign_files(root: str) -> list[str]:
+    """The names in the folder ``root`` that are not files a pack writes (sorted)."""
+    return sorted(name for name in os.listdir(root) if name != LOCK and not _OWN.match(name))
+
+
+def show_names(names: list[str], limit: int = 5) -> str:
+    """The first ``limit`` names, and how many there are if there are more."""
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _checksum(fields: dict[str, Any]) -> str:
+    """SHA-256 of a manifest's fields but ``checksum``, as canonical JSON."""
+    rest = {k: v for k, v in fields.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
 
 
 def _check_fields(m: Manifest) -> None:
@@ -131,17 +194,60 @@ def _check_fields(m: Manifest) -> None:
         if entry is not None and not (isinstance(entry, dict) and is_name(entry.get("file"))
                                       and isinstance(entry.get("sha256"), str)):  # fmt: skip
             raise ValueError(f"{name} must be {{'file': <name in the directory>, 'sha256': ...}} (got {entry!r})")
+    if m.checksum is not None and not isinstance(m.checksum, str):
+        raise ValueError(f"checksum must be a string (got {m.checksum!r})")
     if not isinstance(m.options, dict) or not isinstance(m.skipped, list):
         raise ValueError("options must be a dict and skipped a list")
 
 
 def write_json_atomic(path: str, value: Any) -> None:
     temp = f"{path}.{os.getpid()}.partial"
-    with open(temp, "w") as f:
+    with removed_on_error(temp), open(temp, "w") as f:
         json.dump(value, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
     os.replace(temp, path)
+
+
+@contextmanager
+def removed_on_error(temp: str) -> Iterator[None]:
+    """A temporary file its failed write (a full disk) would otherwise leave behind."""
+    try:
+        yield
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
+_UNESCAPES = {"\\": "\\", "n": "\n", "r": "\r"}
+
+
+def write_sources(root: str, paths: list[str]) -> dict[str, Any]:
+    """Write ``sources.txt``: one path per line, ``\\``, newline and carriage return
+    escaped as ``\\\\``, ``\\n`` and ``\\r`` (so any name is one line), bytes that are
+    not UTF-8 kept as they are. Returns its manifest entry."""
+    path = os.path.join(root, "sources.txt")
+    temp = path + ".partial"
+    with removed_on_error(temp), open(temp, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+        f.writelines(re.sub(r"[\\\n\r]", lambda m: _ESCAPES[m.group()], p) + "\n" for p in paths)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".partial", path)
+    return {"file": "sources.txt", "sha256": sha256_of(path), "escaped": True}
+
+
+def read_sources(root: str) -> list[str]:
+    """The source path of every sample of the pack in ``root``, in order."""
+    manifest = Manifest.read(root)
+    if manifest.sources is None:
+        return []
+    with open(os.path.join(root, manifest.sources["file"]), encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+        lines = f.read().split("\n")[:-1]
+    if not manifest.sources.get("escaped"):
+        return lines
+    return [re.sub(r"\\(.)", lambda m: _UNESCAPES.get(m.group(1), m.group()), line) for line in lines]
 
 
 def sha256_of(path: str) -> str:
