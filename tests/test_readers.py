@@ -515,7 +515,7 @@ def test_object_npy_is_refused_without_unpickling(tmp_path, mmap):
         NpyReader(mmap=mmap)(path)
 
     assert str(info.value) == (
-        "Array can't be memory-mapped: Python objects in dtype."
+        f"{path!r} holds Python objects, which only unpickling can read"
         if mmap
         else "Object arrays cannot be loaded when allow_pickle=False"
     )
@@ -817,3 +817,23 @@ def test_read_bytes_of_a_file_that_shrank_after_fstat_reads_what_is_left(tmp_pat
 def test_read_bytes_of_a_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         readers.read_bytes(str(tmp_path / "none.jpg"))
+
+
+def test_a_mapped_npy_shorter_than_its_header_says_is_refused_by_name(tmp_path):
+    path = str(tmp_path / "x.npy")
+    np.save(path, np.zeros((100, 100), np.uint8))
+    os.truncate(path, 5000)  # cut in place, as an interrupted copy leaves it
+    with pytest.raises(ValueError) as info:
+        NpyReader(mmap=True)(path)
+    assert str(info.value) == (
+        f"{path!r} is 5000 bytes, its header needs 10128 for uint8 (100, 100) "
+        f"(truncated or still being written?)"
+    )
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_a_mapped_npy_reads_back_exactly_in_either_order(tmp_path, order):
+    path = str(tmp_path / "x.npy")
+    array = np.asarray(np.arange(24, dtype=np.int32).reshape(2, 3, 4), order=order)
+    np.save(path, array)
+    assert np.array_equal(NpyReader(mmap=True)(path).numpy(), array)

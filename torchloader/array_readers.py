@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from .arrays import to_tensor
-from .regular_files import open_fd, open_regular
+from .npy_header import map_npy, read_npy_header
+from .regular_files import open_regular
 
 __all__ = ["NpyReader", "NpzReader", "PtReader"]
 
@@ -24,7 +25,10 @@ class NpyReader:
 
     Args:
         mmap: map the file instead of reading it (copy-on-write, so the file is
-            never modified); pages are read when the sample is used.
+            never modified); pages are read when the sample is used. A file
+            shorter than its header says is refused; one truncated in place
+            while a sample of it is in use ends the process with ``SIGBUS``
+            (the kernel's answer to reading a mapped page past the file's end).
 
     Example:
         >>> NpyReader(mmap=True)
@@ -39,13 +43,10 @@ class NpyReader:
 
     def __call__(self, path: str) -> torch.Tensor:
         path = os.fspath(path)
-        if self.mmap:
-            # NumPy maps a file by name only: check what the name is, then map it
-            # (a FIFO swapped in between these two opens would still block).
-            os.close(open_fd(path)[0])
-            array = np.load(path, mmap_mode="c", allow_pickle=False)
-        else:
-            with open_regular(path) as f:
+        with open_regular(path) as f:
+            if self.mmap:  # the file checked is the file mapped (see npy_header.py)
+                array = map_npy(f, read_npy_header(f, path), path)
+            else:
                 array = np.load(f, allow_pickle=False)
         return to_tensor(array, what=f"the array in {path!r}")
 

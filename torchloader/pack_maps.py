@@ -36,6 +36,7 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
+from .npy_header import NpyHeader, map_npy, read_npy_header
 from .shards import Manifest, sha256_of
 
 __all__ = ["PackFiles", "damaged"]
@@ -116,28 +117,25 @@ class PackFiles:
     def _map(self, name: str, shape: tuple[int, ...], dtype: np.dtype, nbytes: int | None) -> np.ndarray:
         path = os.path.join(self.root, name)
         with self._opened(path) as (f, info, header):  # check and map one open file: no race
-            offset = self._check_header(path, shape, dtype, nbytes, info, header)
-            # copy-on-write: never written, but writable, so torch can view it
-            array = np.memmap(f, dtype, "c", offset, shape) if info.st_size > offset else np.empty(shape, dtype)
+            self._check_header(path, shape, dtype, nbytes, info, header)
+            array = map_npy(f, header, path)  # copy-on-write: writable, so torch can view it
         self._mapped.append(_Mapped(path, info.st_dev, info.st_ino, info.st_size))
         return array
 
     def _check_header(
         self, path: str, shape: tuple[int, ...], dtype: np.dtype, nbytes: int | None,
-        info: os.stat_result, header: tuple,
-    ) -> int:  # fmt: skip
-        """Where the data of ``path`` starts, after checking its header and size."""
-        found, fortran, found_dtype, offset = header
-        if tuple(found) != shape or found_dtype != dtype or fortran:
-            raise damaged(self.root, f"'{path}' holds {found_dtype} {tuple(found)}, the manifest says {dtype} {shape}")
-        expected = offset + int(np.prod(shape)) * dtype.itemsize
+        info: os.stat_result, header: NpyHeader,
+    ) -> None:  # fmt: skip
+        """Refuse ``path`` unless its header and size are what the manifest says."""
+        if header.shape != shape or header.dtype != dtype or header.fortran:
+            raise damaged(self.root, f"'{path}' holds {header.dtype} {header.shape}, the manifest says {dtype} {shape}")
+        expected = header.file_size
         if info.st_size != expected or (nbytes is not None and info.st_size != nbytes):
             raise damaged(self.root, f"'{path}' is {info.st_size} bytes, its header and the manifest need {expected} (truncated?)")
-        return offset
 
     @contextmanager
-    def _opened(self, path: str) -> Iterator[tuple[BinaryIO, os.stat_result, tuple]]:
-        """The open file, its ``fstat`` and its ``.npy`` header ``(shape, fortran, dtype, offset)``."""
+    def _opened(self, path: str) -> Iterator[tuple[BinaryIO, os.stat_result, NpyHeader]]:
+        """The open file, its ``fstat`` and its ``.npy`` header."""
         try:
             f = open(path, "rb")
         except OSError as exc:
@@ -145,9 +143,7 @@ class PackFiles:
         with f:
             try:
                 info = os.fstat(f.fileno())
-                version = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                header = (*read(f), f.tell())
+                header = read_npy_header(f, path)
             except (OSError, ValueError) as exc:
                 raise damaged(self.root, f"cannot read the header of '{path}' ({type(exc).__name__}: {exc})") from exc
             yield f, info, header
