@@ -572,3 +572,12 @@ def test_a_3_frame_gif_or_tiff_gives_its_first_frame(tmp_path, decoder):
         x = ImageReader(decoder=decoder)(str(tmp_path / name))
 
         assert np.array_equal(hwc(x), frames()[0]), name
+
+
+def test_a_folder_of_phone_photos_turns_upright_through_suffix_readers_image_reader(tmp_path):
+    (tmp_path / "cat").mkdir()
+    path = oriented_jpeg(tmp_path / "cat" / "phone.jpg", 6)
+    upright = PathDataset.from_folder(tmp_path, reader=SuffixReader(image=ImageReader(exif_transpose=True)))
+    as_stored = PathDataset.from_folder(tmp_path)
+    assert np.array_equal(hwc(upright[0][0]), pillow_pixels(path, "RGB", transpose=True))
+    assert upright[0][0].shape[1:] == as_stored[0][0].shape[1:][::-1]  # turned by 90 degrees

@@ -186,8 +186,7 @@ def _is_jpeg(path: str) -> bool:
     return path[-4:].lower() == ".jpg" or path[-5:].lower() == ".jpeg"
 
 
-def _default_readers() -> dict[str, Reader]:
-    image = ImageReader()
+def _default_readers(image: Reader) -> dict[str, Reader]:
     readers: dict[str, Reader] = {suffix: image for suffix in IMAGE_SUFFIXES}
     readers.update({".npy": NpyReader(), ".npz": NpzReader(), ".pt": PtReader()})
     return readers
@@ -199,6 +198,8 @@ class SuffixReader:
     Args:
         readers: suffix -> reader entries that replace or extend the defaults
             (images, ``.npy``, ``.npz``, ``.pt``), e.g. ``{".png": ImageReader("L")}``.
+        image: the reader of every image suffix (default ``ImageReader()``), e.g.
+            ``ImageReader(exif_transpose=True)`` for phone photos.
 
     The default readers refuse a path that is not a regular file (a FIFO, a
     device, a directory) with :class:`NotRegularFileError`; a reader of your own
@@ -211,10 +212,14 @@ class SuffixReader:
         ImageReader(mode='L', decoder='auto', exif_transpose=False)
         >>> ".npy" in reader.suffixes
         True
+        >>> SuffixReader(image=ImageReader(exif_transpose=True)).readers[".jpg"].exif_transpose
+        True
     """
 
-    def __init__(self, readers: Mapping[str, Reader] | None = None) -> None:
-        self.readers = _default_readers()
+    def __init__(self, readers: Mapping[str, Reader] | None = None, *, image: Reader | None = None) -> None:
+        if image is not None and not callable(image):
+            raise ValueError(f"image must be a reader, e.g. ImageReader(exif_transpose=True) (got {image!r})")
+        self.readers = _default_readers(ImageReader() if image is None else image)
         for suffix, reader in (readers or {}).items():
             if not suffix.startswith(".") or not callable(reader):
                 raise ValueError(
