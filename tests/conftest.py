@@ -72,6 +72,26 @@ def pytest_unconfigure(config):
         background.stop_all()
 
 
+@pytest.fixture
+def turbo_calls(monkeypatch):
+    """The colour spaces of the simplejpeg.decode_jpeg calls the readers make."""
+    import types
+
+    from torchloader import readers
+
+    if readers.simplejpeg is None:
+        pytest.skip("needs simplejpeg")
+    calls, simplejpeg = [], readers.simplejpeg
+
+    def decode_jpeg(data, **kwargs):
+        calls.append(kwargs.get("colorspace"))
+        return simplejpeg.decode_jpeg(data, **kwargs)
+
+    spy = types.SimpleNamespace(decode_jpeg_header=simplejpeg.decode_jpeg_header, decode_jpeg=decode_jpeg)
+    monkeypatch.setattr(readers, "simplejpeg", spy)
+    return calls
+
+
 @pytest.fixture(autouse=True)
 def isolated():
     handlers = {s: signal.getsignal(s) for s in _WATCHED}

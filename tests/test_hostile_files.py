@@ -13,7 +13,6 @@ import os
 import pickle
 import socket
 import struct
-import types
 import warnings
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from PIL import Image, ImageFile, ImageOps
 
 from helpers import china, deadline
 from torchloader import ImageReader, NpyReader, NpzReader, PathDataset, PtReader, SuffixReader
-from torchloader import readers
 from torchloader.jpeg_orientation import jpeg_transposes
 from torchloader.readers import NotRegularFileError, read_bytes
 
@@ -66,22 +64,6 @@ def hwc(x: torch.Tensor) -> np.ndarray:
 
 def slot(channels, height, width) -> np.ndarray:
     return np.zeros((height, width, channels), np.uint8)
-
-
-@pytest.fixture
-def turbo_calls(monkeypatch):
-    """simplejpeg.decode_jpeg calls made by the readers (their colour spaces)."""
-    if simplejpeg is None:
-        pytest.skip("needs simplejpeg")
-    calls = []
-
-    def decode_jpeg(data, **kwargs):
-        calls.append(kwargs.get("colorspace"))
-        return simplejpeg.decode_jpeg(data, **kwargs)
-
-    spy = types.SimpleNamespace(decode_jpeg_header=simplejpeg.decode_jpeg_header, decode_jpeg=decode_jpeg)
-    monkeypatch.setattr(readers, "simplejpeg", spy)
-    return calls
 
 
 # --- 1. a JPEG libjpeg warns about reads as Pillow reads it ---------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import types
 
 import numpy as np
 import pytest
@@ -72,24 +71,6 @@ def _trip(path):
     with open(path, "w") as f:
         f.write("unpickled")
     return path
-
-
-@pytest.fixture
-def turbo_calls(monkeypatch):
-    """Count simplejpeg.decode_jpeg calls made by the readers."""
-    if simplejpeg is None:
-        pytest.skip("needs simplejpeg")
-    calls = []
-
-    def decode_jpeg(data, **kwargs):
-        calls.append(kwargs.get("colorspace"))
-        return simplejpeg.decode_jpeg(data, **kwargs)
-
-    spy = types.SimpleNamespace(
-        decode_jpeg_header=simplejpeg.decode_jpeg_header, decode_jpeg=decode_jpeg
-    )
-    monkeypatch.setattr(readers, "simplejpeg", spy)
-    return calls
 
 
 # --- ImageReader: options ------------------------------------------------------
