@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
+import torch
 from PIL import Image
 
+from torchloader import bench as bench_module
 from torchloader import pack
-from torchloader.bench import BOUND, MODES, Measurement, bench, format_table, open_for_bench, plot
+from torchloader.bench import (BOUND, BOUND_RUNS, BOUND_WARMUP, MODES, OVER_BOUND, Measurement, bench, format_table,
+                               gather_bound, open_for_bench, plot)  # fmt: skip
 from torchloader.cli import main
 from helpers import IGNORE_FORK_WARNING, china
 
@@ -34,7 +38,8 @@ def rows_by_key(results):
 def test_every_mode_that_applies_is_measured_with_every_worker_count(folder):
     results = bench(folder, workers=[0, 2], batch_size=8, progress=False)
 
-    assert results[0].name == BOUND and results[0].samples_per_s > 0
+    assert results[0].name == f"{BOUND[:-1]}, best of {BOUND_RUNS} epochs after {BOUND_WARMUP} warm-up epochs)"
+    assert results[0].mode == "bound" and results[0].samples_per_s > 0
     rows = rows_by_key(results[1:])
     assert set(rows) == {(m, w) for m in MODES for w in (0, 2)}
     for key in [("dataloader", 0), ("dataloader", 2), ("path", 0), ("path", 2), ("chunked", 0),
@@ -88,6 +93,67 @@ def test_the_table_gives_ratios_to_the_bound_and_the_plain_dataloader():
     ]
 
 
+def test_a_row_above_the_bound_is_flagged_as_a_measurement_error():
+    results = [
+        Measurement(BOUND, "bound", None, 1000.0),
+        Measurement("PreloadedDataset.dataloader(), 0 workers", "preload", 0, 14920.0),
+        Measurement("PathDataset.dataloader(), 0 workers", "path", 0, 1000.0),  # equal: not above
+    ]
+
+    lines = format_table(results).splitlines()
+
+    assert lines[2:] == [
+        f"| {BOUND} | 1,000 | 1.00x |  |  |",
+        "| PreloadedDataset.dataloader(), 0 workers | 14,920 | 14.92x ! |  |  |",
+        "| PathDataset.dataloader(), 0 workers | 1,000 | 1.00x |  |  |",
+        "",
+        OVER_BOUND,
+    ]
+    assert OVER_BOUND.startswith("! faster than the in-RAM gather bound") and "measurement error" in OVER_BOUND
+    assert "!" not in format_table(results[:1] + results[2:])
+
+
+def test_the_bound_is_the_best_of_its_timed_epochs_after_untimed_warm_ups(monkeypatch):
+    events, durations = [], iter([4.0, 1.0, 2.0])  # seconds of each timed epoch, from a fake clock
+    now = [0.0]
+    real_randperm = torch.randperm
+
+    def randperm(n):
+        events.append("epoch")
+        return real_randperm(n)
+
+    def clock():
+        events.append("clock")
+        if events.count("clock") % 2 == 0:
+            now[0] += next(durations)
+        return now[0]
+
+    monkeypatch.setattr(bench_module.torch, "randperm", randperm)
+    x = torch.arange(10 * 3, dtype=torch.uint8).reshape(10, 3)
+
+    rate = gather_bound(x, 4, min_epochs=3, warmup=2, clock=clock)
+
+    assert events == ["epoch", "epoch"] + ["clock", "epoch", "clock"] * 3
+    assert rate == 10 / 1.0  # the best epoch, not the first (the cold one) nor the median
+
+
+def test_preload_loads_inside_its_measurement_so_its_data_counts_as_its_memory():
+    built = []
+
+    class Preloaded:
+        def dataloader(self, batch_size, **options):
+            return ("loader", batch_size, options["num_workers"])
+
+    def preloaded():
+        built.append(1)
+        return Preloaded()
+
+    make = bench_module._loader("preload", None, 0, 8, 0, preloaded)
+
+    assert built == []  # not before time_epochs takes the memory baseline, but in make()
+    assert make() == ("loader", 8, 0) and built == [1]
+
+
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "chart.png"
@@ -118,6 +184,19 @@ def test_the_command_prints_json(folder, capsys):
     assert status == 0
     assert [r["mode"] for r in rows] == ["bound", "path"]
     assert rows[1]["samples_per_s"] > 0 and rows[1]["workers"] == 0
+
+
+def test_the_command_prints_a_folder_whose_name_is_not_utf8(tmp_path, capsys):
+    # capsys's stream encodes strictly, as PYTHONIOENCODING=utf-8 does
+    root = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"images\xff"))
+    os.makedirs(os.path.join(root, "c"))
+    for i in range(4):
+        Image.fromarray(china()[:8, 8 * i : 8 * i + 8]).save(os.path.join(root, "c", f"{i}.jpg"))
+
+    status = main(["bench", root, "--modes", "path", "--workers", "0", "--batch-size", "2", "--quiet"])
+
+    assert status == 0
+    assert capsys.readouterr().out.startswith(f"{repr(root)[1:-1]}: batch 2, shuffled")
 
 
 def test_the_command_reports_a_missing_folder(tmp_path, capsys):

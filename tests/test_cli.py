@@ -190,3 +190,53 @@ def test_python_dash_m_verify_exits_with_1_on_a_damaged_pack(tmp_path):
     assert out.stdout == (
         f"'{tmp_path / 'dst' / 'labels.npy'}' has a different checksum than the manifest: its bytes changed\n"
     )
+
+
+# --- paths that are not valid UTF-8 --------------------------------------------------
+
+def folder_with_an_undecodable_bad_file(tmp_path):
+    """``src/<cat|dog>/<i>.png`` plus ``src/dog/bad\\xff.jpg`` (garbage): a name no UTF-8 stream can print."""
+    src = image_folder(tmp_path / "src")
+    bad = os.path.join(os.fsencode(src), b"dog", b"bad\xff.jpg")
+    with open(bad, "wb") as f:
+        f.write(b"\x00garbage, not a JPEG\xff" * 4)
+    return src, os.fsdecode(bad)
+
+
+@pytest.mark.parametrize("encoding", ["PYTHONIOENCODING=utf-8", "LANG=C.UTF-8"])
+def test_pack_skipping_a_file_whose_name_is_not_utf8_completes_and_names_it(tmp_path, encoding):
+    src, bad = folder_with_an_undecodable_bad_file(tmp_path)
+    dst = str(tmp_path / "dst")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "LANG", "LC_ALL", "LC_CTYPE")}
+    env.update([encoding.split("=")])
+
+    done = subprocess.run(
+        [sys.executable, "-m", "torchloader", "pack", src, dst, "--size", "4", "--workers", "0", "--quiet",
+         "--on-error", "skip"], capture_output=True, env=env,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b""
+    assert done.stdout.startswith(b"packed 4 samples, ")
+    named = os.fsencode(os.path.dirname(bad)) + b"/bad"
+    # the raw name where the stream passes it on (surrogateescape), else escaped
+    assert any(b"\nskipped " + named + name in done.stdout for name in (b"\xff.jpg: ", b"\\udcff.jpg: "))
+    assert len(PackedDataset(dst)) == 4
+
+
+def test_verify_inspect_and_errors_print_an_undecodable_path_escaped(tmp_path, capsys):
+    # capsys's stream encodes strictly, as PYTHONIOENCODING=utf-8 does
+    src, bad = folder_with_an_undecodable_bad_file(tmp_path)
+    dst = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"packed\xff"))
+    shown = repr(dst)[1:-1]  # '\udcff' backslash-escaped
+
+    assert main(["pack", src, dst, "--size", "4", "--workers", "0", "--quiet", "--on-error", "skip"]) == 0
+    assert "bad\\udcff.jpg" in capsys.readouterr().out
+    assert main(["verify", dst]) == 0
+    assert capsys.readouterr().out == f"{shown}: every file matches the manifest\n"
+    assert main(["inspect", src]) == 0
+    assert "\n    " + repr(bad)[1:-1] + ": UnidentifiedImageError" in capsys.readouterr().out
+    assert main(["inspect", src, "--on-error", "raise"]) == 1
+    assert "bad\\udcff.jpg" in capsys.readouterr().err
+    assert main(["pack", src, dst + "2", "--size", "4", "--workers", "0", "--quiet"]) == 1
+    assert "bad\\udcff.jpg" in capsys.readouterr().err

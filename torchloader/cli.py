@@ -47,22 +47,45 @@ def _env() -> dict[str, Any]:
     }
 
 
+def _echo(text: object = "", *, err: bool = False) -> None:
+    """Print ``text`` on stdout (stderr), whatever its paths hold.
+
+    A file name that is not valid in the file system's encoding comes back from
+    ``os`` with surrogates (``'bad\\udcff.jpg'``), which a strict stream (e.g.
+    ``PYTHONIOENCODING=utf-8``) cannot encode; such characters are written
+    backslash-escaped instead of ending the command.
+    """
+    stream = sys.stderr if err else sys.stdout
+    line = f"{text}\n"
+    try:
+        stream.write(line)
+    except UnicodeEncodeError:
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        stream.write(line.encode(encoding, "backslashreplace").decode(encoding))
+    stream.flush()
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .data_report import inspect_data
+    from .errors import SampleLoadError
 
-    report = inspect_data(args.path)
-    print(json.dumps(report.as_dict(), indent=2) if args.json else report)
+    try:
+        report = inspect_data(args.path, on_error=args.on_error)
+    except SampleLoadError as exc:  # --on-error raise
+        _echo(f"torchloader inspect: {exc}\n(--on-error skip reports unreadable files and goes on)", err=True)
+        return 1
+    _echo(json.dumps(report.as_dict(), indent=2) if args.json else report)
     return 0
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
     info = _env()
     if args.json:
-        print(json.dumps(info, indent=2))
+        _echo(json.dumps(info, indent=2))
     else:
         width = max(map(len, info))
         for key, value in info.items():
-            print(f"{key:<{width}}  {value}")
+            _echo(f"{key:<{width}}  {value}")
     return 0
 
 
@@ -80,9 +103,9 @@ def _cmd_pack(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, progress=not args.quiet,
         )  # fmt: skip
     except SampleLoadError as exc:  # a bad file is a user error too: no traceback
-        print(f"torchloader pack: {exc}\n(--on-error skip leaves unreadable files out)", file=sys.stderr)
+        _echo(f"torchloader pack: {exc}\n(--on-error skip leaves unreadable files out)", err=True)
         return 1
-    print(summary)
+    _echo(summary)
     return 0
 
 
@@ -91,9 +114,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     problems = verify_pack(args.dst)
     for problem in problems:
-        print(problem)
+        _echo(problem)
     if not problems:
-        print(f"{args.dst}: every file matches the manifest")
+        _echo(f"{args.dst}: every file matches the manifest")
     return 1 if problems else 0
 
 
@@ -105,10 +128,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         epochs=args.epochs, ram_budget=args.ram_budget, limit=args.limit, progress=not args.quiet,
     )  # fmt: skip
     if args.json:
-        print(json.dumps([r.as_dict() for r in results], indent=2))
+        _echo(json.dumps([r.as_dict() for r in results], indent=2))
     else:
-        print(f"{args.path}: batch {args.batch_size}, shuffled, median of {args.epochs} epoch(s) after a warm-up")
-        print(format_table(results))
+        _echo(f"{args.path}: batch {args.batch_size}, shuffled, median of {args.epochs} epoch(s) after a warm-up")
+        _echo(format_table(results))
     if args.plot:
         plot(results, args.plot, title=f"torchloader bench {os.path.basename(os.path.normpath(args.path))}")
     return 0
@@ -142,7 +165,9 @@ def _add_pack(commands: Any) -> None:
     pack.add_argument("--mode", default="RGB", choices=("RGB", "L", "RGBA"), help="image channels")
     pack.add_argument("--shard-size", default="1GiB", help="bytes per shard file (default 1GiB)")
     pack.add_argument("--workers", type=int, default=None, help="processes (default: the cores)")
-    pack.add_argument("--on-error", default="raise", choices=("raise", "skip"))
+    pack.add_argument("--on-error", default="raise", choices=("raise", "skip"),
+                      help="a file that cannot be read: raise (default) stops the pack; "
+                           "skip leaves it out and names it in the summary")  # fmt: skip
     pack.add_argument("--overwrite", action="store_true", help="replace a different pack in DST")
     pack.add_argument("--quiet", action="store_true", help="no progress bar")
     pack.set_defaults(run=_cmd_pack)
@@ -165,6 +190,9 @@ def _parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="size a data set and recommend how to load it")
     inspect.add_argument("path", help="image folder, .csv, folder of .npy, or packed directory")
     inspect.add_argument("--json", action="store_true", help="print JSON for scripts")
+    inspect.add_argument("--on-error", default="skip", choices=("skip", "raise"),
+                         help="a probed file that cannot be read: skip (default) counts and lists it "
+                              "and goes on; raise stops with its error (exit status 1)")  # fmt: skip
     inspect.set_defaults(run=_cmd_inspect)
     _add_pack(commands)
     _add_bench(commands)
@@ -183,5 +211,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (OSError, ValueError, ImportError) as exc:  # a user error: the message says what to do
-        print(f"torchloader {args.command}: {exc}", file=sys.stderr)
+        _echo(f"torchloader {args.command}: {exc}", err=True)
         return 1
