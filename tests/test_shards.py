@@ -298,7 +298,11 @@ def test_a_manifest_with_any_field_replaced_is_refused_or_sound(tmp_path, field,
     try:
         manifest = Manifest.read(str(root))
     except ValueError as err:
-        assert str(err).startswith(f"'{root / MANIFEST}' is damaged (") or "is not a torchloader" in str(err)
+        assert (
+            str(err).startswith(f"'{root / MANIFEST}' is damaged (")
+            or "is not a torchloader" in str(err)
+            or "was changed after it was written" in str(err)  # a checksum replaced by another string
+        )
     else:
         _sound(manifest, root)
     finally:
