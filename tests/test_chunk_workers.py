@@ -88,12 +88,21 @@ def test_workers_are_named_daemons_that_end_on_close(tmp_path):
 
 
 def test_close_is_safe_before_start_and_twice(tmp_path):
+    def nothing_held():
+        return (filler._workers, filler._tasks, filler._sent, filler._results) == ([], [], {}, None)
+
     filler = ProcessFiller(npy_dataset(tmp_path, 2), 2)
     filler.close()
+    assert nothing_held()
     filler.layout(0)
-    filler.start()
+    filler.start()  # a close before start leaves it startable
+    workers = list(filler._workers)
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
     filler.close()
+    assert [w.exitcode for w in workers] == [0, 0]  # ended by the stop message, not terminated
+    assert nothing_held()
     filler.close()
+    assert nothing_held()
 
 
 def test_a_dataset_with_gather_is_filled_in_process_without_workers():
