@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .system import usable_cores
+
 __all__ = ["main"]
 
 
@@ -40,7 +42,7 @@ def _env() -> dict[str, Any]:
         "numpy": numpy.__version__,
         "pillow": PIL.__version__,
         "jpeg_decoder": "libjpeg-turbo (simplejpeg)" if readers.simplejpeg else "Pillow",
-        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_cores": usable_cores(),
         "ram": format_bytes(ram) if ram else "unknown",
         "shared_memory": format_bytes(shm) if shm else "none",
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available",
@@ -140,7 +142,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _add_bench(commands: Any) -> None:
     from .bench import MODES
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     bench = commands.add_parser("bench", help="time every loading mode on your data")
     bench.add_argument("path", help="image folder, .csv, folder of .npy, or packed directory")
     bench.add_argument("--modes", nargs="+", choices=list(MODES), help="default: all that apply")

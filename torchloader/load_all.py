@@ -8,7 +8,6 @@ flight. Samples must share one shape and dtype; the first that differs is named.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -20,6 +19,7 @@ from .chunk_buffer import SampleLayout
 from .samples import describe as _describe
 from .samples import mismatch_message
 from .samples import split_sample as _split
+from .system import usable_cores
 
 __all__ = ["default_num_workers", "load_all"]
 
@@ -54,8 +54,7 @@ class _Indexed(Dataset):
 
 def default_num_workers() -> int:
     """The cores this process may use, at most 8; 0 (load in-process) on one core."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = min(cores or 1, 8)
+    cores = min(usable_cores(), 8)
     return 0 if cores <= 1 else cores
 
 
