@@ -494,6 +494,45 @@ def test_a_subset_of_a_skipping_data_set_is_skipped_and_listed_with_the_wrapped_
     assert loader.errors is ds.errors and ds.errors.indices() == [12, 15]
 
 
+class _BuggySplit(torch.utils.data.Subset):
+    """A split whose own ``__getitem__`` has a bug for one position: user code, not a file."""
+
+    def __getitem__(self, i):
+        if i == 2:
+            return 1 // 0
+        return super().__getitem__(i)
+
+    def __getitems__(self, indices):  # torch requires it with an own __getitem__
+        return [self[i] for i in indices]
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["0 workers", "2 threads"])
+def test_an_error_in_a_subset_subclass_s_own_getitem_raises_and_is_not_listed(tmp_path, workers):
+    ds = scanned(tmp_path / "root", bad={}, on_error="skip")  # every file reads
+    split = _BuggySplit(ds, list(range(8)))
+    loader = ChunkedLoader(split, 4, chunk_size=8, shuffle=False, num_workers=workers, worker_type="thread")
+    try:
+        with pytest.raises(SampleLoadError, match="ZeroDivisionError") as info:
+            list(loader)
+    finally:
+        loader.close()  # its threads
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    with pytest.raises(ZeroDivisionError):
+        list(split)  # read as it is, the split raises too
+    with pytest.raises(ZeroDivisionError):
+        list(torch.utils.data.DataLoader(split, batch_size=4))
+    assert len(ds.errors) == 0
+
+
+def test_a_subset_subclass_is_read_as_it_is_so_its_unreadable_files_raise_too(ds):
+    split = _BuggySplit(ds, [5, 6, 7, 8])  # position 2 is its bug, sample 7 a text file
+    loader = ChunkedLoader(split, 2, chunk_size=2, shuffle=False)
+    assert loader.errors is not ds.errors and loader.filler.dataset is split
+    with pytest.raises(SampleLoadError, match="07.png"):
+        list(ChunkedLoader(_BuggySplit(ds, [5, 7]), 2, chunk_size=2, shuffle=False))
+    assert len(ds.errors) == 0 and len(loader.errors) == 0
+
+
 # --- found in review --------------------------------------------------------------------------
 
 

@@ -36,6 +36,7 @@ from .chunk_budget import loader_chunk_size
 from .sampler import ChunkedSampler
 from .shared_memory import check_room
 from .shuffle_quality import PoorShuffleWarning, ShuffleQuality, order_quality, poor_shuffle_message
+from .subsets import looked_through
 
 __all__ = ["ChunkedLoader"]
 
@@ -83,8 +84,9 @@ class ChunkedLoader:
     samples that cannot be read left out of their batch, which is then shorter
     (batch boundaries and ``len(loader)`` do not move, so ranks stay in step);
     they are counted in ``loader.stats.samples_skipped`` and listed in
-    ``loader.errors`` (the dataset's ``errors`` when it has one; a ``Subset``'s
-    are those of the data set it wraps).
+    ``loader.errors`` (the dataset's ``errors`` when it has one; a plain
+    ``Subset``'s are those of the data set it wraps; a ``Subset`` subclass is read
+    as it is, and what its ``__getitem__`` raises, raises).
 
     Example:
         >>> from torchloader import PreloadedDataset
@@ -127,7 +129,7 @@ class ChunkedLoader:
         if worker_type not in ("process", "thread"):
             raise ValueError(f"worker_type must be 'process' or 'thread' (got {worker_type!r})")
         self.worker_type = worker_type
-        skip, errors = error_policy(dataset)
+        skip, errors = error_policy(looked_through(dataset)[1])  # of the dataset read
         self.errors = errors if errors is not None else ErrorLog()
         self.filler = self._filler(skip, seed, multiprocessing_context)
         self.layout = self.filler.layout(0)

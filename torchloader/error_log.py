@@ -22,8 +22,6 @@ import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-from torch.utils.data import Subset
-
 __all__ = ["ErrorLog", "SkippedSample", "SkippedSampleWarning", "check_on_error", "error_policy", "skip_limit"]
 
 ON_ERROR = ("raise", "skip")
@@ -55,11 +53,13 @@ def check_on_error(on_error: str) -> str:
 
 
 def error_policy(dataset: Any) -> tuple[bool, ErrorLog | None]:
-    """Whether ``dataset`` skips (its ``on_error`` is ``"skip"``) and its ``errors``,
-    looking through ``Subset`` wrappers (a subset's skipped samples are listed with
-    the wrapped data set's indices)."""
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
+    """Whether ``dataset`` skips (its ``on_error`` is ``"skip"``) and its ``errors``.
+
+    A loader asks this of the dataset it reads: under plain ``Subset`` wrappers,
+    as :func:`torchloader.subsets.looked_through` finds it (a plain subset's
+    skipped samples are listed with the wrapped data set's indices), never of one
+    it does not read, as a subset subclass's own ``__getitem__`` may raise for
+    reasons of its own."""
     errors = getattr(dataset, "errors", None)
     return getattr(dataset, "on_error", None) == "skip", errors if isinstance(errors, ErrorLog) else None
 

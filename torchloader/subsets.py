@@ -11,6 +11,11 @@ Only plain subsets are looked through: a subclass that overrides
 ``__getitem__`` (a split with its own transform) is read as it is, through its
 own ``__getitem__``. Indices that are not integers in range stop the look
 through as well, and are read (and refused) by the subset itself, as before.
+:func:`looked_through` is that rule, the one place it is kept: the dataset it
+finds is the one read and the one whose ``on_error`` and ``errors`` apply. A
+subset that is read as it is has no ``on_error`` of its own, so whatever its
+``__getitem__`` raises (a bug in it, or a file of the dataset it wraps that
+cannot be read) raises, and nothing is listed in the wrapped dataset's errors.
 The map is taken when the loader is made (as worker processes take a copy of
 the dataset): for new ``indices``, make a new loader.
 """
@@ -24,7 +29,7 @@ from torch.utils.data import Subset
 
 from .batch_buffer import as_index_array
 
-__all__ = ["ReadThrough"]
+__all__ = ["ReadThrough", "looked_through"]
 
 
 class ReadThrough:
@@ -40,11 +45,7 @@ class ReadThrough:
 
     def __init__(self, dataset: Any) -> None:
         self.size = len(dataset)
-        self.chain: list[Subset] = []  # outermost first
-        while _plain_subset(dataset):
-            self.chain.append(dataset)
-            dataset = dataset.dataset
-        self.dataset = dataset
+        self.chain, self.dataset = looked_through(dataset)
         self.mapping: np.ndarray | None = None  # outer index -> index of dataset
         for subset in reversed(self.chain):  # innermost first
             own = as_index_array(subset.indices, len(subset.dataset))
@@ -64,6 +65,17 @@ class ReadThrough:
         if len(indices) and (indices.min() < -self.size or indices.max() >= self.size):
             raise IndexError(f"index out of range for a subset of {self.size} samples")
         return self.mapping[indices]
+
+
+def looked_through(dataset: Any) -> tuple[list[Subset], Any]:
+    """The plain ``Subset`` wrappers of ``dataset`` that a loader looks through
+    (outermost first), and the dataset under them: the one it reads, and whose
+    ``on_error`` and ``errors`` apply (``dataset`` itself when it is no plain subset)."""
+    chain: list[Subset] = []
+    while _plain_subset(dataset):
+        chain.append(dataset)
+        dataset = dataset.dataset
+    return chain, dataset
 
 
 def _plain_subset(dataset: Any) -> bool:
