@@ -110,9 +110,25 @@ def test_a_shape_error_says_whose_sample_numbers_it_gives(tmp_path):
 
 
 def test_shuffle_quality_of_a_subset_uses_the_wrapped_dataset_s_labels():
-    ds = PreloadedDataset(torch.zeros(400, 2), torch.arange(400) // 40)  # sorted by class
-    quality = ChunkedLoader(Subset(ds, range(0, 400, 2)), 20, chunk_size=20).shuffle_quality()
-    assert quality.label_entropy is not None
+    import math
+    from collections import Counter
+
+    ds = PreloadedDataset(torch.zeros(400, 2), torch.arange(400) % 10)  # classes interleaved in storage
+    # every other sample of each class, class by class: the subset is sorted by class (20 each)
+    split = Subset(ds, [i for c in range(10) for i in range(c, 400, 10)][::2])
+    # a chunk of 20 subset positions is one class of the wrapped labels; the positions read
+    # as indices of ds would give every batch all ten classes (about 1.0), no labels None
+    assert ChunkedLoader(split, 20, chunk_size=20).shuffle_quality(0).label_entropy == 0.0
+
+    def entropy(order):  # mean Shannon entropy (bits) of the labels of each batch of 20
+        labels = ds.y.numpy()[order].reshape(-1, 20)
+        return sum(-sum(k / 20 * math.log2(k / 20) for k in Counter(b.tolist()).values()) for b in labels) / len(labels)
+
+    loader = ChunkedLoader(split, 20, chunk_size=40)  # two classes a chunk: in between
+    order = np.asarray(split.indices)[loader.sampler.order_of(0)[0]]
+    expected = entropy(order) / entropy(np.random.default_rng(0).permutation(order))  # vs a full shuffle
+    assert 0.1 < expected < 0.6
+    assert loader.shuffle_quality(0).label_entropy == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.fixture
