@@ -12,7 +12,7 @@ so every rank of a distributed job takes the same number of steps.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,11 +20,11 @@ import torch
 
 from .chunk_buffer import ChunkBuffer, rows_of
 from .error_log import SkippedSample
+from .error_log import SkippedSlots as Skipped
 
 __all__ = ["BatchCutter"]
 
 Piece = tuple[torch.Tensor, "torch.Tensor | None"]
-Skipped = Sequence[tuple[int, SkippedSample]]  # (slot, record) of the samples left out
 
 
 class BatchCutter:
@@ -47,9 +47,10 @@ class BatchCutter:
         """Whether a batch begun in earlier chunks is still unfinished."""
         return self._positions > 0
 
-    def batches_of(self, buffer: ChunkBuffer, size: int, skipped: Skipped = ()) -> Iterator[Any]:
+    def batches_of(self, buffer: ChunkBuffer, size: int, skipped: Skipped | None = None) -> Iterator[Any]:
         """The batches that end in the first ``size`` slots of ``buffer``; the
         ``(slot, record)`` of ``skipped`` are the samples that were left out."""
+        skipped = skipped or []
         keep = None
         if len(skipped):
             keep = np.ones(size, dtype=bool)

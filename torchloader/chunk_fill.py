@@ -30,6 +30,7 @@ import torch
 from .batch_buffer import first_readable
 from .chunk_buffer import ChunkBuffer, SampleLayout
 from .error_log import SkippedSample
+from .error_log import SkippedSlots as Skipped
 from .errors import SampleLoadError
 from .intraop import use_one_intraop_thread
 from .randomness import reading_epoch
@@ -38,7 +39,6 @@ from .subsets import ReadThrough
 
 __all__ = ["ChunkFiller", "Skipped", "check_sample", "fill_batched", "fill_slots", "read_sample", "storage_runs"]
 
-Skipped = list[tuple[int, SkippedSample]]  # (slot, record) of the samples on_error="skip" left out
 
 
 def read_sample(dataset: Any, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -22,7 +22,15 @@ import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-__all__ = ["ErrorLog", "SkippedSample", "SkippedSampleWarning", "check_on_error", "error_policy", "skip_limit"]
+__all__ = [
+    "ErrorLog",
+    "SkippedSample",
+    "SkippedSampleWarning",
+    "SkippedSlots",
+    "check_on_error",
+    "error_policy",
+    "skip_limit",
+]
 
 ON_ERROR = ("raise", "skip")
 
@@ -78,6 +86,9 @@ class SkippedSample(NamedTuple):
         own = getattr(error, "index", None)
         cause = getattr(error, "cause", None) or str(error)
         return cls(int(index if own is None else own), getattr(error, "path", None), cause)
+
+
+SkippedSlots = list[tuple[int, SkippedSample]]  # (slot, record) of a chunk's samples left out
 
 
 class SkippedSampleWarning(UserWarning):
