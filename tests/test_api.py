@@ -59,7 +59,10 @@ def test_every_public_class_pickles(tmp_path):
 
 
 def test_modules_stay_small():
-    # STYLE.md: one concept per module, files under ~300 lines, functions under ~40.
+    # One concept per module, small enough to read in one sitting: a module past
+    # 320 lines is two concepts to split, a function past 60 lines two steps to name
+    # (the median function is 7 lines). The caps are here so that review does not
+    # have to argue them each time.
     for path in PACKAGE.glob("*.py"):
         source = path.read_text()
         assert len(source.splitlines()) <= 320, path.name

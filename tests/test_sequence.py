@@ -8,8 +8,8 @@ import torch
 from torchloader import SequenceDataset, from_sequence
 
 
-class SeedTutorialLoader:
-    """The seed tutorial's Keras Sequence, unchanged apart from the Keras base class.
+class KerasStyleLoader:
+    """A classic Keras ``Sequence`` loader, as tutorials write it, minus the Keras base class.
 
     Its on_epoch_end shuffles with NumPy's global generator, which differs per
     DataLoader worker unless the adapter makes it agree.
@@ -41,7 +41,7 @@ def epochs_of(loader, count):
 def make_seq(shuffle=True):
     np.random.seed(0)  # the first shuffle runs in __init__, under the caller's seed
     x = np.arange(40, dtype=np.float32).reshape(20, 2)
-    return SeedTutorialLoader(x, np.arange(20), batch_size=6, shuffle=shuffle)
+    return KerasStyleLoader(x, np.arange(20), batch_size=6, shuffle=shuffle)
 
 
 def test_batches_become_tensors_in_order():

@@ -1,6 +1,6 @@
 """``ChunkedLoader``: large RAM chunks loaded from disk, small batches served from them.
 
-The seed tutorial's last idea, made concrete: the data set is read in RAM chunks
+Two batch sizes: the data set is read in RAM chunks
 (contiguous index ranges, ``ChunkedSampler``'s order), each loaded as a whole
 into one preallocated buffer (pinned where CUDA is present) while the previous
 chunk is served as batches. Batches are consecutive slices of that order, so

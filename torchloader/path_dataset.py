@@ -1,7 +1,7 @@
 """A map-style dataset that keeps only file paths and loads one file per item.
 
-This is the seed tutorial's idea (load the array of paths first, read a file only
-when its batch is needed) as a ``torch.utils.data.Dataset``. Paths live in one
+Load the array of paths first and read a file only when its sample is needed,
+as a ``torch.utils.data.Dataset``. Paths live in one
 NumPy bytes array and labels in an ``int64`` array, never in Python lists: a
 forked worker that reads a list of a million ``str`` objects touches their
 reference counts and so copies the pages they live on (the "copy-on-read"

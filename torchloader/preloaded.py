@@ -1,6 +1,6 @@
 """``PreloadedDataset``: the whole data set as tensors in RAM, served by gathers.
 
-When the data fits in RAM (the seed tutorial's "pre-load"), an epoch should be
+When the data fits in RAM, an epoch should be
 one ``torch.index_select`` per batch, not ``batch_size`` Python calls and a
 per-sample collate: on 28x28 samples a default ``DataLoader(ds, batch_size=256)``
 spends most of its time in that per-sample work. ``ds.dataloader(...)`` (or

@@ -111,7 +111,7 @@ def from_sequence(sequence: KerasSequence, *, seed: int = 0, **kwargs: Any) -> D
         **kwargs: passed to ``DataLoader`` (``num_workers``, ``pin_memory``, ...).
 
     Example:
-        >>> class Batches:  # the seed tutorial's loader, minus Keras
+        >>> class Batches:  # a Keras-style Sequence of whole batches
         ...     def __len__(self): return 2
         ...     def __getitem__(self, i): return np.full((3, 2), i), np.arange(3)
         >>> [xb[0, 0].item() for xb, yb in from_sequence(Batches())]
