@@ -167,7 +167,8 @@ def _launch(name: str, command: list[str], cwd: Path | None, env: dict) -> None:
     folder = _folder(name)
     folder.mkdir(parents=True)
     (folder / "started").write_text(repr(time.time()))
-    env = {**env, MARK: f"{_session}:{name}", "JOB_DIR": str(folder)}
+    (folder / "tmp").mkdir()  # its temporary files (torchrun's) go with the run's folder
+    env = {**env, MARK: f"{_session}:{name}", "JOB_DIR": str(folder), "TMPDIR": str(folder / "tmp")}
     shell = ["/bin/sh", "-c", f"({_LAUNCH}) &", "job", *command]
     subprocess.run(shell, cwd=cwd, env=env, check=True, start_new_session=True)  # returns at once
 

@@ -60,11 +60,11 @@ class PathDataset(Dataset):
 
     Example:
         >>> import numpy as np, tempfile, os
-        >>> folder = tempfile.mkdtemp()
+        >>> tmp = tempfile.TemporaryDirectory(); folder = tmp.name
         >>> for i in range(3):
         ...     np.save(os.path.join(folder, f"{i}.npy"), np.full((2, 2), i, np.uint8))
         >>> ds = PathDataset([os.path.join(folder, f"{i}.npy") for i in range(3)], [0, 1, 1])
-        >>> x, y = ds[2]
+        >>> x, y = ds[2]; tmp.cleanup()
         >>> x.tolist(), int(y)
         ([[2, 2], [2, 2]], 1)
     """
@@ -260,13 +260,13 @@ class PathDataset(Dataset):
         pass through; the order is a function of ``(seed, epoch)``.
 
         Example:
-            >>> import numpy as np, tempfile, os
-            >>> folder = tempfile.mkdtemp()
+            >>> import numpy as np, tempfile, os; tmp = tempfile.TemporaryDirectory(); folder = tmp.name
             >>> for i in range(5):
             ...     np.save(os.path.join(folder, f"{i}.npy"), np.full(3, i, np.uint8))
             >>> ds = PathDataset([os.path.join(folder, f"{i}.npy") for i in range(5)], [0] * 5)
             >>> [tuple(xb.shape) for xb, yb in ds.dataloader(2, shuffle=False)]
             [(2, 3), (2, 3), (1, 3)]
+            >>> tmp.cleanup()
         """
         return batch_dataloader(
             self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, reports_skipped=True, **kwargs
