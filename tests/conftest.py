@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import multiprocessing.util
 import os
 import signal
 import time
@@ -26,6 +27,11 @@ import background
 # The framework jobs are scripts that tests run, not tests: --doctest-modules would import
 # them (and Lightning, 5 s) in every pytest process.
 collect_ignore = ["jobs"]
+
+# multiprocessing's temporary folder of this pytest process, made now: forked children
+# (DataLoader workers a test kills on purpose) then use it instead of making their
+# own, which a killed process cannot remove; this process removes it at exit.
+multiprocessing.util.get_temp_dir()
 
 _WATCHED = tuple(
     getattr(signal, name) for name in ("SIGCHLD", "SIGTERM", "SIGINT", "SIGALRM", "SIGUSR1", "SIGUSR2", "SIGHUP")

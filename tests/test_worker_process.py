@@ -50,8 +50,10 @@ SCRIPT = textwrap.dedent(
 def _start(tmp_path, mode):
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
+    # TMPDIR: what the killed processes cannot clean up (multiprocessing's temp folder) stays in tmp_path
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), mode], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)  # fmt: skip
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert len(pids) == 2, proc.stderr.read()
     return proc, pids
