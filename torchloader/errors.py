@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterable
 
-__all__ = ["SampleLoadError", "TransformError"]
+__all__ = ["SampleLoadError", "TransformError", "show_names"]
 
 # errors about the machine, not the file: skipping would drop sample after sample
 _MACHINE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM}
@@ -117,3 +118,15 @@ def _rebuild(
     skippable: bool,
 ) -> SampleLoadError:  # fmt: skip
     return cls(message, index=index, path=path, cause=cause, skippable=skippable)
+
+
+def show_names(names: Iterable[str], limit: int = 5) -> str:
+    """The first ``limit`` names for a message, and how many there are if there are more.
+
+    Example:
+        >>> show_names("abcdefg")
+        'a, b, c, d, e, ... (7 in all)'
+    """
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")

@@ -21,12 +21,12 @@ listed, so a scan never opens one. Refused rather than read as samples:
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Iterable
 
-from .shards import FORMAT, MANIFEST
+from .errors import show_names
+from .shards import FORMAT, MANIFEST, is_pack
 
 __all__ = ["IMG_EXTENSIONS", "find_classes", "scan_folder"]
 
@@ -74,7 +74,7 @@ def scan_folder(
     if isinstance(suffixes, str):  # ".jpg" is one suffix, not four characters
         suffixes = (suffixes,)
     suffixes = tuple(s.lower() for s in suffixes)
-    if _is_pack(root):
+    if is_pack(root):
         raise ValueError(_pack_message(root, None))
     classes = find_classes(root)
     if not classes:
@@ -84,8 +84,8 @@ def scan_folder(
     labels = [label for label, name in enumerate(classes) for _ in found[name]]
     if not paths:
         raise FileNotFoundError(
-            f"no files ending in {_show(suffixes)} under '{root}' (scanned "
-            f"{len(classes)} class folders: {_show(classes)}); {_LAYOUT}. "
+            f"no files ending in {show_names(suffixes)} under '{root}' (scanned "
+            f"{len(classes)} class folders: {show_names(classes)}); {_LAYOUT}. "
             f"Is the root one level too high?"
         )
     if not allow_nested_only:
@@ -93,8 +93,8 @@ def scan_folder(
     empty = [name for name in classes if not found[name]]
     if empty and not allow_empty:
         raise FileNotFoundError(
-            f"class folders without files ending in {_show(suffixes)} under "
-            f"'{root}': {_show(empty)}; remove them or pass allow_empty=True"
+            f"class folders without files ending in {show_names(suffixes)} under "
+            f"'{root}': {show_names(empty)}; remove them or pass allow_empty=True"
         )
     return classes, paths, labels
 
@@ -119,7 +119,7 @@ def _files_under(root: str, folder: str, suffixes: tuple[str, ...]) -> list[str]
                     folders.append(entry.path)
                 elif entry.is_file():  # regular files only: no stat for a plain entry
                     files.append(entry.name)
-        if MANIFEST in files and _is_pack(dirpath):
+        if MANIFEST in files and is_pack(dirpath):
             raise ValueError(_pack_message(dirpath, root))
         stack.extend(sorted(folders, reverse=True))  # so the smallest name is next
         visits.append((dirpath, files))
@@ -129,18 +129,6 @@ def _files_under(root: str, folder: str, suffixes: tuple[str, ...]) -> list[str]
         for name in sorted(files)
         if name.lower().endswith(suffixes)
     ]
-
-
-def _is_pack(folder: str) -> bool:
-    path = os.path.join(folder, MANIFEST)
-    if not os.path.isfile(path):
-        return False
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError):  # not readable as JSON: some other manifest.json
-        return False
-    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
 
 
 def _pack_message(folder: str, root: str | None) -> str:
@@ -170,11 +158,11 @@ def _check_not_too_high(root: str, found: dict[str, list[str]], suffixes: tuple[
     tops = sorted(children)
     split = next((t for t in tops if t.lower() == "train"), tops[0])
     raise ValueError(
-        f"'{root}' looks one level too high: its folders {_show(tops)} hold no files "
-        f"ending in {_show(suffixes)} of their own, only sub-folders ({_show(sorted(counts))}) "
+        f"'{root}' looks one level too high: its folders {show_names(tops)} hold no files "
+        f"ending in {show_names(suffixes)} of their own, only sub-folders ({show_names(sorted(counts))}) "
         f"that hold them, as class folders do; {_LAYOUT}. Use from_folder("
         f"'{os.path.join(root, split)}') for one of them, or pass allow_nested_only=True "
-        f"if {_show(tops)} are the classes and their sub-folders belong to them"
+        f"if {show_names(tops)} are the classes and their sub-folders belong to them"
     )
 
 
@@ -188,9 +176,3 @@ def _no_classes_message(root: str, suffixes: tuple[str, ...]) -> str:
             f"Files without classes can be read with PathDataset(paths)."
         )
     return f"no class folders under '{root}'; {_LAYOUT}"
-
-
-def _show(names: Iterable[str], limit: int = 5) -> str:
-    names = list(names)
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")

@@ -26,7 +26,7 @@ from .load_all import default_num_workers
 from .pack_folder import check_destination, disk_errors, pack_lock
 from .pack_source import open_source
 from .pack_writer import ShardWritten, Stored, probe, write_shards
-from .shards import MANIFEST, Manifest, ShardInfo, removed_on_error, sha256_of, write_sources
+from .shards import MANIFEST, Manifest, ShardInfo, atomic_file, sha256_of, write_sources
 
 __all__ = ["PackSummary", "pack"]
 
@@ -172,9 +172,6 @@ def _remove_stale(dst: str, keep: set[str]) -> None:
 
 def _write_array(dst: str, name: str, array: np.ndarray) -> dict[str, str]:
     path = os.path.join(dst, name)
-    with removed_on_error(path + ".partial"), open(path + ".partial", "wb") as f:
+    with atomic_file(path, "wb") as f:
         np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".partial", path)
     return {"file": name, "sha256": sha256_of(path)}

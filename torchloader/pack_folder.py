@@ -30,7 +30,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .chunking import format_bytes
-from .shards import LOCK, foreign_files, show_names
+from .errors import show_names
+from .shards import LOCK, foreign_files
 
 try:
     import fcntl

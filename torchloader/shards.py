@@ -24,9 +24,11 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+
+from .errors import show_names
 
 __all__ = [
     "FORMAT",
@@ -34,10 +36,10 @@ __all__ = [
     "foreign_files",
     "Manifest",
     "ShardInfo",
+    "atomic_file",
+    "is_pack",
     "read_sources",
-    "removed_on_error",
     "sha256_of",
-    "show_names",
     "verify_pack",
     "write_json_atomic",
     "write_sources",
@@ -149,14 +151,19 @@ class Manifest:
         return np.array([s.stop for s in self.shards], dtype=np.int64)
 
 
+def is_pack(folder: str) -> bool:
+    """Whether ``folder`` holds a pack's manifest (of this format, any version)."""
+    try:
+        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):  # none, or not JSON: some other manifest.json
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
 def foreign_files(root: str) -> list[str]:
     """The names in the folder ``root`` that are not files a pack writes (sorted)."""
     return sorted(name for name in os.listdir(root) if name != LOCK and not _OWN.match(name))
-
-
-def show_names(names: list[str], limit: int = 5) -> str:
-    """The first ``limit`` names, and how many there are if there are more."""
-    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def _checksum(fields: dict[str, Any]) -> str:
@@ -201,19 +208,21 @@ def _check_fields(m: Manifest) -> None:
 
 
 def write_json_atomic(path: str, value: Any) -> None:
-    temp = f"{path}.{os.getpid()}.partial"
-    with removed_on_error(temp), open(temp, "w") as f:
+    with atomic_file(path) as f:
         json.dump(value, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp, path)
 
 
 @contextmanager
-def removed_on_error(temp: str) -> Iterator[None]:
-    """A temporary file its failed write (a full disk) would otherwise leave behind."""
+def atomic_file(path: str, mode: str = "w", **options: Any) -> Iterator[IO]:
+    """A file to write ``path`` through: a temporary name, synced, then moved into
+    place; a write that fails (a full disk) removes the temporary file."""
+    temp = f"{path}.{os.getpid()}.partial"
     try:
-        yield
+        with open(temp, mode, **options) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
     except BaseException:
         if os.path.exists(temp):
             os.remove(temp)
@@ -229,12 +238,8 @@ def write_sources(root: str, paths: list[str]) -> dict[str, Any]:
     escaped as ``\\\\``, ``\\n`` and ``\\r`` (so any name is one line), bytes that are
     not UTF-8 kept as they are. Returns its manifest entry."""
     path = os.path.join(root, "sources.txt")
-    temp = path + ".partial"
-    with removed_on_error(temp), open(temp, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+    with atomic_file(path, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
         f.writelines(re.sub(r"[\\\n\r]", lambda m: _ESCAPES[m.group()], p) + "\n" for p in paths)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".partial", path)
     return {"file": "sources.txt", "sha256": sha256_of(path), "escaped": True}
 
 
