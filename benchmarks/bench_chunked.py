@@ -31,10 +31,10 @@ from torch.utils.data import DataLoader
 from bench_decode import make_jpegs
 from common import machine, table
 from torchloader import ChunkedLoader, PathDataset, PreloadedDataset, format_bytes, parse_bytes
-from torchloader.bench import Epochs
-from torchloader.chunking import epoch_order
-from torchloader.memory import PeakMemory
-from torchloader.shuffle_quality import shuffle_buffer_order, shuffle_quality
+from torchloader.tools.bench import Epochs
+from torchloader.order.chunking import epoch_order
+from torchloader.tools.memory import PeakMemory
+from torchloader.order.quality import shuffle_buffer_order, shuffle_quality
 
 BATCH = 256
 CLASSES = 10

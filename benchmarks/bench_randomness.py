@@ -27,8 +27,8 @@ import torch
 from PIL import Image
 
 from common import machine, table
-from torchloader import randomness
-from torchloader.randomness import reading_epoch, seeded
+from torchloader._core import randomness
+from torchloader._core.randomness import reading_epoch, seeded
 
 
 def crop_flip(x: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 
 from common import machine, table
 from torchloader import ChunkedLoader, PathDataset, PreloadedDataset, SkippedSampleWarning
-from torchloader.bench import gather_bound, time_epochs
+from torchloader.tools.bench import gather_bound, time_epochs
 
 BATCH = 256
 WORKERS = 2

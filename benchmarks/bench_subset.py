@@ -17,7 +17,7 @@ from torch.utils.data import Subset
 
 from common import machine, table
 from torchloader import ChunkedLoader, PathDataset
-from torchloader.bench import time_epochs
+from torchloader.tools.bench import time_epochs
 
 
 def main() -> None:

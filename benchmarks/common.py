@@ -51,9 +51,9 @@ def measure_epochs(make: Callable[[], Iterable], samples: int, *, warmup: int = 
     """Build a loader with ``make()``, run ``warmup`` epochs, time one more.
 
     Returns (samples/s of the timed epoch, peak PSS of the process tree over the
-    PSS before the loader was built, in bytes): ``torchloader.bench.time_epochs``,
+    PSS before the loader was built, in bytes): ``torchloader.tools.bench.time_epochs``,
     for the peers' scripts. Each ``iter(loader)`` must start a new epoch.
     """
-    from torchloader.bench import time_epochs
+    from torchloader.tools.bench import time_epochs
 
     return time_epochs(make, samples, warmup=warmup)

@@ -47,8 +47,8 @@ from make_data import make_data
 from torchloader import (
     ChunkedLoader, ImageReader, PackedDataset, PathDataset, PreloadedDataset, SuffixReader, format_bytes, pack,
 )
-from torchloader.bench import Epochs, Measurement, format_table, plot, time_epochs
-from torchloader.bench import gather_bound as bench_gather_bound
+from torchloader.tools.bench import Epochs, Measurement, format_table, plot, time_epochs
+from torchloader.tools.bench import gather_bound as bench_gather_bound
 
 BATCH = 256
 HERE = os.path.dirname(os.path.abspath(__file__))

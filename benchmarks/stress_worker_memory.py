@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from common import machine, table
 from torchloader import PathDataset
-from torchloader.readers import SuffixReader
+from torchloader.readers.suffix import SuffixReader
 
 BATCH = 256
 FILES = 1000

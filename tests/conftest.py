@@ -83,7 +83,7 @@ def turbo_calls(monkeypatch):
     """The colour spaces of the simplejpeg.decode_jpeg calls the readers make."""
     import types
 
-    from torchloader import readers
+    from torchloader.readers import image as readers
 
     if readers.simplejpeg is None:
         pytest.skip("needs simplejpeg")
@@ -149,7 +149,7 @@ def _descendants(me: psutil.Process) -> list[psutil.Process]:
     """``me.children(recursive=True)``, read from each thread's ``/proc/PID/task/TID/children``
     (as torchloader.memory walks the tree) where the kernel has it: 0.1 ms instead of psutil's
     2.5 ms scan of every process, which ran three times per test (about 13 s of CPU time)."""
-    from torchloader.memory import _children  # here: the first pytest process imports no torch
+    from torchloader.tools.memory import _children  # here: the first pytest process imports no torch
 
     if not os.path.exists(f"/proc/{me.pid}/task/{me.pid}/children"):  # not Linux, or an old kernel
         return me.children(recursive=True)

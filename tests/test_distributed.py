@@ -32,7 +32,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
 from torchloader import ChunkedLoader, ChunkedSampler, PathDataset, PreloadedDataset, SkippedSampleWarning
-from torchloader.chunking import epoch_ranges
+from torchloader.order.chunking import epoch_ranges
 
 WORLD = 2
 N = 23  # odd: the ranks are padded by one sample, or cut by one with drop_last

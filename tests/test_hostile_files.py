@@ -23,8 +23,8 @@ from PIL import Image, ImageFile, ImageOps
 
 from helpers import china, deadline
 from torchloader import ImageReader, NpyReader, NpzReader, PathDataset, PtReader, SuffixReader
-from torchloader.jpeg_orientation import jpeg_transposes
-from torchloader.readers import NotRegularFileError, read_bytes
+from torchloader.readers._orientation import jpeg_transposes
+from torchloader.readers._files import NotRegularFileError, read_bytes
 
 try:
     import simplejpeg

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from helpers import IGNORE_FORK_WARNING
 from torchloader import PathDataset
-from torchloader.readers import SuffixReader
+from torchloader.readers.suffix import SuffixReader
 
 N = 200_000  # paths; as str objects 15-20 MiB (with the tmp path's length)
 FILES = 1000  # real files behind them, seen through N / FILES symlinked folders

@@ -1,5 +1,5 @@
 """``python -m torchloader`` is the ``torchloader`` command."""
 
-from .cli import main
+from torchloader.tools.cli import main
 
 raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Shared internals: argument checks, sample layout, seeds, worker processes, units."""

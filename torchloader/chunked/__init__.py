@@ -1,0 +1,1 @@
+"""The chunked loader: RAM chunks under a budget, filled by workers, cut into batches."""

@@ -1,0 +1,1 @@
+"""The datasets: per-file (paths), preloaded (tensors in RAM), packed (memory-mapped shards), Keras Sequence."""

@@ -1,0 +1,322 @@
+"""A map-style dataset that keeps only file paths and loads one file per item.
+
+Load the array of paths first and read a file only when its sample is needed,
+as a ``torch.utils.data.Dataset``. Paths live in one
+NumPy bytes array and labels in an ``int64`` array, never in Python lists: a
+forked worker that reads a list of a million ``str`` objects touches their
+reference counts and so copies the pages they live on (the "copy-on-read"
+problem); a NumPy array has no per-item objects to touch, and it pickles as one
+buffer when workers are spawned.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from torchloader._core.layout import stored_view
+from torchloader.datasets._batch import as_index_array, check_index, is_batch, read_batch
+from torchloader.datasets.batching import SkippedBack, batch_dataloader, getitems
+from torchloader.error_log import ErrorLog, SkippedSample, check_on_error, skip_limit
+from torchloader.errors import SampleLoadError
+from torchloader.datasets._folder import IMG_EXTENSIONS, scan_folder
+from torchloader.datasets._csv import read_csv_table
+from torchloader.datasets._labels import encode_labels
+from torchloader._core.randomness import apply_transform, reading_batch
+from torchloader.readers._tensor import to_tensor
+from torchloader.readers.suffix import Reader, SuffixReader
+from torchloader._core.samples import ShapeMismatch, describe
+
+__all__ = ["PathDataset"]
+
+PathLike = str | os.PathLike[str]
+
+
+class PathDataset(Dataset):
+    """Samples read from files, one file per ``__getitem__``.
+
+    Args:
+        paths: one path per sample (any sequence of ``str``/``Path``).
+        labels: one label per sample: integers, or class names (then ``classes``
+            is their sorted set), or ``None`` for unlabelled data.
+        reader: ``reader(path) -> Tensor | ndarray``; by default chosen by suffix
+            (images to ``uint8`` ``C x H x W``, ``.npy``, ``.npz``, ``.pt``).
+        transform: applied to the loaded tensor.
+        target_transform: applied to the label (an ``int64`` tensor).
+        classes: class names, index = label, when ``labels`` are integers.
+        on_error: ``"raise"`` (default): a file that cannot be read raises
+            :class:`SampleLoadError` naming the index, the path and the cause.
+            ``"skip"``: batches (``ds[indices]``, ``ds.dataloader()``,
+            ``ChunkedLoader``) leave it out, one sample shorter, and list it in
+            ``ds.errors``; the first is warned about. Transform errors still raise.
+        max_skipped: with ``"skip"``, raise once more samples than this were left
+            out: a fraction of the data set (default 0.1), a count, or None.
+
+    ``ds[i]`` returns ``(x, y)`` with ``y`` a 0-dim ``int64`` tensor, or ``x``
+    alone without labels; a sample asked for alone always raises if it cannot be read.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> tmp = tempfile.TemporaryDirectory(); folder = tmp.name
+        >>> for i in range(3):
+        ...     np.save(os.path.join(folder, f"{i}.npy"), np.full((2, 2), i, np.uint8))
+        >>> ds = PathDataset([os.path.join(folder, f"{i}.npy") for i in range(3)], [0, 1, 1])
+        >>> x, y = ds[2]; tmp.cleanup()
+        >>> x.tolist(), int(y)
+        ([[2, 2], [2, 2]], 1)
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[PathLike] | np.ndarray,
+        labels: Sequence[Any] | np.ndarray | torch.Tensor | None = None,
+        *,
+        reader: Reader | None = None,
+        transform: Callable[[torch.Tensor], Any] | None = None,
+        target_transform: Callable[[torch.Tensor], Any] | None = None,
+        classes: Sequence[str] | None = None,
+        on_error: str = "raise",
+        max_skipped: float | int | None = 0.1,
+    ) -> None:
+        self.on_error = check_on_error(on_error)
+        self.paths = _encode_paths(paths)
+        # the samples on_error="skip" left out, in this process
+        self.errors = ErrorLog(limit=skip_limit(max_skipped, len(self.paths)))
+        self.labels: np.ndarray | None = None
+        self.classes: list[str] | None = list(classes) if classes is not None else None
+        if labels is not None:
+            self.labels, found = encode_labels(labels, expected_len=len(self.paths))
+            if found is not None:
+                if classes is not None:
+                    raise ValueError("labels are class names, so classes=... must not be given")
+                self.classes = found
+        self.reader = reader if reader is not None else SuffixReader()
+        if not callable(self.reader):
+            raise TypeError(f"reader must be callable (got {type(reader).__name__})")
+        self.transform = transform
+        self.target_transform = target_transform
+
+    @property
+    def class_to_idx(self) -> dict[str, int] | None:
+        """``{class name: label}``, as torchvision's ``ImageFolder`` has it."""
+        if self.classes is None:
+            return None
+        return {name: i for i, name in enumerate(self.classes)}
+
+    @classmethod
+    def from_folder(
+        cls,
+        root: PathLike,
+        *,
+        extensions: Sequence[str] | None = None,
+        allow_empty: bool = False,
+        allow_nested_only: bool = False,
+        reader: Reader | None = None,
+        **options: Any,
+    ) -> PathDataset:
+        """One class per sub-folder, ``root/<class>/.../<file>``: the ``classes``,
+        ``class_to_idx`` and samples (order included) ``ImageFolder`` gives: regular
+        files (links followed, at any depth in a class folder) ending in ``extensions``.
+        FIFOs, devices, broken links and files directly in ``root`` are not listed.
+
+        Args:
+            root: folder with one sub-folder per class.
+            extensions: suffixes to keep, case-insensitive (default: torchvision's
+                ``IMG_EXTENSIONS``, .jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp;
+                e.g. ``(".npy",)`` for arrays, or add ``".gif"``).
+            allow_empty: accept class folders without matching files.
+            allow_nested_only: accept a root that looks one level too high
+                (``root/train/cat/1.jpg``; see ``torchloader.datasets._folder.scan_folder``).
+            reader, **options: as for ``PathDataset`` (``transform``,
+                ``target_transform``, ``on_error``, ``max_skipped``).
+        Raises FileNotFoundError (no folder, no class folders or files, an empty class)
+        or ValueError (a ``torchloader pack`` folder in the tree, a root too high).
+
+        Example:
+            >>> ds = PathDataset.from_folder("data/train")  # doctest: +SKIP
+            >>> ds.classes  # doctest: +SKIP
+            ['cat', 'dog']
+        """
+        extensions = IMG_EXTENSIONS if extensions is None else extensions
+        classes, paths, labels = scan_folder(root, extensions, allow_empty=allow_empty, allow_nested_only=allow_nested_only)
+        reader = SuffixReader() if reader is None else reader
+        return cls(paths, np.asarray(labels, dtype=np.int64), reader=reader, classes=classes, **options)
+
+    @classmethod
+    def from_csv(
+        cls,
+        csv_path: PathLike,
+        *,
+        path_column: str = "path",
+        label_column: str | None = "label",
+        root: PathLike | None = None,
+        **options: Any,
+    ) -> PathDataset:
+        """Paths and labels from a CSV file (UTF-8, a header row, one row per sample).
+
+        Path cells are taken exactly as written, spaces included (an empty or all-space
+        cell is refused); relative ones resolve against ``root`` (default: the CSV's
+        folder) and must stay inside it. Labels (spaces around them ignored) are all
+        integers (``7``, ``007``, ``-1``) or all class names (``classes``: their sorted
+        set); decimals (``2.0``) or integers mixed with names are refused, naming the
+        line of the first offending cell. ``label_column=None`` reads no labels. Other
+        keyword arguments are as for ``PathDataset`` (``reader``, ``transform``, ...).
+
+        Example:
+            >>> ds = PathDataset.from_csv("train.csv", root="images")  # doctest: +SKIP
+        """
+        paths, labels = read_csv_table(csv_path, path_column, label_column, root)
+        return cls(paths, labels, **options)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def path(self, index: int) -> str:
+        """The file of sample ``index``."""
+        return os.fsdecode(self.paths[index])
+
+    def __getitems__(self, indices: Any) -> list[Any]:
+        """What a DataLoader with a batch sampler fetches (see ``batching.getitems``)."""
+        return getitems(self, indices)
+
+    def __getitem__(self, index: Any) -> Any:
+        """Sample ``index`` as ``(x, y)`` (or ``x``); a list, array, tensor or slice
+        of indices gives the whole batch, read straight into one buffer."""
+        if isinstance(index, SkippedBack):  # from ds.dataloader(): for its workers
+            with reading_batch(index):
+                return self.load_batch(index)
+        if is_batch(index):
+            with reading_batch(index):
+                batch, skipped = self.load_batch(index)
+            self.errors.record(skipped)
+            return batch
+        index = check_index(index, len(self))
+        x = self._load(index, self.path(index))
+        return x if self.labels is None else (x, self._label(index))
+
+    def load_batch(self, indices: Any) -> tuple[Any, list[SkippedSample]]:
+        """The batch ``ds[indices]`` and the samples left out of it, not yet recorded
+        in ``ds.errors`` (what a DataLoader worker sends back to the main process)."""
+        return read_batch(self, as_index_array(indices, len(self)), skip=self.on_error == "skip")
+
+    def read_into(
+        self, indices: Sequence[int], out: torch.Tensor, slots: Sequence[int] | None = None,
+        *, skipped: list[tuple[int, SkippedSample]] | None = None,
+    ) -> torch.Tensor | None:  # fmt: skip
+        """Load the samples at ``indices`` into ``out[slots[k]]``; return their labels.
+
+        ``out`` is a batch or RAM-chunk buffer (one slot per sample, each of the
+        sample's shape and dtype); ``slots`` defaults to ``0, 1, ...``. JPEGs that
+        fit are decoded by libjpeg-turbo straight into their slot when ``out`` is
+        channels-last (``N x C x H x W`` over ``N x H x W x C`` memory); anything else
+        is read as ``ds[i]`` would be and copied. Labels come back as one tensor
+        (None without labels). Given a ``skipped`` list, a sample that cannot be
+        read is appended to it as ``(slot, SkippedSample)`` instead, its slot left as is.
+
+        Raises:
+            SampleLoadError: a file could not be read (index, path and cause named).
+            ShapeMismatch: a sample has another shape or dtype than ``out``'s slots.
+        """
+        slots = range(len(indices)) if slots is None else slots
+        stored = stored_view(out, torch.uint8, channels_last=True)
+        direct = getattr(self.reader, "read_into", None) if stored is not None and self.transform is None else None
+        for slot, index in zip(slots, indices):
+            path = os.fsdecode(self.paths[index])
+            try:
+                if direct is not None and _decode_into(direct, index, path, stored[slot]):  # type: ignore[index]
+                    continue
+                x = self._load(index, path)
+            except SampleLoadError as exc:
+                if skipped is None or not exc.skippable:
+                    raise
+                skipped.append((slot, SkippedSample.of(exc, index)))
+                continue
+            if not isinstance(x, torch.Tensor) or x.shape != out.shape[1:] or x.dtype != out.dtype:
+                raise ShapeMismatch(index, describe(x, None) if isinstance(x, torch.Tensor) else f"a {type(x).__name__}")
+            out[slot].copy_(x)
+        return self._labels_of(indices)
+
+    def _labels_of(self, indices: Sequence[int]) -> torch.Tensor | None:
+        if self.labels is None:
+            return None
+        if self.target_transform is None or not len(indices):
+            return torch.from_numpy(self.labels[np.asarray(indices, dtype=np.int64)])
+        return torch.stack([self._label(i) for i in indices])
+
+    def dataloader(
+        self, batch_size: int, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
+        **kwargs: Any,
+    ) -> DataLoader:  # fmt: skip
+        """A ``DataLoader`` that reads each batch straight into one buffer.
+
+        A DataLoader with a batch sampler of whole batches (``batching.batch_dataloader``):
+        each worker builds whole batches as ``ds[indices]`` does (no per-sample
+        collate; JPEGs decoded in place, batches channels-last), and sends back
+        the samples ``on_error="skip"`` left out, for ``ds.errors``. Other keyword
+        arguments (``num_workers``, ``pin_memory``, ``persistent_workers``, ...)
+        pass through; the order is a function of ``(seed, epoch)``.
+
+        Example:
+            >>> import numpy as np, tempfile, os; tmp = tempfile.TemporaryDirectory(); folder = tmp.name
+            >>> for i in range(5):
+            ...     np.save(os.path.join(folder, f"{i}.npy"), np.full(3, i, np.uint8))
+            >>> ds = PathDataset([os.path.join(folder, f"{i}.npy") for i in range(5)], [0] * 5)
+            >>> [tuple(xb.shape) for xb, yb in ds.dataloader(2, shuffle=False)]
+            [(2, 3), (2, 3), (1, 3)]
+            >>> tmp.cleanup()
+        """
+        return batch_dataloader(
+            self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, reports_skipped=True, **kwargs
+        )
+
+    def _load(self, index: int, path: str) -> Any:
+        try:
+            x = to_tensor(self.reader(path))
+        except Exception as exc:
+            hint = _ALONE_HINT if self.on_error == "skip" else ""
+            raise SampleLoadError.from_exception(index, path, exc, hint=hint) from exc
+        if self.transform is None:
+            return x
+        return apply_transform(self.transform, x, index, path)  # see NOTE [ per-sample randomness ]
+
+    def _label(self, index: int) -> Any:
+        y = torch.scalar_tensor(int(self.labels[index]), dtype=torch.int64)  # type: ignore[index]
+        if self.target_transform is None:
+            return y
+        return apply_transform(self.target_transform, y, index, self.path(index), target=True)
+
+    def __repr__(self) -> str:
+        labels = "None" if self.labels is None else f"{len(np.unique(self.labels))} values"
+        classes = "" if self.classes is None else f", classes={len(self.classes)}"
+        on_error = "" if self.on_error == "raise" else f", on_error={self.on_error!r}"
+        return f"PathDataset(n={len(self)}, labels={labels}{classes}, reader={self.reader!r}{on_error})"
+
+
+_ALONE_HINT = (
+    "; on_error='skip' leaves such a sample out of its batch (in ds[indices], ds.dataloader() "
+    "or a ChunkedLoader), but a sample asked for alone, as a DataLoader with batch_size=... "
+    "does, cannot be left out: use ds.dataloader(batch_size, ...)"
+)
+
+
+def _decode_into(decode: Callable[[str, np.ndarray], bool], index: int, path: str, slot: np.ndarray) -> bool:
+    try:
+        return decode(path, slot)
+    except Exception as exc:
+        raise SampleLoadError.from_exception(index, path, exc) from exc
+
+
+def _encode_paths(paths: Sequence[PathLike] | np.ndarray) -> np.ndarray:
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"paths must be a sequence of paths (got the single path {paths!r}); "
+            f"for a folder use PathDataset.from_folder"
+        )
+    # os.fsencode keeps non-UTF-8 names (surrogate escapes) round-trippable.
+    return np.array([os.fsencode(p) for p in paths], dtype=np.bytes_)
+

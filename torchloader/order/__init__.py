@@ -1,0 +1,1 @@
+"""How samples are ordered: RAM chunks per epoch and rank, and how well they shuffle."""

@@ -1,0 +1,310 @@
+"""``ChunkedSampler``: the chunked order of :mod:`torchloader.order.chunking` as a torch Sampler."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sized
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DistributedSampler
+
+from torchloader._core.checks import check_block, check_chunking, check_non_negative_int, check_replicas
+from torchloader.order.chunking import epoch_order
+from torchloader.order._frameworks import sharded_by_framework
+
+__all__ = ["ChunkedSampler"]
+
+
+class ChunkedSampler(DistributedSampler):
+    """Yield indices chunk by chunk: RAM-sized contiguous ranges, shuffled per epoch.
+
+    Each epoch permutes the order of the chunks and the order inside every
+    chunk, so each run of ``chunk_size`` consecutive indices comes from one
+    contiguous range of the data set (with one replica). Chunks are dealt to
+    ranks so that ranks have equal lengths and cover the data set (padded) or
+    are disjoint (``drop_last``), like ``DistributedSampler``.
+
+    Args:
+        data_source: the dataset (only ``len`` is used, and one sample's byte size
+            when ``ram_budget`` is given: ``data_source.sample_nbytes`` if it has
+            one, else the size of ``data_source[0]``).
+        chunk_size: samples per chunk. Exactly one of ``chunk_size`` and
+            ``ram_budget`` must be given.
+        ram_budget: bytes one chunk may take (int, or a string like ``"8GiB"``).
+        shuffle: permute chunks and samples; ``False`` yields ``0 .. N-1``.
+        seed: the order is a function of ``(seed, epoch)`` only.
+        drop_last: drop the tail to make ranks equal instead of padding.
+        num_replicas, rank: default from ``torch.distributed``, looked up when
+            a pass starts (a sampler made before the process group exists,
+            as Lightning and Accelerate scripts do, still gives each rank its share).
+        block_size: if given (< chunk_size), a chunk is made of blocks of this
+            many contiguous samples drawn from random places instead of one
+            contiguous range: each block is still one sequential read, but a
+            chunk mixes far more of the data set (see ``shuffle_quality``).
+
+    Every new pass is a new epoch: the epoch advances after a complete pass,
+    and also when a pass that was left early (a ``break``, Lightning stopping
+    after ``len(loader)`` batches) is followed by another, unless
+    :meth:`set_epoch` or :meth:`load_state_dict` said which epoch comes next.
+
+    It is a ``torch.utils.data.DistributedSampler`` (without calling its
+    constructor): Lightning then leaves it in place under DDP and calls its
+    ``set_epoch``, instead of splitting this rank's share once more. Under
+    Accelerate, whose ``prepare`` splits the batches between processes itself,
+    a pass iterated by Accelerate's batch sharding yields the order of all
+    ranks (see ``torchloader/order/_frameworks.py``).
+
+    Example:
+        >>> sampler = ChunkedSampler(range(10), chunk_size=4, seed=3)
+        >>> [sorted(c.tolist()) for c in sampler.chunks()]
+        [[4, 5, 6, 7], [0, 1, 2, 3], [8, 9]]
+        >>> len(list(sampler))
+        10
+    """
+
+    def __init__(
+        self,
+        data_source: Sized,
+        *,
+        chunk_size: int | None = None,
+        ram_budget: int | str | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        block_size: int | None = None,
+    ) -> None:
+        self.num_samples = len(data_source)
+        if self.num_samples == 0:
+            raise ValueError("data_source is empty; a sampler needs at least one sample")
+        self.chunk_size = check_chunking(data_source, chunk_size, ram_budget)
+        check_replicas(num_replicas, rank)  # given ones now; the defaults when a pass starts
+        self._replicas = (num_replicas, rank)
+        self._global = False  # this pass: all ranks' order (a framework splits it)
+        self.shuffle = bool(shuffle)
+        self.seed = check_non_negative_int("seed", seed)
+        self.drop_last = bool(drop_last)
+        self.block_size = None if block_size is None else check_block(block_size, self.chunk_size)
+        self.epoch = 0
+        self._start = 0  # indices of this epoch already consumed before a resume
+        self._current: _EpochIterator | None = None  # the latest pass, even when done
+        self._told = True  # the next pass is self.epoch (set, restored or just advanced)
+        self.generation = 0  # counts passes begun and epochs set: what a pass began under
+
+    @property
+    def num_replicas(self) -> int:  # type: ignore[override]
+        """Ranks the data set is split between (``torch.distributed``'s, unless given)."""
+        return 1 if self._global else check_replicas(*self._replicas)[0]
+
+    @property
+    def rank(self) -> int:  # type: ignore[override]
+        """This process's rank (``torch.distributed``'s, unless given)."""
+        return 0 if self._global else check_replicas(*self._replicas)[1]
+
+    def begin_pass(self, *, global_order: bool = False) -> tuple[int, int]:
+        """``(epoch, start)`` of a pass that begins now: the epoch after the last
+        pass unless it was told (see the class docstring), from the resume position.
+
+        ``global_order``: this pass yields the order of all ranks, for a framework
+        that splits it between processes itself.
+        """
+        if not self._told:
+            self.epoch, self._start = self.epoch + 1, 0
+        self._told = False
+        self.generation += 1
+        self._global = global_order
+        start, self._start = self._start, 0
+        return self.epoch, start
+
+    def end_pass(self, epoch: int) -> None:
+        """A pass of ``epoch`` handed out its last index: the next pass is the next epoch."""
+        if epoch == self.epoch and not self._told:
+            self.epoch += 1
+            self._told = True
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` for the next pass.
+
+        Setting the epoch that :meth:`load_state_dict` restored keeps its resume
+        position, so the usual ``for epoch in ...: sampler.set_epoch(epoch)``
+        loop resumes mid-epoch.
+        """
+        epoch = check_non_negative_int("epoch", epoch)
+        if epoch != self.epoch:
+            self._start = 0
+        self.epoch = epoch
+        self._current = None
+        self._told = True
+        self.generation += 1
+
+    def _order(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.order_of(self.epoch)
+
+    def order_of(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, chunk_lengths)`` of ``epoch`` on this rank (see ``chunking.epoch_order``)."""
+        return epoch_order(
+            self.num_samples, self.chunk_size, seed=self.seed, epoch=epoch,
+            shuffle=self.shuffle, num_replicas=self.num_replicas, rank=self.rank,
+            drop_last=self.drop_last, block_size=self.block_size,
+        )  # fmt: skip
+
+    def chunks(self) -> list[np.ndarray]:
+        """This epoch's chunks for this rank, in order, as index arrays."""
+        order, lengths = self._order()
+        return np.split(order, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+    def indices(self) -> np.ndarray:
+        """The indices the next pass yields (all of its epoch, less any resumed part)."""
+        return self.order_of(self.indices_epoch())[0][self.indices_start() :]
+
+    def indices_epoch(self) -> int:
+        """The epoch the next pass yields."""
+        return self.epoch if self._told else self.epoch + 1
+
+    def indices_start(self) -> int:
+        """Where in its epoch's order the next pass starts (a resume position, or 0)."""
+        return self._start if self._told else 0
+
+    def __len__(self) -> int:
+        """Indices per epoch on this rank (of all ranks, asked by Accelerate's sharding)."""
+        replicas = 1 if sharded_by_framework() else self.num_replicas
+        return self.length(replicas)
+
+    def length(self, num_replicas: int | None = None) -> int:
+        """Indices per epoch of one rank of ``num_replicas`` (default: this pass's)."""
+        replicas = self.num_replicas if num_replicas is None else num_replicas
+        if self.drop_last:
+            return self.num_samples // replicas
+        return -(-self.num_samples // replicas)
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, start = self.begin_pass(global_order=sharded_by_framework())
+        self._current = _EpochIterator(self, self.order_of(epoch)[0][start:], start)
+        return self._current
+
+    def _finish_epoch(self, iterator: _EpochIterator) -> None:
+        if iterator is self._current:
+            self.end_pass(iterator.epoch)
+
+    def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
+        """Where this epoch stands, for :meth:`load_state_dict` after a restart.
+
+        Args:
+            consumed: indices of the latest pass the training loop has used. Defaults
+                to how many this sampler has yielded, which is ahead of the loop
+                when a ``DataLoader`` prefetches: pass ``batches_done * batch_size``.
+                It counts in the epoch of the latest pass even when the sampler
+                has handed all of it out (and so moved on to the next epoch).
+        """
+        current = self._current
+        epoch = self.epoch if current is None else current.epoch
+        if consumed is None:
+            if current is None:
+                epoch, consumed = self.indices_epoch(), self.indices_start()
+            elif current.finished:  # yielded all of it: the next epoch, from its start
+                epoch, consumed = self.epoch, 0
+            else:
+                consumed = current.position
+        return {
+            "epoch": epoch,
+            "consumed": self._check_consumed(consumed),
+            "seed": self.seed,
+            "num_samples": self.num_samples,
+            "chunk_size": self.chunk_size,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+            "num_replicas": self.num_replicas,
+            "rank": self.rank,
+            "block_size": self.block_size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next pass yields exactly what the interrupted pass had left."""
+        missing = [key for key in ("epoch", "consumed", *_CONFIG_KEYS) if key not in state]
+        if missing:
+            raise ValueError(
+                f"not a ChunkedSampler state: it lacks {missing}; pass what "
+                f"ChunkedSampler.state_dict() returned"
+            )
+        for key in _CONFIG_KEYS:
+            if state[key] != getattr(self, key):
+                raise ValueError(
+                    f"cannot resume: the saved state has {key}={state[key]!r} but this "
+                    f"sampler has {key}={getattr(self, key)!r}; build the sampler with "
+                    f"the same arguments as the run that saved it"
+                )
+        consumed = self._check_consumed(state["consumed"])
+        self.set_epoch(state["epoch"])
+        self._start = consumed
+
+    def _check_consumed(self, consumed: Any) -> int:
+        consumed = check_non_negative_int("consumed", consumed)
+        if consumed > self.length():
+            raise ValueError(
+                f"consumed={consumed} is more than len(sampler)={self.length()}, the "
+                f"indices of one epoch on this rank"
+            )
+        return consumed
+
+    def __repr__(self) -> str:
+        return (
+            f"ChunkedSampler(num_samples={self.num_samples}, chunk_size={self.chunk_size}, "
+            f"shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch}, "
+            f"drop_last={self.drop_last}, num_replicas={self.num_replicas}, "
+            f"rank={self.rank}, block_size={self.block_size})"
+        )
+
+
+_BLOCK = 4096
+_CONFIG_KEYS = (
+    "seed", "num_samples", "chunk_size", "shuffle", "drop_last", "num_replicas", "rank",
+    "block_size",
+)  # fmt: skip
+
+
+class _EpochIterator:
+    """One pass over an epoch's order; knows its position for ``state_dict``."""
+
+    def __init__(self, sampler: ChunkedSampler, order: np.ndarray, start: int) -> None:
+        self._sampler = sampler
+        self.epoch = sampler.epoch
+        self._order = order
+        self._block: list[int] = []  # order[_block_start:][:_BLOCK] as ints, for __next__
+        self._block_start = 0
+        self._cursor = 0
+        self._start = start
+        self.finished = False  # handed out its last index (or found none left)
+
+    @property
+    def position(self) -> int:
+        """Indices of this epoch handed out, counted from the start of the epoch."""
+        return self._start + self._cursor
+
+    def __iter__(self) -> _EpochIterator:
+        return self
+
+    def __next__(self) -> int:
+        offset = self._cursor - self._block_start
+        if offset >= len(self._block):  # Python ints a block at a time: RAM stays small
+            if self._cursor >= len(self._order):
+                self._advance(0)  # an empty remainder (resumed at the end) ends the epoch
+                raise StopIteration
+            self._block_start, offset = self._cursor, 0
+            self._block = self._order[self._cursor : self._cursor + _BLOCK].tolist()
+        index = self._block[offset]
+        self._advance(1)
+        return index
+
+    def take(self, count: int) -> np.ndarray:
+        """The next ``count`` indices as one array (fewer at the end of the epoch)."""
+        batch = self._order[self._cursor : self._cursor + count]
+        self._advance(len(batch))
+        return batch
+
+    def _advance(self, count: int) -> None:
+        self._cursor += count
+        if self._cursor >= len(self._order) and not self.finished:
+            self.finished = True
+            self._order, self._block = self._order[:0].copy(), []  # the sampler keeps us
+            self._sampler._finish_epoch(self)

@@ -1,0 +1,1 @@
+"""Packs: decode a folder once into shards (``torchloader pack``), the format, and its checks."""

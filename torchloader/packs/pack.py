@@ -1,0 +1,177 @@
+"""``pack``: decode a data set once into ``.npy`` shards that later load without decoding.
+
+Per-file loading is slow because every epoch opens and decodes every file again.
+``pack`` reads each sample once (an image folder, a CSV of paths and labels, or a
+folder of ``.npy`` files), resizes images to one size with :class:`Resize`, and
+writes fixed-shape shards in parallel (blocks of samples per worker task, see
+``_writer.py``). Images are stored ``H x W x C`` (so a shard slice is what a
+decoder produces) and read back as ``C x H x W`` views. Every file is written
+under a temporary name and moved into place; ``manifest.json`` comes last, so an
+interrupted pack never loads as complete, and running the same pack again
+finishes it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from torchloader._core.units import format_bytes, parse_bytes
+from torchloader.datasets._load_all import default_num_workers
+from torchloader.packs._destination import check_destination, disk_errors, pack_lock
+from torchloader.packs._source import open_source
+from torchloader.packs._writer import ShardWritten, Stored, probe, write_shards
+from torchloader.packs.format import MANIFEST, Manifest, ShardInfo, atomic_file, sha256_of, write_sources
+
+__all__ = ["PackSummary", "pack"]
+
+_SHARD_FILE = re.compile(r"shard-\d+\.npy(\.partial)?(\.compact)?$")
+
+
+@dataclass
+class PackSummary:
+    """What a pack did."""
+
+    samples: int
+    bytes: int
+    seconds: float
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    already_packed: bool = False
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds else 0.0
+
+    def __str__(self) -> str:
+        if self.already_packed:
+            return f"already packed: {self.samples} samples, {format_bytes(self.bytes)}"
+        text = (
+            f"packed {self.samples} samples, {format_bytes(self.bytes)} in "
+            f"{self.seconds:.1f} s ({self.samples_per_s:.0f} samples/s)"
+        )
+        for item in self.skipped:
+            text += f"\nskipped {item['path']}: {item['error']}"
+        return text
+
+
+def pack(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    size: int | tuple[int, int] | None = None,
+    crop: bool = False,
+    mode: str = "RGB",
+    shard_size: int | str = "1GiB",
+    workers: int | None = None,
+    on_error: str = "raise",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> PackSummary:
+    """Pack ``src`` into shards in ``dst``; see the module docstring.
+
+    Args:
+        src: an image folder (``root/<class>/<file>``), a ``.csv`` of ``path,label``,
+            or a folder of ``.npy`` files.
+        dst: the output folder.
+        size: resize images to ``(height, width)`` (or a square); needed when the
+            images differ in size.
+        crop: keep the aspect ratio and cut the centre instead of stretching.
+        mode: image channels: ``"RGB"``, ``"L"`` or ``"RGBA"``.
+        shard_size: bytes per shard file.
+        workers: processes (default: the usable cores; 0 packs in this process).
+        on_error: ``"raise"`` stops at the first unreadable file; ``"skip"`` leaves
+            it out and lists it in the summary and the manifest.
+        overwrite: replace a different pack already in ``dst``.
+
+    Raises:
+        SampleLoadError: a file cannot be read (with ``on_error="raise"``).
+        FileExistsError: ``dst`` holds a different pack and ``overwrite`` is False.
+
+    Example:
+        >>> pack("data/train", "data/train.packed", size=128)  # doctest: +SKIP
+    """
+    _check_arguments(on_error, workers)
+    src, dst = os.fspath(src), os.fspath(dst)
+    dataset, options = open_source(src, size=size, crop=crop, mode=mode)
+    options["shard_size"] = parse_bytes(shard_size)
+    check_destination(dst)
+    os.makedirs(dst, exist_ok=True)
+    with pack_lock(dst):  # another pack into dst: wait, then reuse or refuse what it made
+        existing = _existing(dst, options, overwrite)
+        if existing is not None:
+            return existing
+        start = time.perf_counter()
+        stored = probe(dataset)
+        options["layout"] = stored.layout
+        workers = default_num_workers() if workers is None else workers
+        with disk_errors(dst, len(dataset) * stored.row_bytes):
+            shards = write_shards(dataset, dst, stored, options["shard_size"], on_error, workers, progress)
+            manifest = _finish(dst, dataset, shards, stored, options)
+    seconds = time.perf_counter() - start
+    total = sum(s.nbytes for s in manifest.shards)
+    return PackSummary(manifest.count, total, seconds, manifest.skipped)
+
+
+def _check_arguments(on_error: str, workers: int | None) -> None:
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip' (got {on_error!r})")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ValueError(f"workers must be an int >= 0 (got {workers!r}); 0 packs in this process")
+
+
+def _existing(dst: str, options: dict[str, Any], overwrite: bool) -> PackSummary | None:
+    if not os.path.exists(os.path.join(dst, MANIFEST)):
+        return None
+    if overwrite:  # even a manifest this version cannot read: --overwrite is its fix
+        os.remove(os.path.join(dst, MANIFEST))  # from here on it no longer loads
+        return None
+    old = Manifest.read(dst)
+    differs = sorted(k for k in options if old.options.get(k) != options[k])
+    if not differs:
+        return PackSummary(old.count, sum(s.nbytes for s in old.shards), 0.0, old.skipped, True)
+    raise FileExistsError(
+        f"'{dst}' holds a different pack (differs in {', '.join(differs)}); pass "
+        f"overwrite=True (--overwrite) to replace it, or choose another folder"
+    )
+
+
+def _finish(dst: str, dataset: Any, shards: list[ShardWritten], stored: Stored, options: dict) -> Manifest:
+    infos, kept, skipped, position = [], [], [], 0
+    for shard in shards:
+        skipped += shard.skipped
+        if shard.file is None:
+            continue
+        infos.append(ShardInfo(shard.file, position, position + len(shard.kept), shard.sha256, shard.nbytes))
+        position += len(shard.kept)
+        kept.append(shard.kept)
+    order = np.concatenate(kept)  # the source index of every packed sample
+    label_info = None
+    if dataset.labels is not None:
+        label_info = _write_array(dst, "labels.npy", np.asarray(dataset.labels[order], dtype=np.int64))
+    sources = write_sources(dst, [dataset.path(int(i)) for i in order])
+    _remove_stale(dst, {info.file for info in infos})
+    manifest = Manifest(
+        position, list(stored.shape), stored.dtype, infos, dataset.classes, label_info, options,
+        skipped, sources,
+    )
+    manifest.write(dst)  # last, atomically: only now does the folder load as a data set
+    return manifest
+
+
+def _remove_stale(dst: str, keep: set[str]) -> None:
+    """Shard files of an earlier (interrupted or replaced) pack that this one did not write."""
+    for name in os.listdir(dst):
+        if _SHARD_FILE.match(name) and name not in keep:
+            os.remove(os.path.join(dst, name))
+
+
+def _write_array(dst: str, name: str, array: np.ndarray) -> dict[str, str]:
+    path = os.path.join(dst, name)
+    with atomic_file(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    return {"file": name, "sha256": sha256_of(path)}

@@ -1,0 +1,1 @@
+"""The command line (``torchloader inspect|pack|verify|bench|env``) and what it measures."""
