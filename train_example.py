@@ -73,35 +73,55 @@ TEST_FRACTION = 0.2
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=("path", "preload", "chunked", "packed"), default="path",
-                        help="how the data is held and read (default: path)")
-    parser.add_argument("--data", default=None,
-                        help="your own DIR/<class>/<file> image folder (default: the digits)")
-    parser.add_argument("--digits-dir", default=os.path.join("data", "digits"),
-                        help="where the digits are written and reused (default: data/digits)")
+    parser.add_argument(
+        "--mode",
+        choices=("path", "preload", "chunked", "packed"),
+        default="path",
+        help="how the data is held and read (default: path)",
+    )
+    parser.add_argument("--data", default=None, help="your own DIR/<class>/<file> image folder (default: the digits)")
+    parser.add_argument(
+        "--digits-dir",
+        default=os.path.join("data", "digits"),
+        help="where the digits are written and reused (default: data/digits)",
+    )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--image-size", type=int, default=28, help="images are resized to SxS")
-    parser.add_argument("--ram-budget", default="256KiB",
-                        help="--mode chunked/packed: bytes for the RAM chunks, e.g. 256KiB, 2GiB")
-    parser.add_argument("--block-size", type=int, default=4,
-                        help="--mode packed: samples per contiguous read inside a chunk")
+    parser.add_argument(
+        "--ram-budget", default="256KiB", help="--mode chunked/packed: bytes for the RAM chunks, e.g. 256KiB, 2GiB"
+    )
+    parser.add_argument(
+        "--block-size", type=int, default=4, help="--mode packed: samples per contiguous read inside a chunk"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                        help="skip: leave unreadable files out of their batch and list them")
-    parser.add_argument("--max-skipped", type=float, default=0.1,
-                        help="with --on-error skip: stop once more than this fraction of a "
-                             "data set could not be read (default 0.1)")
-    parser.add_argument("--error-report", default=None, metavar="FILE",
-                        help="with --on-error skip: write the skipped files here as CSV "
-                             "(the test set's to FILE-test)")
+    parser.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="skip: leave unreadable files out of their batch and list them",
+    )
+    parser.add_argument(
+        "--max-skipped",
+        type=float,
+        default=0.1,
+        help="with --on-error skip: stop once more than this fraction of a data set could not be read (default 0.1)",
+    )
+    parser.add_argument(
+        "--error-report",
+        default=None,
+        metavar="FILE",
+        help="with --on-error skip: write the skipped files here as CSV (the test set's to FILE-test)",
+    )
     args = parser.parse_args(argv)
     if args.on_error == "skip" and args.mode == "preload":
-        parser.error("--on-error skip needs --mode path, chunked or packed (preload reads "
-                     "every file up front and stops at the first that cannot be read)")
+        parser.error(
+            "--on-error skip needs --mode path, chunked or packed (preload reads "
+            "every file up front and stops at the first that cannot be read)"
+        )
     return args
 
 
@@ -182,8 +202,9 @@ class Resize:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) == (self.size, self.size):
             return x
-        y = F.interpolate(x[None].float(), size=(self.size, self.size), mode="bilinear",
-                          antialias=True, align_corners=False)
+        y = F.interpolate(
+            x[None].float(), size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+        )
         return y[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
@@ -192,9 +213,12 @@ def make_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str]
     # The digits are grey; a user's folder is read as RGB so that grey, palette and
     # RGBA files in one folder all give 3 channels and can be batched together.
     root = build_digits(args.digits_dir) if args.data is None else args.data
-    folder = dict(reader=ImageReader("L" if args.data is None else "RGB"),
-                  transform=Resize(args.image_size), on_error=args.on_error,
-                  max_skipped=args.max_skipped)
+    folder = dict(
+        reader=ImageReader("L" if args.data is None else "RGB"),
+        transform=Resize(args.image_size),
+        on_error=args.on_error,
+        max_skipped=args.max_skipped,
+    )
     train_dir, test_dir = os.path.join(root, "train"), os.path.join(root, "test")
     if os.path.isdir(train_dir) and os.path.isdir(test_dir):
         train = PathDataset.from_folder(train_dir, **folder)
@@ -207,16 +231,22 @@ def make_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str]
         return train, test, train.classes
     full = PathDataset.from_folder(root, **folder)
     train_idx, test_idx = split_indices(len(full), seed=args.seed)
-    return (select(full, train_idx, args.max_skipped), select(full, test_idx, args.max_skipped),
-            full.classes)
+    return (select(full, train_idx, args.max_skipped), select(full, test_idx, args.max_skipped), full.classes)
 
 
 def select(ds: PathDataset, indices: list[int], max_skipped: float) -> PathDataset:
     """The samples at ``indices`` as a PathDataset of their own (a torch ``Subset``
     would hide ``ds.dataloader()`` and ``ds.errors``)."""
     assert ds.labels is not None
-    return PathDataset(ds.paths[indices], ds.labels[indices], reader=ds.reader, transform=ds.transform,
-                       classes=ds.classes, on_error=ds.on_error, max_skipped=max_skipped)
+    return PathDataset(
+        ds.paths[indices],
+        ds.labels[indices],
+        reader=ds.reader,
+        transform=ds.transform,
+        classes=ds.classes,
+        on_error=ds.on_error,
+        max_skipped=max_skipped,
+    )
 
 
 def make_packed_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str]]:
@@ -231,8 +261,11 @@ def make_packed_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, li
 
     def packed(src: str, name: str) -> PackedDataset:
         dst = os.path.join(packs, f"{name}-{args.image_size}px-{mode}")
-        print(pack(src, dst, size=args.image_size, mode=mode, workers=args.workers, progress=False,
-                   on_error=args.on_error))
+        print(
+            pack(
+                src, dst, size=args.image_size, mode=mode, workers=args.workers, progress=False, on_error=args.on_error
+            )
+        )
         return PackedDataset(dst)
 
     train_dir, test_dir = os.path.join(root, "train"), os.path.join(root, "test")
@@ -277,9 +310,14 @@ def make_loaders(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
         # with one batched read. The pack keeps the folder's class order, so each
         # chunk is built from --block-size-sample blocks taken from random places:
         # batches mix classes almost as a full shuffle would, reads stay sequential runs.
-        train_loader = ChunkedLoader(train, args.batch_size, ram_budget=args.ram_budget,
-                                     block_size=args.block_size, seed=args.seed,
-                                     num_workers=args.workers)
+        train_loader = ChunkedLoader(
+            train,
+            args.batch_size,
+            ram_budget=args.ram_budget,
+            block_size=args.block_size,
+            seed=args.seed,
+            num_workers=args.workers,
+        )
         if is_main():
             print(f"packed: {train_loader.shuffle_quality()}")
         test_loader = DataLoader(test, batch_size=args.batch_size, shuffle=False, **common)
@@ -307,11 +345,14 @@ def make_loaders(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
         # opens one file per sample anyway, so no disk locality is lost; data meant
         # to be read in chunks is best stored in shuffled order for the same reason.
         train = Subset(train, shuffled_order(len(train), seed=args.seed))
-        train_loader = ChunkedLoader(train, args.batch_size, ram_budget=args.ram_budget,
-                                     seed=args.seed, num_workers=args.workers)
+        train_loader = ChunkedLoader(
+            train, args.batch_size, ram_budget=args.ram_budget, seed=args.seed, num_workers=args.workers
+        )
         if is_main():
-            print(f"chunked: {len(train_loader.sampler.chunks())} chunks of up to "
-                  f"{train_loader.chunk_size} samples (--ram-budget {args.ram_budget})")
+            print(
+                f"chunked: {len(train_loader.sampler.chunks())} chunks of up to "
+                f"{train_loader.chunk_size} samples (--ram-budget {args.ram_budget})"
+            )
     else:
         # The sampler gets a generator of its own: with shuffle=True the DataLoader
         # would draw each iterator's worker seed from the shuffling generator too,
@@ -320,13 +361,21 @@ def make_loaders(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
         if args.on_error == "skip":
             # A DataLoader with batch_size= asks for one sample at a time and has no
             # way to leave one out; ds.dataloader() reads whole batches and can.
-            return (train.dataloader(args.batch_size, seed=args.seed, **common),
-                    test.dataloader(args.batch_size, shuffle=False, **common), classes)
+            return (
+                train.dataloader(args.batch_size, seed=args.seed, **common),
+                test.dataloader(args.batch_size, shuffle=False, **common),
+                classes,
+            )
         sampler: Any = RandomSampler(train, generator=torch.Generator().manual_seed(args.seed))
         if dist.is_initialized():  # each rank its share of a seeded shuffle
             sampler = DistributedSampler(train, shuffle=True, seed=args.seed)
-        train_loader = DataLoader(train, batch_size=args.batch_size, sampler=sampler,
-                                  generator=torch.Generator().manual_seed(args.seed), **common)
+        train_loader = DataLoader(
+            train,
+            batch_size=args.batch_size,
+            sampler=sampler,
+            generator=torch.Generator().manual_seed(args.seed),
+            **common,
+        )
     if isinstance(test, PathDataset) and args.on_error == "skip":
         test_loader: Any = test.dataloader(args.batch_size, shuffle=False, **common)
     else:
@@ -340,19 +389,22 @@ def make_loaders(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
 def make_model(in_channels: int, num_classes: int) -> nn.Module:
     """A small CNN; the adaptive pool makes it work for any ``--image-size``."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(in_channels, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
         nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
         nn.AdaptiveMaxPool2d(4),
         nn.Flatten(),
-        nn.Linear(64 * 4 * 4, 128), nn.ReLU(),
+        nn.Linear(64 * 4 * 4, 128),
+        nn.ReLU(),
         nn.Linear(128, num_classes),
     )
 
 
-def to_device(
-    x: torch.Tensor, y: torch.Tensor, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Copy a ``uint8`` batch to ``device``, then make it float and normalise it there."""
     # non_blocking=True: from pinned memory the copy runs asynchronously and the
     # host queues the next kernels meanwhile; from unpinned memory it is a plain copy.
@@ -364,8 +416,9 @@ def to_device(
     return x, y
 
 
-def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
-                    device: torch.device) -> tuple[float, int]:
+def train_one_epoch(
+    model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, device: torch.device
+) -> tuple[float, int]:
     """One pass over ``loader``; returns ``(mean loss, samples seen)``."""
     model.train()
     total_loss = torch.zeros((), device=device)
@@ -444,8 +497,10 @@ def report_skipped(args: argparse.Namespace, train_loader: Any, test_loader: Any
         merged = errors.all_ranks()  # a collective: every rank takes part
         counts[name] = len(merged)
         if is_main() and len(merged):
-            print(f"{name}: skipped {len(merged)} file(s) that could not be read, e.g. "
-                  f"{merged[0].path}: {merged[0].cause}")
+            print(
+                f"{name}: skipped {len(merged)} file(s) that could not be read, e.g. "
+                f"{merged[0].path}: {merged[0].cause}"
+            )
             if args.error_report:
                 stem, suffix = os.path.splitext(args.error_report)
                 merged.write(args.error_report if name == "train" else f"{stem}-test{suffix}")
@@ -469,10 +524,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     say = print if is_main() else (lambda *a, **k: None)
-    say(f"mode={args.mode} device={device} workers={args.workers} "
+    say(
+        f"mode={args.mode} device={device} workers={args.workers} "
         f"train={len(train_loader.dataset)} test={len(test_loader.dataset)} "
         f"classes={len(classes)} in_channels={in_channels}"
-        + (f" ranks={dist.get_world_size()}" if dist.is_initialized() else ""))
+        + (f" ranks={dist.get_world_size()}" if dist.is_initialized() else "")
+    )
     history = []
     for epoch in range(args.epochs):
         set_epoch(train_loader, epoch)
@@ -480,18 +537,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         loss, seen = train_one_epoch(model, train_loader, optimizer, device)
         seconds = time.perf_counter() - start  # .item() above waited for the device
         accuracy = evaluate(model, test_loader, device)
-        history.append(dict(epoch=epoch + 1, seconds=seconds, samples_per_s=seen / seconds,
-                            loss=loss, test_acc=accuracy))
-        say(f"epoch {epoch + 1}/{args.epochs}  {seconds:.1f}s  {seen / seconds:.0f} samples/s"
-            f"  loss {loss:.3f}  test acc {accuracy:.3f}")
+        history.append(
+            dict(epoch=epoch + 1, seconds=seconds, samples_per_s=seen / seconds, loss=loss, test_acc=accuracy)
+        )
+        say(
+            f"epoch {epoch + 1}/{args.epochs}  {seconds:.1f}s  {seen / seconds:.0f} samples/s"
+            f"  loss {loss:.3f}  test acc {accuracy:.3f}"
+        )
     skipped = report_skipped(args, train_loader, test_loader)
     getattr(train_loader, "close", lambda: None)()  # ChunkedLoader: stop loading ahead
     if dist.is_initialized():
         dist.barrier()  # no rank tears the group down while another still uses it
         dist.destroy_process_group()
-    return dict(mode=args.mode, in_channels=in_channels, classes=classes,
-                train_samples=len(train_loader.dataset), test_samples=len(test_loader.dataset),
-                history=history, skipped=skipped)
+    return dict(
+        mode=args.mode,
+        in_channels=in_channels,
+        classes=classes,
+        train_samples=len(train_loader.dataset),
+        test_samples=len(test_loader.dataset),
+        history=history,
+        skipped=skipped,
+    )
 
 
 if __name__ == "__main__":

@@ -22,19 +22,18 @@ import argparse
 import os
 import statistics
 import tempfile
-import threading
 import time
 
 import numpy as np
-from torch.utils.data import DataLoader
-
 from bench_decode import make_jpegs
 from common import machine, table
+from torch.utils.data import DataLoader
+
 from torchloader import ChunkedLoader, PathDataset, PreloadedDataset, format_bytes, parse_bytes
-from torchloader.tools.bench import Epochs
 from torchloader.order.chunking import epoch_order
-from torchloader.tools.memory import PeakMemory
 from torchloader.order.quality import shuffle_buffer_order, shuffle_quality
+from torchloader.tools.bench import Epochs
+from torchloader.tools.memory import PeakMemory
 
 BATCH = 256
 CLASSES = 10
@@ -89,43 +88,65 @@ def main() -> None:
         rate, _, _ = timed_epochs(lambda: Epochs(lambda e: bound.batches(BATCH, epoch=e)), args.n)
         rows.append(("in-RAM gather bound (PreloadedDataset.batches)", rate, None))
         for workers in (0, 2):
-            rate, _, pss = timed_epochs(lambda: DataLoader(
-                ds, batch_size=BATCH, shuffle=True, num_workers=workers,
-                persistent_workers=workers > 0), args.n)
+            rate, _, pss = timed_epochs(
+                lambda: DataLoader(
+                    ds, batch_size=BATCH, shuffle=True, num_workers=workers, persistent_workers=workers > 0
+                ),
+                args.n,
+            )
             rows.append((f"DataLoader(PathDataset), {workers} workers", rate, pss))
-            rate, _, pss = timed_epochs(lambda: ChunkedLoader(
-                ds, BATCH, ram_budget=budget, num_workers=workers), args.n)
+            rate, _, pss = timed_epochs(
+                lambda: ChunkedLoader(ds, BATCH, ram_budget=budget, num_workers=workers), args.n
+            )
             rows.append((f"ChunkedLoader(PathDataset), {workers} workers", rate, pss))
-        rate, _, pss = timed_epochs(lambda: ChunkedLoader(
-            ds, BATCH, ram_budget=budget, num_workers=2, block_size=BLOCK), args.n)
+        rate, _, pss = timed_epochs(
+            lambda: ChunkedLoader(ds, BATCH, ram_budget=budget, num_workers=2, block_size=BLOCK), args.n
+        )
         rows.append((f"ChunkedLoader(PathDataset, block_size={BLOCK}), 2 workers", rate, pss))
         # Epoch boundary: with a training step that loading keeps up with, the
         # first batch of an epoch should come as fast as any other.
         step = 1.5 * BATCH / rate
-        _, waits, _ = timed_epochs(lambda: ChunkedLoader(
-            ds, BATCH, ram_budget=budget, num_workers=2), args.n, step=step)
+        _, waits, _ = timed_epochs(
+            lambda: ChunkedLoader(ds, BATCH, ram_budget=budget, num_workers=2), args.n, step=step
+        )
         boundary.append((2, step, waits[0], statistics.median(waits[1:]), max(waits[1:])))
         chunk_size = ChunkedLoader(ds, BATCH, ram_budget=budget).chunk_size
         labels = ds.labels
     plain_rates = {r[0].rsplit(", ", 1)[1]: r[1] for r in rows if r[0].startswith("DataLoader")}
     bound_rate = rows[0][1]
     print(machine())
-    print(f"{args.n} JPEGs 128x128, {CLASSES} classes stored in order; batch {BATCH}; "
-          f"ram_budget {format_bytes(budget)} -> chunk_size {chunk_size}\n")
-    print(table(
-        [(name, f"{rate:,.0f}", f"{rate / bound_rate:.2f}x",
-          f"{rate / plain_rates[name.rsplit(', ', 1)[1]]:.2f}x" if ", " in name else "",
-          "" if pss is None else format_bytes(pss))
-         for name, rate, pss in rows],
-        ("mode", "samples/s", "vs bound", "vs DataLoader, same workers", "peak PSS over baseline"),
-    ))
-    print("\nEpoch boundary (epoch 2, ChunkedLoader with 2 workers, a simulated training "
-          "step per batch): time spent waiting in next()")
-    print(table([(w, f"{step * 1e3:.0f} ms", f"{first * 1e3:.2f} ms", f"{median * 1e3:.2f} ms",
-                  f"{worst * 1e3:.1f} ms")
-                 for w, step, first, median, worst in boundary],
-                ("workers", "training step", "first batch of the epoch", "median batch",
-                 "slowest batch")))
+    print(
+        f"{args.n} JPEGs 128x128, {CLASSES} classes stored in order; batch {BATCH}; "
+        f"ram_budget {format_bytes(budget)} -> chunk_size {chunk_size}\n"
+    )
+    print(
+        table(
+            [
+                (
+                    name,
+                    f"{rate:,.0f}",
+                    f"{rate / bound_rate:.2f}x",
+                    f"{rate / plain_rates[name.rsplit(', ', 1)[1]]:.2f}x" if ", " in name else "",
+                    "" if pss is None else format_bytes(pss),
+                )
+                for name, rate, pss in rows
+            ],
+            ("mode", "samples/s", "vs bound", "vs DataLoader, same workers", "peak PSS over baseline"),
+        )
+    )
+    print(
+        "\nEpoch boundary (epoch 2, ChunkedLoader with 2 workers, a simulated training "
+        "step per batch): time spent waiting in next()"
+    )
+    print(
+        table(
+            [
+                (w, f"{step * 1e3:.0f} ms", f"{first * 1e3:.2f} ms", f"{median * 1e3:.2f} ms", f"{worst * 1e3:.1f} ms")
+                for w, step, first, median, worst in boundary
+            ],
+            ("workers", "training step", "first batch of the epoch", "median batch", "slowest batch"),
+        )
+    )
     order, _ = epoch_order(len(labels), chunk_size, seed=0)
     block_order, _ = epoch_order(len(labels), chunk_size, seed=0, block_size=BLOCK)
     orders = {
@@ -135,9 +156,15 @@ def main() -> None:
         "full shuffle": np.random.default_rng(1).permutation(len(labels)),
     }
     print("\nShuffle quality (relative to a full shuffle; data stored sorted by class)")
-    print(table([(name, f"{q.label_entropy:.2f}", f"{q.spread:.3f}")
-                 for name, q in ((k, shuffle_quality(o, BATCH, labels)) for k, o in orders.items())],
-                ("order", "label entropy", "spread")))
+    print(
+        table(
+            [
+                (name, f"{q.label_entropy:.2f}", f"{q.spread:.3f}")
+                for name, q in ((k, shuffle_quality(o, BATCH, labels)) for k, o in orders.items())
+            ],
+            ("order", "label entropy", "spread"),
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 import simplejpeg
+from common import machine, table
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from common import machine, table
 from torchloader import ImageReader
 
 

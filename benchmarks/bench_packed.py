@@ -22,10 +22,10 @@ import tempfile
 import time
 
 import torch
-from torch.utils.data import DataLoader
-
 from bench_chunked import BATCH, make_folder
 from common import machine, table
+from torch.utils.data import DataLoader
+
 from torchloader import ChunkedLoader, ImageReader, PackedDataset, PreloadedDataset, format_bytes, pack
 
 
@@ -85,6 +85,7 @@ def main() -> None:
             rows.append((name, n / seconds, base))
 
         for cache in ("warm", "cold"):
+
             def run(batches_fn):
                 batches_fn()  # warm-up (and for "warm", loads the page cache)
                 if cache == "cold":
@@ -108,18 +109,34 @@ def main() -> None:
         sample_bytes = ds.sample_nbytes
     print(machine())
     print(f"{n} JPEGs 128x128 -> {len(shards)} shard(s), {format_bytes(summary.bytes)}; batch {BATCH}\n")
-    print(f"pack, 2 workers: {summary.samples_per_s:,.0f} images/s; single-core decode "
-          f"(ImageReader, file read included) {decode_rate:,.0f}/s, x 2 = {2 * decode_rate:,.0f}/s "
-          f"-> {summary.samples_per_s / (2 * decode_rate):.2f}x\n")
+    print(
+        f"pack, 2 workers: {summary.samples_per_s:,.0f} images/s; single-core decode "
+        f"(ImageReader, file read included) {decode_rate:,.0f}/s, x 2 = {2 * decode_rate:,.0f}/s "
+        f"-> {summary.samples_per_s / (2 * decode_rate):.2f}x\n"
+    )
     bound_rate = n / bound
     body = [("in-RAM gather bound (PreloadedDataset.batches)", f"{bound_rate:,.0f}", "1.00x", "", "")]
-    body.append(("DataLoader(PathDataset) over the JPEGs, 2 workers", f"{jpeg_rate:,.0f}",
-                 f"{jpeg_rate / bound_rate:.2f}x", "", ""))
+    body.append(
+        (
+            "DataLoader(PathDataset) over the JPEGs, 2 workers",
+            f"{jpeg_rate:,.0f}",
+            f"{jpeg_rate / bound_rate:.2f}x",
+            "",
+            "",
+        )
+    )
     for name, rate, _ in rows:
         cold = "(cold)" in name
         read = cold_read if cold else warm_read
-        body.append((name, f"{rate:,.0f}", f"{rate / bound_rate:.2f}x", f"{rate / jpeg_rate:.1f}x",
-                     f"{rate * sample_bytes / read:.2f}x of {format_bytes(read)}/s" if cold else ""))
+        body.append(
+            (
+                name,
+                f"{rate:,.0f}",
+                f"{rate / bound_rate:.2f}x",
+                f"{rate / jpeg_rate:.1f}x",
+                f"{rate * sample_bytes / read:.2f}x of {format_bytes(read)}/s" if cold else "",
+            )
+        )
     print(table(body, ("mode", "samples/s", "vs bound", "vs JPEG DataLoader", "vs sequential read (cold)")))
 
 

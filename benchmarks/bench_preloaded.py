@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 
 import torch
+from common import epoch_rate, machine, table
 from torch.utils.data import DataLoader
 
-from common import epoch_rate, machine, table
 from torchloader import PreloadedDataset
 
 BATCH = 256
@@ -51,8 +51,7 @@ def bench_shape(name: str, n: int, shape: tuple[int, ...]) -> list[tuple]:
         loader = ds.dataloader(BATCH, num_workers=workers, persistent_workers=workers > 0)
         rates[f"ds.dataloader(), {workers} workers"] = epoch_rate(lambda: loader, n)
     for workers in (0, 2):
-        plain = DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers,
-                           persistent_workers=workers > 0)
+        plain = DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
         rates[f"DataLoader default collate, {workers} workers"] = epoch_rate(lambda: plain, n, repeats=1)
     bound_rate = rates["bare index_select loop (bound)"]
     collate = rates["DataLoader default collate, 0 workers"]
@@ -70,8 +69,7 @@ def main() -> None:
     rows = bench_shape("3x128x128 uint8", args.n_large, (3, 128, 128))
     rows += bench_shape("1x28x28 uint8", args.n_small, (1, 28, 28))
     print(machine())
-    print(f"batch size {BATCH}, shuffled; median of 3 epochs after a warm-up "
-          f"(default-collate rows: 1 epoch)\n")
+    print(f"batch size {BATCH}, shuffled; median of 3 epochs after a warm-up (default-collate rows: 1 epoch)\n")
     print(table(rows, ("samples", "mode", "samples/s", "vs bound", "vs default collate (0 workers)")))
 
 

@@ -24,9 +24,9 @@ import time
 
 import numpy as np
 import torch
+from common import machine, table
 from PIL import Image
 
-from common import machine, table
 from torchloader._core import randomness
 from torchloader._core.randomness import reading_epoch, seeded
 

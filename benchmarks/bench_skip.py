@@ -30,9 +30,9 @@ import warnings
 
 import numpy as np
 import torch
+from common import machine, table
 from torch.utils.data import DataLoader
 
-from common import machine, table
 from torchloader import ChunkedLoader, PathDataset, PreloadedDataset, SkippedSampleWarning
 from torchloader.tools.bench import gather_bound, time_epochs
 
@@ -92,25 +92,37 @@ def main() -> None:
                     measured.setdefault((loader_name, name), []).append(rate)
         rates = {key: statistics.median(values) for key, values in measured.items()}
         rows = [
-            (loader, name, f"{rate:,.0f}", f"{rate / rates[loader, 'raise']:.2f}x",
-             " ".join(f"{v / 1000:.1f}k" for v in measured[loader, name]))
+            (
+                loader,
+                name,
+                f"{rate:,.0f}",
+                f"{rate / rates[loader, 'raise']:.2f}x",
+                " ".join(f"{v / 1000:.1f}k" for v in measured[loader, name]),
+            )
             for (loader, name), rate in rates.items()
-        ]  # fmt: skip
+        ]
         plain, _ = time_epochs(
             lambda: DataLoader(good, batch_size=BATCH, shuffle=True, num_workers=WORKERS, persistent_workers=True),
-            n, epochs=args.epochs,
-        )  # fmt: skip
+            n,
+            epochs=args.epochs,
+        )
         x = PreloadedDataset.from_dataset(good, progress=False).x
         bound = gather_bound(x, BATCH)
     rows.append(("DataLoader, per sample", "raise", f"{plain:,.0f}", "", ""))
     rows.append(("index_select bound", "", f"{bound:,.0f}", "", ""))
-    print(f"{n} JPEGs from {args.data}, batch {BATCH}, {WORKERS} workers, median of {args.epochs} "
-          f"epochs, median of {args.rounds} interleaved rounds")
+    print(
+        f"{n} JPEGs from {args.data}, batch {BATCH}, {WORKERS} workers, median of {args.epochs} "
+        f"epochs, median of {args.rounds} interleaved rounds"
+    )
     print(machine())
     print(table(rows, ("loader", "on_error", "samples/s", "vs raise", "rounds")))
-    print(f"skip with {n_bad} bad files vs raise (no bad file): "
-          + ", ".join(f"{loader}: {rates[loader, list(datasets)[2]] / rates[loader, 'raise']:.2f}x"
-                      for loader in ("ChunkedLoader", "ds.dataloader()")))
+    print(
+        f"skip with {n_bad} bad files vs raise (no bad file): "
+        + ", ".join(
+            f"{loader}: {rates[loader, list(datasets)[2]] / rates[loader, 'raise']:.2f}x"
+            for loader in ("ChunkedLoader", "ds.dataloader()")
+        )
+    )
 
 
 if __name__ == "__main__":

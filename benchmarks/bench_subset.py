@@ -13,9 +13,9 @@ import argparse
 
 import numpy as np
 import torch
+from common import machine, table
 from torch.utils.data import Subset
 
-from common import machine, table
 from torchloader import ChunkedLoader, PathDataset
 from torchloader.tools.bench import time_epochs
 
@@ -33,13 +33,18 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.rounds):
         for name, dataset in cases.items():
-            rate, _ = time_epochs(lambda: ChunkedLoader(dataset, 256, ram_budget="256MiB", num_workers=2),
-                                  len(ds), epochs=3)  # fmt: skip
+            rate, _ = time_epochs(
+                lambda: ChunkedLoader(dataset, 256, ram_budget="256MiB", num_workers=2), len(ds), epochs=3
+            )
             rates[name].append(rate)
     print(f"{len(ds)} JPEGs from {args.data}, batch 256, 2 workers, median of 3 epochs per round")
     print(machine())
-    print(table([(name, " / ".join(f"{r:,.0f}" for r in values)) for name, values in rates.items()],
-                ("loader", "samples/s per round")))  # fmt: skip
+    print(
+        table(
+            [(name, " / ".join(f"{r:,.0f}" for r in values)) for name, values in rates.items()],
+            ("loader", "samples/s per round"),
+        )
+    )
 
 
 if __name__ == "__main__":

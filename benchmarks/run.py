@@ -34,9 +34,6 @@ import time
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset, TensorDataset
-
 from bench_decode import plain_pillow as pillow
 from bench_decode import plain_simplejpeg as turbo
 from bench_decode import rate as decode_rate
@@ -44,8 +41,18 @@ from bench_packed import evict
 from bench_packed import read_rate as files_read_rate
 from common import machine
 from make_data import make_data
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
 from torchloader import (
-    ChunkedLoader, ImageReader, PackedDataset, PathDataset, PreloadedDataset, SuffixReader, format_bytes, pack,
+    ChunkedLoader,
+    ImageReader,
+    PackedDataset,
+    PathDataset,
+    PreloadedDataset,
+    SuffixReader,
+    format_bytes,
+    pack,
 )
 from torchloader.tools.bench import Epochs, Measurement, format_table, plot, time_epochs
 from torchloader.tools.bench import gather_bound as bench_gather_bound
@@ -184,39 +191,95 @@ def jpeg_section(data: str, work: str, epochs: int) -> list[Measurement]:
     tensor_ds = TensorDataset(preloaded.x, preloaded.y)
     labels = ds.labels
     budget = "256MiB"
-    plan: list = [("seed loader (Keras Sequence, literal), 0 workers", "seed", 0,
-                   lambda: SeedSequence(ds.paths.astype(str), labels, BATCH, shuffle=True))]
+    plan: list = [
+        (
+            "seed loader (Keras Sequence, literal), 0 workers",
+            "seed",
+            0,
+            lambda: SeedSequence(ds.paths.astype(str), labels, BATCH, shuffle=True),
+        )
+    ]
     for w in (0, 2):
         p = w > 0
         plan += [
-            (f"DataLoader(per-file Pillow Dataset), {w} workers", "dataloader", w,
-             lambda w=w, p=p: DataLoader(FileDataset(paths, labels), BATCH, shuffle=True, num_workers=w, persistent_workers=p)),
-            (f"DataLoader(in-RAM TensorDataset), default collate, {w} workers", "ram-collate", w,
-             lambda w=w, p=p: DataLoader(tensor_ds, BATCH, shuffle=True, num_workers=w, persistent_workers=p)),
-            (f"DataLoader(PathDataset), per-sample collate, {w} workers", "path-collate", w,
-             lambda w=w, p=p: DataLoader(ds, BATCH, shuffle=True, num_workers=w, persistent_workers=p)),
-            (f"PathDataset.dataloader(), {w} workers", "path", w,
-             lambda w=w, p=p: ds.dataloader(BATCH, num_workers=w, persistent_workers=p)),
-            (f"ChunkedLoader(PathDataset, {budget}), {w} workers", "chunked", w,
-             lambda w=w: ChunkedLoader(ds, BATCH, ram_budget=budget, num_workers=w)),
-            (f"PackedDataset.dataloader(), {w} workers", "packed", w,
-             lambda w=w, p=p: packed.dataloader(BATCH, num_workers=w, persistent_workers=p)),
-        ]  # fmt: skip
+            (
+                f"DataLoader(per-file Pillow Dataset), {w} workers",
+                "dataloader",
+                w,
+                lambda w=w, p=p: DataLoader(
+                    FileDataset(paths, labels), BATCH, shuffle=True, num_workers=w, persistent_workers=p
+                ),
+            ),
+            (
+                f"DataLoader(in-RAM TensorDataset), default collate, {w} workers",
+                "ram-collate",
+                w,
+                lambda w=w, p=p: DataLoader(tensor_ds, BATCH, shuffle=True, num_workers=w, persistent_workers=p),
+            ),
+            (
+                f"DataLoader(PathDataset), per-sample collate, {w} workers",
+                "path-collate",
+                w,
+                lambda w=w, p=p: DataLoader(ds, BATCH, shuffle=True, num_workers=w, persistent_workers=p),
+            ),
+            (
+                f"PathDataset.dataloader(), {w} workers",
+                "path",
+                w,
+                lambda w=w, p=p: ds.dataloader(BATCH, num_workers=w, persistent_workers=p),
+            ),
+            (
+                f"ChunkedLoader(PathDataset, {budget}), {w} workers",
+                "chunked",
+                w,
+                lambda w=w: ChunkedLoader(ds, BATCH, ram_budget=budget, num_workers=w),
+            ),
+            (
+                f"PackedDataset.dataloader(), {w} workers",
+                "packed",
+                w,
+                lambda w=w, p=p: packed.dataloader(BATCH, num_workers=w, persistent_workers=p),
+            ),
+        ]
     plan += [
-        (f"ChunkedLoader(PathDataset, {budget}), 2 threads", "chunked", 2,
-         lambda: ChunkedLoader(ds, BATCH, ram_budget=budget, num_workers=2, worker_type="thread")),
-        (f"ChunkedLoader(PathDataset, {budget}, block_size=16), 2 workers", "chunked", 2,
-         lambda: ChunkedLoader(ds, BATCH, ram_budget=budget, num_workers=2, block_size=16)),
+        (
+            f"ChunkedLoader(PathDataset, {budget}), 2 threads",
+            "chunked",
+            2,
+            lambda: ChunkedLoader(ds, BATCH, ram_budget=budget, num_workers=2, worker_type="thread"),
+        ),
+        (
+            f"ChunkedLoader(PathDataset, {budget}, block_size=16), 2 workers",
+            "chunked",
+            2,
+            lambda: ChunkedLoader(ds, BATCH, ram_budget=budget, num_workers=2, block_size=16),
+        ),
         ("PreloadedDataset.dataloader(), 0 workers", "preload", 0, lambda: preloaded.dataloader(BATCH)),
-        ("PreloadedDataset.batches() (no DataLoader)", "preload", None,
-         lambda: Epochs(lambda e: preloaded.batches(BATCH, epoch=e))),
-        (f"ChunkedLoader(PreloadedDataset, {budget}), 0 workers", "chunked", 0,
-         lambda: ChunkedLoader(preloaded, BATCH, ram_budget=budget)),
-        ("PackedDataset.gather per batch (no DataLoader)", "packed", None,
-         lambda: Epochs(lambda e: _gather_epoch(packed, n, e))),
-        (f"ChunkedLoader(PackedDataset, {budget}, block_size=16), 0 workers", "chunked", 0,
-         lambda: ChunkedLoader(packed, BATCH, ram_budget=budget, block_size=16)),
-    ]  # fmt: skip
+        (
+            "PreloadedDataset.batches() (no DataLoader)",
+            "preload",
+            None,
+            lambda: Epochs(lambda e: preloaded.batches(BATCH, epoch=e)),
+        ),
+        (
+            f"ChunkedLoader(PreloadedDataset, {budget}), 0 workers",
+            "chunked",
+            0,
+            lambda: ChunkedLoader(preloaded, BATCH, ram_budget=budget),
+        ),
+        (
+            "PackedDataset.gather per batch (no DataLoader)",
+            "packed",
+            None,
+            lambda: Epochs(lambda e: _gather_epoch(packed, n, e)),
+        ),
+        (
+            f"ChunkedLoader(PackedDataset, {budget}, block_size=16), 0 workers",
+            "chunked",
+            0,
+            lambda: ChunkedLoader(packed, BATCH, ram_budget=budget, block_size=16),
+        ),
+    ]
     run_rows(rows, n, plan, epochs)
     # The bound again, after the loaders: the allocator's state changes how fast a
     # fresh 12.5 MB batch is (page faults); the best of both runs is the bound.
@@ -232,8 +295,9 @@ def jpeg_section(data: str, work: str, epochs: int) -> list[Measurement]:
 def resident(path: str) -> float | None:
     """The fraction of ``path`` in the page cache (util-linux ``fincore``), or None."""
     try:
-        out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", path],
-                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        out = subprocess.run(
+            ["fincore", "--bytes", "--noheadings", "--output", "RES", path], capture_output=True, text=True, check=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     return int(out.split()[0]) / os.path.getsize(path)
@@ -246,17 +310,21 @@ def cold_rows(packed_dir: str, shard: str, n: int, budget: str, sample_bytes: in
     makes = {
         "PackedDataset.gather per batch": lambda ds: Epochs(lambda e: _gather_epoch(ds, n, e)),
         f"ChunkedLoader(PackedDataset, {budget}), 0 workers": lambda ds: ChunkedLoader(ds, BATCH, ram_budget=budget),
-        f"ChunkedLoader(PackedDataset, {budget}, block_size=16), 0 workers":
-            lambda ds: ChunkedLoader(ds, BATCH, ram_budget=budget, block_size=16),
+        f"ChunkedLoader(PackedDataset, {budget}, block_size=16), 0 workers": lambda ds: ChunkedLoader(
+            ds, BATCH, ram_budget=budget, block_size=16
+        ),
         "PackedDataset.dataloader(), 2 workers": lambda ds: ds.dataloader(BATCH, num_workers=2),
-    }  # fmt: skip
+    }
     for label, make in makes.items():
         gc.collect()
         drop_cache(shard)
         left = resident(shard)
         if left is None or left > 0.05:
-            rows.append(Measurement(f"{label}, cold page cache", "packed", None,
-                                    skipped=f"the page cache could not be dropped ({left})"))  # fmt: skip
+            rows.append(
+                Measurement(
+                    f"{label}, cold page cache", "packed", None, skipped=f"the page cache could not be dropped ({left})"
+                )
+            )
             continue
         start = time.perf_counter()
         files_read_rate([shard])
@@ -264,8 +332,15 @@ def cold_rows(packed_dir: str, shard: str, n: int, budget: str, sample_bytes: in
         gc.collect()
         drop_cache(shard)
         rate, _ = time_epochs(lambda: make(PackedDataset(packed_dir)), n, warmup=0)
-        rows.append(Measurement(f"{label}, cold page cache ({rate / read:.2f}x the cold sequential read, "
-                                f"{format_bytes(read * sample_bytes)}/s, just before)", "packed", None, rate))  # fmt: skip
+        rows.append(
+            Measurement(
+                f"{label}, cold page cache ({rate / read:.2f}x the cold sequential read, "
+                f"{format_bytes(read * sample_bytes)}/s, just before)",
+                "packed",
+                None,
+                rate,
+            )
+        )
     return rows
 
 
@@ -285,13 +360,27 @@ def small_section(data: str, epochs: int) -> list[Measurement]:
     for w in (0, 2):
         p = w > 0
         plan += [
-            (f"DataLoader(in-RAM TensorDataset), default collate, {w} workers", "ram-collate", w,
-             lambda w=w, p=p: DataLoader(tensor_ds, BATCH, shuffle=True, num_workers=w, persistent_workers=p)),
-            (f"PreloadedDataset.dataloader(), {w} workers", "preload", w,
-             lambda w=w, p=p: preloaded.dataloader(BATCH, num_workers=w, persistent_workers=p)),
-        ]  # fmt: skip
-    plan.append(("PreloadedDataset.batches() (no DataLoader)", "preload", None,
-                 lambda: Epochs(lambda e: preloaded.batches(BATCH, epoch=e))))  # fmt: skip
+            (
+                f"DataLoader(in-RAM TensorDataset), default collate, {w} workers",
+                "ram-collate",
+                w,
+                lambda w=w, p=p: DataLoader(tensor_ds, BATCH, shuffle=True, num_workers=w, persistent_workers=p),
+            ),
+            (
+                f"PreloadedDataset.dataloader(), {w} workers",
+                "preload",
+                w,
+                lambda w=w, p=p: preloaded.dataloader(BATCH, num_workers=w, persistent_workers=p),
+            ),
+        ]
+    plan.append(
+        (
+            "PreloadedDataset.batches() (no DataLoader)",
+            "preload",
+            None,
+            lambda: Epochs(lambda e: preloaded.batches(BATCH, epoch=e)),
+        )
+    )
     run_rows(rows, n, plan, epochs)
     return rows
 
@@ -314,15 +403,36 @@ def peer_rows(data: str, work: str, pythons: dict[str, str]) -> list[Measurement
             continue
         for w in PEER_WORKERS[peer]:
             print(f"  peer {peer}, {w} workers ({python}) ...", file=sys.stderr, flush=True)
-            cmd = [python, script, "--data", data, "--work", os.path.join(work, peer), "--batch-size", str(BATCH), "--workers", str(w)]
+            cmd = [
+                python,
+                script,
+                "--data",
+                data,
+                "--work",
+                os.path.join(work, peer),
+                "--batch-size",
+                str(BATCH),
+                "--workers",
+                str(w),
+            ]
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
             lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
             if not lines:
                 tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                rows.append(Measurement(f"{peer}, {w} workers", "peer", w, skipped=f"exit {done.returncode}: {tail[:200]}"))
+                rows.append(
+                    Measurement(f"{peer}, {w} workers", "peer", w, skipped=f"exit {done.returncode}: {tail[:200]}")
+                )
             for line in lines:
-                rows.append(Measurement(line["name"], "peer", w, line.get("samples_per_s"), line.get("peak_pss_bytes"),
-                                        line.get("skipped")))  # fmt: skip
+                rows.append(
+                    Measurement(
+                        line["name"],
+                        "peer",
+                        w,
+                        line.get("samples_per_s"),
+                        line.get("peak_pss_bytes"),
+                        line.get("skipped"),
+                    )
+                )
     return rows
 
 
@@ -331,8 +441,13 @@ def main() -> None:
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "torchloader-bench"))
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--peer-python", action="append", default=[], metavar="[PEER=]PYTHON",
-                        help="interpreter for the peers (one for all, or per peer, e.g. ffcv=/venv/bin/python)")
+    parser.add_argument(
+        "--peer-python",
+        action="append",
+        default=[],
+        metavar="[PEER=]PYTHON",
+        help="interpreter for the peers (one for all, or per peer, e.g. ffcv=/venv/bin/python)",
+    )
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--out", help="write every row as JSON here")
     parser.add_argument("--plot", help="bar chart of the JPEG section (PNG)")
@@ -358,15 +473,20 @@ def main() -> None:
     small = small_section(sets["grey28"], args.epochs)
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"machine": machine(), "jpeg128": [r.as_dict() for r in jpeg],
-                       "grey28": [r.as_dict() for r in small]}, f, indent=1)  # fmt: skip
+            json.dump(
+                {"machine": machine(), "jpeg128": [r.as_dict() for r in jpeg], "grey28": [r.as_dict() for r in small]},
+                f,
+                indent=1,
+            )
     report(machine(), args, jpeg, small)
 
 
 def report(machine_line: str, args: argparse.Namespace, jpeg: list[Measurement], small: list[Measurement]) -> None:
     print(machine_line)
-    print(f"{args.n} JPEGs 128x128 (10 classes in folders); batch {BATCH}, shuffled; samples/s of "
-          f"{'the median of ' + str(args.epochs) + ' epochs' if args.epochs > 1 else 'one epoch'} after a warm-up\n")
+    print(
+        f"{args.n} JPEGs 128x128 (10 classes in folders); batch {BATCH}, shuffled; samples/s of "
+        f"{'the median of ' + str(args.epochs) + ' epochs' if args.epochs > 1 else 'one epoch'} after a warm-up\n"
+    )
     print(format_table(jpeg))
     print(f"\n{args.n} grey PNGs 28x28, decoded in RAM (1x28x28 uint8)\n")
     print(format_table(small, baseline="ram-collate", baseline_name="default collate"))

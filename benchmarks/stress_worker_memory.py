@@ -48,9 +48,9 @@ import time
 import numpy as np
 import psutil
 import torch
+from common import machine, table
 from torch.utils.data import DataLoader, Dataset
 
-from common import machine, table
 from torchloader import PathDataset
 from torchloader.readers.suffix import SuffixReader
 
@@ -137,8 +137,9 @@ def run(ds: Dataset, workers: int, freeze: bool) -> tuple[list[tuple[int, float,
     n = len(ds)
     init = WorkerInit(freeze)
     # fork explicitly: the Linux default up to Python 3.13, not from 3.14 on.
-    loader = DataLoader(ds, batch_size=BATCH, num_workers=workers, shuffle=True,
-                        multiprocessing_context="fork", worker_init_fn=init)
+    loader = DataLoader(
+        ds, batch_size=BATCH, num_workers=workers, shuffle=True, multiprocessing_context="fork", worker_init_fn=init
+    )
     me = psutil.Process()
     before = {p.pid for p in me.children()}
     start = time.perf_counter()
@@ -166,8 +167,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="paths (samples) in the dataset")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="each worker calls gc.freeze() before reading")
+    parser.add_argument("--gc-freeze", action="store_true", help="each worker calls gc.freeze() before reading")
     args = parser.parse_args()
     if not sys.platform.startswith("linux"):
         sys.exit("needs Linux (/proc/<pid>/smaps_rollup and fork)")
@@ -193,32 +193,60 @@ def main() -> None:
     rows, previous = [], None
     for (mark, p_uss, p_pss, p_gc), (_, l_uss, l_pss, l_gc) in zip(path_rows, list_rows):
         grow = ("", "") if previous is None else (mib(p_uss - previous[0]), mib(l_uss - previous[1]))
-        rows.append((f"{mark:,}", mib(p_uss), mib(p_pss), grow[0], p_gc,
-                     mib(l_uss), mib(l_pss), grow[1], l_gc))
+        rows.append((f"{mark:,}", mib(p_uss), mib(p_pss), grow[0], p_gc, mib(l_uss), mib(l_pss), grow[1], l_gc))
         previous = (p_uss, l_uss)
     steps = (path_rows[-1][0] - path_rows[0][0]) / EVERY
-    rows.append((
-        "growth, first row to last",
-        mib(path_rows[-1][1] - path_rows[0][1]), mib(path_rows[-1][2] - path_rows[0][2]), "", "",
-        mib(list_rows[-1][1] - list_rows[0][1]), mib(list_rows[-1][2] - list_rows[0][2]), "", "",
-    ))
-    rows.append((
-        f"growth per {EVERY:,} samples (mean)",
-        mib((path_rows[-1][1] - path_rows[0][1]) / steps), mib((path_rows[-1][2] - path_rows[0][2]) / steps), "", "",
-        mib((list_rows[-1][1] - list_rows[0][1]) / steps), mib((list_rows[-1][2] - list_rows[0][2]) / steps), "", "",
-    ))
+    rows.append(
+        (
+            "growth, first row to last",
+            mib(path_rows[-1][1] - path_rows[0][1]),
+            mib(path_rows[-1][2] - path_rows[0][2]),
+            "",
+            "",
+            mib(list_rows[-1][1] - list_rows[0][1]),
+            mib(list_rows[-1][2] - list_rows[0][2]),
+            "",
+            "",
+        )
+    )
+    rows.append(
+        (
+            f"growth per {EVERY:,} samples (mean)",
+            mib((path_rows[-1][1] - path_rows[0][1]) / steps),
+            mib((path_rows[-1][2] - path_rows[0][2]) / steps),
+            "",
+            "",
+            mib((list_rows[-1][1] - list_rows[0][1]) / steps),
+            mib((list_rows[-1][2] - list_rows[0][2]) / steps),
+            "",
+            "",
+        )
+    )
     print(machine())
-    print(f"{n:,} paths, {FILES:,} .npy files of 8x8 uint8, batch {BATCH}, shuffled, "
-          f"{args.workers} forked workers{', gc.freeze() in each worker' if args.gc_freeze else ''}; "
-          f"MiB per worker (mean over the workers); growth: USS since the row above; "
-          f"full gc: generation-2 collections in all workers so far")
-    print(f"paths as PathDataset's bytes array: {mib(array_bytes)} MiB; "
-          f"as a list of str: {mib(list_bytes)} MiB")
+    print(
+        f"{n:,} paths, {FILES:,} .npy files of 8x8 uint8, batch {BATCH}, shuffled, "
+        f"{args.workers} forked workers{', gc.freeze() in each worker' if args.gc_freeze else ''}; "
+        f"MiB per worker (mean over the workers); growth: USS since the row above; "
+        f"full gc: generation-2 collections in all workers so far"
+    )
+    print(f"paths as PathDataset's bytes array: {mib(array_bytes)} MiB; as a list of str: {mib(list_bytes)} MiB")
     print(f"one epoch: PathDataset {path_seconds:.1f} s, list of str {list_seconds:.1f} s\n")
-    print(table(rows, (
-        "samples read", "PathDataset USS", "PathDataset PSS", "PathDataset growth", "full gc",
-        "list of str USS", "list of str PSS", "list of str growth", "full gc",
-    )))
+    print(
+        table(
+            rows,
+            (
+                "samples read",
+                "PathDataset USS",
+                "PathDataset PSS",
+                "PathDataset growth",
+                "full gc",
+                "list of str USS",
+                "list of str PSS",
+                "list of str growth",
+                "full gc",
+            ),
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -192,8 +192,13 @@ def result(name: str) -> Finished:
         _kill(leftover)
         if code is None:
             (folder / "killed").touch()  # its shell is gone too: no rc will come; the next may start
-        _results[name] = Finished(code, (folder / "stdout").read_text(), (folder / "stderr").read_text(),
-                                  [p.pid for p in leftover], *_times(folder))  # fmt: skip
+        _results[name] = Finished(
+            code,
+            (folder / "stdout").read_text(),
+            (folder / "stderr").read_text(),
+            [p.pid for p in leftover],
+            *_times(folder),
+        )
     return _results[name]
 
 

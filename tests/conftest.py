@@ -19,10 +19,9 @@ import os
 import signal
 import time
 
+import background
 import psutil
 import pytest
-
-import background
 
 # The framework jobs are scripts that tests run, not tests: --doctest-modules would import
 # them (and Lightning, 5 s) in every pytest process.

@@ -47,7 +47,7 @@ def wait_until(condition, seconds=10.0):
         time.sleep(0.005)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def china() -> np.ndarray:
     """scikit-learn's sample photograph, 427 x 640 x 3, read without importing sklearn."""
     spec = importlib.util.find_spec("sklearn")

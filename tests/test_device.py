@@ -25,8 +25,7 @@ def test_cpu_is_a_pass_through_of_every_batch_structure():
 
 
 def test_transform_runs_after_the_move():
-    loader = DeviceLoader([torch.full((2,), 255, dtype=torch.uint8)], "cpu",
-                          transform=lambda b: b.float() / 255)
+    loader = DeviceLoader([torch.full((2,), 255, dtype=torch.uint8)], "cpu", transform=lambda b: b.float() / 255)
     (batch,) = list(loader)
     assert batch.dtype == torch.float32 and batch.tolist() == [1.0, 1.0]
 

@@ -56,23 +56,27 @@ CASES = {
     # rank's share is cut in the rank's own process, whatever the workers' start method,
     # and 4 spawned workers here were two thirds of this job's CPU time.
     "loader/path/2 forked process workers": (
-        "loader", "path", {"num_workers": 2, "multiprocessing_context": "fork"},
+        "loader",
+        "path",
+        {"num_workers": 2, "multiprocessing_context": "fork"},
     ),
     "loader/path/2 threads": ("loader", "path", {"num_workers": 2, "worker_type": "thread"}),
     "loader/preloaded/0 workers": ("loader", "preloaded", {"num_workers": 0}),
     "loader/preloaded/drop_last batches": ("loader", "preloaded", {"drop_last": True}),
-}  # fmt: skip
+}
 # on_error="skip": the files of BAD are broken; batches keep their boundaries
 BAD = (4, 13, 21)
 SKIP_CASES = {
     "skip/loader/0 workers": ("loader", "path-skip", {"num_workers": 0}),
     "skip/loader/2 forked process workers": (
-        "loader", "path-skip", {"num_workers": 2, "multiprocessing_context": "fork"},
+        "loader",
+        "path-skip",
+        {"num_workers": 2, "multiprocessing_context": "fork"},
     ),
     # fork: a spawned rank's DataLoader would spawn its workers anew each epoch (8 more
     # interpreters importing torch, 13 s of the suite)
     "skip/dataloader/2 workers": ("dataloader", "path-skip", {"num_workers": 2, "multiprocessing_context": "fork"}),
-}  # fmt: skip
+}
 LOADER_CASES = [name for name, (kind, _, _) in CASES.items() if kind == "loader"]
 
 
@@ -116,13 +120,13 @@ def _run_case(name, folder, out):
         iterated, closing = loader.batch_sampler, None
         sampler = loader.batch_sampler.sampler
     elif kind == "sampler":
-        sampler = ChunkedSampler(ds, chunk_size=CHUNK, seed=SEED, num_replicas=None, rank=None,
-                                 drop_last=options.get("drop_last", False))  # fmt: skip
+        sampler = ChunkedSampler(
+            ds, chunk_size=CHUNK, seed=SEED, num_replicas=None, rank=None, drop_last=options.get("drop_last", False)
+        )
         loader = DataLoader(ds, batch_size=BATCH, sampler=sampler)
         iterated, closing = sampler, None
     else:
-        loader = ChunkedLoader(ds, BATCH, chunk_size=CHUNK, seed=SEED, num_replicas=None,
-                               rank=None, **options)  # fmt: skip
+        loader = ChunkedLoader(ds, BATCH, chunk_size=CHUNK, seed=SEED, num_replicas=None, rank=None, **options)
         sampler, iterated, closing = loader.sampler, loader, loader
     report = {"replicas": [sampler.num_replicas, sampler.rank], "epochs": []}
     try:
@@ -137,8 +141,13 @@ def _run_case(name, folder, out):
                 dist.all_reduce(step)  # a rank with fewer batches would leave this hanging
                 reduced.append(step.item())
             report["epochs"].append(
-                {"indices": seen, "batch_sizes": sizes, "all_reduced": reduced, "len": len(loader),
-                 "errors": list(getattr(ds, "errors", ()))}  # fmt: skip
+                {
+                    "indices": seen,
+                    "batch_sizes": sizes,
+                    "all_reduced": reduced,
+                    "len": len(loader),
+                    "errors": list(getattr(ds, "errors", ())),
+                }
             )
             if closing is not None:
                 report["epochs"][-1]["samples_skipped"] = loader.stats.samples_skipped
@@ -158,15 +167,16 @@ def _rank_main(rank, init_method, folder, out, names):
     """One rank of the job (at module level so that spawned processes can import it)."""
     try:
         # Python >= 3.12 warns when a forked worker starts: gloo's threads run here
-        warnings.filterwarnings(
-            "ignore", "This process .* is multi-threaded, use of fork", DeprecationWarning
-        )
+        warnings.filterwarnings("ignore", "This process .* is multi-threaded, use of fork", DeprecationWarning)
         warnings.filterwarnings("ignore", category=SkippedSampleWarning)
         torch.set_num_threads(1)
         dist.init_process_group(
-            "gloo", init_method=init_method, rank=rank, world_size=WORLD,
+            "gloo",
+            init_method=init_method,
+            rank=rank,
+            world_size=WORLD,
             timeout=datetime.timedelta(seconds=60),
-        )  # fmt: skip
+        )
         try:
             reports = {name: _run_case(name, folder, out) for name in names}
             dist.barrier()
@@ -189,8 +199,11 @@ def _launch(folder, out, names):
     context = mp.get_context("spawn")
     init_method = f"file://{out / 'rendezvous'}"
     ranks = [
-        context.Process(target=_rank_main, args=(rank, init_method, str(folder), str(out), names),
-                        name=f"test-distributed-rank-{rank}")  # fmt: skip
+        context.Process(
+            target=_rank_main,
+            args=(rank, init_method, str(folder), str(out), names),
+            name=f"test-distributed-rank-{rank}",
+        )
         for rank in range(WORLD)
     ]
     for process in ranks:
@@ -204,9 +217,7 @@ def _finish(ranks, out, end):
         running = list(ranks)
         # until all are done, one fails (the others would wait for it), or the deadline
         while running and time.monotonic() < end:
-            multiprocessing.connection.wait(
-                [process.sentinel for process in running], end - time.monotonic()
-            )
+            multiprocessing.connection.wait([process.sentinel for process in running], end - time.monotonic())
             running = [process for process in running if process.exitcode is None]
             if any(process.exitcode for process in ranks):
                 break
@@ -286,14 +297,11 @@ def test_with_drop_last_ranks_are_disjoint_and_miss_only_the_cut_tail(job, name,
 
 def test_the_samples_drop_last_leaves_out_change_between_epochs(job):
     name = next(n for n in CASES if _sampler_drop_last(n))
-    missing = [set(range(N)) - {i for part in _epoch_indices(job, name, e) for i in part}
-               for e in range(EPOCHS)]  # fmt: skip
+    missing = [set(range(N)) - {i for part in _epoch_indices(job, name, e) for i in part} for e in range(EPOCHS)]
     assert missing[0] != missing[1]
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in CASES if not _sampler_drop_last(n) and not _batch_drop_last(n)]
-)
+@pytest.mark.parametrize("name", [n for n in CASES if not _sampler_drop_last(n) and not _batch_drop_last(n)])
 @EVERY_EPOCH
 def test_padded_ranks_cover_the_data_set_and_share_only_the_padding(job, name, epoch):
     first, second = _epoch_indices(job, name, epoch)
@@ -357,8 +365,9 @@ def test_the_chunks_are_dealt_to_the_ranks_anew_each_epoch(job, name):
 @EVERY_EPOCH
 def test_each_rank_yields_the_order_of_explicit_num_replicas_and_rank(job, name, epoch):
     for rank in range(WORLD):
-        sampler = ChunkedSampler(range(N), chunk_size=CHUNK, seed=SEED, num_replicas=WORLD,
-                                 rank=rank, drop_last=_sampler_drop_last(name))  # fmt: skip
+        sampler = ChunkedSampler(
+            range(N), chunk_size=CHUNK, seed=SEED, num_replicas=WORLD, rank=rank, drop_last=_sampler_drop_last(name)
+        )
         sampler.set_epoch(epoch)
         want = list(sampler)
         if _batch_drop_last(name):

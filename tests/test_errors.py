@@ -87,9 +87,7 @@ def test_dataloader_exception_wrapper_rebuilds_it_with_its_own_type():
         wrapper.reraise()
 
     message = str(info.value)
-    assert message.startswith(
-        "Caught SampleLoadError in DataLoader worker process 0.\nOriginal Traceback"
-    )
+    assert message.startswith("Caught SampleLoadError in DataLoader worker process 0.\nOriginal Traceback")
     assert "could not load sample 5 from 'd/5.png': OSError: nope" in message
 
 

@@ -23,9 +23,8 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-
 import background
+import pytest
 from helpers import free_port
 
 # found, not imported: the jobs import them (Lightning takes 5 s to import)
@@ -49,8 +48,15 @@ def _command(script: str, processes: int, data: Path, out: Path) -> list[str]:
     job = [str(JOBS / script), str(data), str(out)]
     if processes == 1:
         return [sys.executable, *job]
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
-            "--master_addr=127.0.0.1", f"--master_port={free_port()}", *job]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={processes}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        *job,
+    ]
 
 
 def start_early() -> None:
@@ -77,8 +83,11 @@ def jobs():
     for name, (_, processes) in JOB_RUNS.items():
         done = background.result(f"frameworks/{name}")
         out = background.root() / "frameworks" / name
-        seen = {r: json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)
-                if (out / f"rank{r}.json").exists()}  # fmt: skip
+        seen = {
+            r: json.loads((out / f"rank{r}.json").read_text())
+            for r in range(processes)
+            if (out / f"rank{r}.json").exists()
+        }
         results[name] = (done, seen)
     return results
 

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import china, deadline
 from PIL import Image, ImageFile, ImageOps
 
-from helpers import china, deadline
 from torchloader import ImageReader, NpyReader, NpzReader, PathDataset, PtReader, SuffixReader
-from torchloader.readers._orientation import jpeg_transposes
 from torchloader.readers._files import NotRegularFileError, read_bytes
+from torchloader.readers._orientation import jpeg_transposes
 
 try:
     import simplejpeg
@@ -113,7 +113,7 @@ def broken_jpegs(tmp_path) -> dict[str, str]:
 
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_a_broken_jpeg_still_raises(tmp_path, decoder):
-    for name, path in broken_jpegs(tmp_path).items():
+    for path in broken_jpegs(tmp_path).values():
         with pytest.raises(OSError):  # Pillow's: truncated, or cannot identify
             ImageReader(decoder=decoder)(path)
         with pytest.raises(OSError):  # as Pillow alone does
@@ -184,7 +184,11 @@ def test_16_bit_grey_is_scaled_to_8_bits_rounded_in_every_8_bit_mode(tmp_path, d
     values = deep_grey()
     grey = np.rint(values * (255 / 65535)).astype(np.uint8)
     assert grey.ravel()[: len(EDGES)].tolist() == [0, 0, 0, 1, 1, 2, 127, 128, 254, 255, 255, 255]
-    expected = {"L": grey[:, :, None], "RGB": np.dstack([grey] * 3), "RGBA": np.dstack([grey] * 3 + [np.full_like(grey, 255)])}
+    expected = {
+        "L": grey[:, :, None],
+        "RGB": np.dstack([grey] * 3),
+        "RGBA": np.dstack([grey] * 3 + [np.full_like(grey, 255)]),
+    }
 
     for path in deep_files(tmp_path, values):
         for mode, pixels in expected.items():
@@ -202,10 +206,13 @@ def test_keep_mode_gives_the_exact_16_bit_values(tmp_path):
         assert np.array_equal(x[0].numpy(), values)
 
 
-@pytest.mark.parametrize(("values", "pillow_mode"), [
-    (np.array([[-5, 0], [300, 70000]], np.int32), "I"),
-    (np.array([[-0.5, 0.0], [0.25, 1000.5]], np.float32), "F"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("values", "pillow_mode"),
+    [
+        (np.array([[-5, 0], [300, 70000]], np.int32), "I"),
+        (np.array([[-0.5, 0.0], [0.25, 1000.5]], np.float32), "F"),
+    ],
+)
 def test_32_bit_integer_and_float_images_are_refused_in_8_bit_modes(tmp_path, values, pillow_mode):
     path = str(tmp_path / "wide.tif")
     Image.fromarray(values).save(path)
@@ -259,7 +266,10 @@ READERS = {
     "SuffixReader(npy)": (SuffixReader(), ".npy"),
     "read_bytes": (read_bytes, ".jpg"),
 }
-KINDS = {"FIFO": (fifo, "is a FIFO (named pipe), not a regular file"), "/dev/zero": (to_dev_zero, "is a character device")}
+KINDS = {
+    "FIFO": (fifo, "is a FIFO (named pipe), not a regular file"),
+    "/dev/zero": (to_dev_zero, "is a character device"),
+}
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

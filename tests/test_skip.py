@@ -21,9 +21,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import deadline
 from PIL import Image
 
-from helpers import deadline
 from torchloader import (
     ChunkedLoader,
     ErrorLog,
@@ -261,9 +261,10 @@ def test_dataloader_in_raise_mode_names_the_deleted_file_from_a_worker(tmp_path)
 # --- ChunkedLoader ---------------------------------------------------------------------------
 
 WORKERS = pytest.mark.parametrize(
-    "num_workers, worker_type", [(0, "process"), (2, "thread"), (2, "process")],
+    "num_workers, worker_type",
+    [(0, "process"), (2, "thread"), (2, "process")],
     ids=["0 workers", "2 threads", "2 processes"],
-)  # fmt: skip
+)
 
 
 def _epoch(loader):
@@ -275,8 +276,9 @@ def _epoch(loader):
 @WORKERS
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_chunked_loader_leaves_bad_samples_out_and_keeps_every_batch_boundary(ds, num_workers, worker_type, drop_last):
-    loader = ChunkedLoader(ds, 3, chunk_size=7, seed=1, drop_last=drop_last,
-                           num_workers=num_workers, worker_type=worker_type)  # fmt: skip
+    loader = ChunkedLoader(
+        ds, 3, chunk_size=7, seed=1, drop_last=drop_last, num_workers=num_workers, worker_type=worker_type
+    )
     try:
         with pytest.warns(SkippedSampleWarning, match="listed in loader.errors"):
             expected, got = _epoch(loader)
@@ -424,8 +426,9 @@ def test_an_unreadable_file_is_a_permission_error_naming_it_or_is_skipped(tmp_pa
         os.chmod(path, 0)
         Image.init()  # the child may not read Pillow's plugins from a root-only folder
         receive, send = multiprocessing.Pipe(duplex=False)
-        child = multiprocessing.get_context("fork").Process(target=_read_as_unprivileged_user,
-                                                            args=(root, unreadable, send))  # fmt: skip
+        child = multiprocessing.get_context("fork").Process(
+            target=_read_as_unprivileged_user, args=(root, unreadable, send)
+        )
         child.start()
         with deadline(60):
             while not receive.poll(0.1):
@@ -454,7 +457,7 @@ def test_the_error_report_is_a_csv_of_index_path_and_cause(tmp_path):
     log = ErrorLog()
     log.record(
         [
-            SkippedSample(9, "a,b/\"quoted\"\nname.png", "OSError: broken"),
+            SkippedSample(9, 'a,b/"quoted"\nname.png', "OSError: broken"),
             SkippedSample(2, None, "ValueError: no file"),
             SkippedSample(5, os.fsdecode(b"caf\xe9.png"), "OSError: x"),  # not UTF-8
         ],
@@ -465,7 +468,7 @@ def test_the_error_report_is_a_csv_of_index_path_and_cause(tmp_path):
         rows = list(csv.reader(f))
     assert rows == [
         ["index", "path", "cause"],
-        ["9", "a,b/\"quoted\"\nname.png", "OSError: broken"],
+        ["9", 'a,b/"quoted"\nname.png', "OSError: broken"],
         ["2", "", "ValueError: no file"],
         ["5", "caf\\udce9.png", "OSError: x"],
     ]

@@ -9,13 +9,12 @@ import shutil
 import sys
 from pathlib import Path
 
+import background
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-import background
 from helpers import free_port
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,13 +65,32 @@ def start_early() -> None:
     # one epoch of 8x8 images (the digits' own size): what is under test is two ranks
     # training together (epochs and image sizes are the in-process tests' business)
     small = ["--image-size", "8"]
-    _start_torchrun("gloo/path", ["--mode", "path", "--epochs", "1", "--digits-dir", digits, "--device", "cpu", *small],
-                    root / "path")  # fmt: skip
+    _start_torchrun(
+        "gloo/path",
+        ["--mode", "path", "--epochs", "1", "--digits-dir", digits, "--device", "cpu", *small],
+        root / "path",
+    )
     # one job for two tests (a torchrun job is 3 interpreters importing torch): chunked mode
     # learns on two ranks, past the broken files, and reports them
-    _start_torchrun("gloo/chunked", ["--mode", "chunked", "--epochs", "1", "--digits-dir", str(data), "--device", "cpu",
-                                     *small, "--on-error", "skip", "--error-report", str(root / "skip" / "bad.csv")],
-                    root / "skip")  # fmt: skip
+    _start_torchrun(
+        "gloo/chunked",
+        [
+            "--mode",
+            "chunked",
+            "--epochs",
+            "1",
+            "--digits-dir",
+            str(data),
+            "--device",
+            "cpu",
+            *small,
+            "--on-error",
+            "skip",
+            "--error-report",
+            str(root / "skip" / "bad.csv"),
+        ],
+        root / "skip",
+    )
 
 
 def _write_image(path: Path, size: tuple[int, int], mode: str, seed: int) -> None:
@@ -108,8 +126,12 @@ def test_every_mode_learns_the_digits(mode, digits, capsys):
     assert (result["in_channels"], result["classes"]) == (1, [str(d) for d in range(10)])
     assert (result["train_samples"], result["test_samples"]) == (1438, 359)
     out = capsys.readouterr().out
-    assert re.search(r"^epoch 2/2  \d+\.\ds  \d+ samples/s  loss \d\.\d{3}  test acc "
-                     r"\d\.\d{3}$", out, re.MULTILINE), out
+    assert re.search(
+        r"^epoch 2/2  \d+\.\ds  \d+ samples/s  loss \d\.\d{3}  test acc "
+        r"\d\.\d{3}$",
+        out,
+        re.MULTILINE,
+    ), out
 
 
 @pytest.mark.slow
@@ -138,8 +160,9 @@ def test_workers_train_exactly_as_the_main_process_does(mode, digits):
 
 @pytest.mark.parametrize("mode", ["path", "preload", "chunked", "packed"])
 def test_a_user_folder_of_rgb_images_of_any_size_trains(mode, user_folder):
-    result = te.main(["--data", str(user_folder), "--mode", mode, "--epochs", "1",
-                      "--image-size", "16", "--batch-size", "4"])
+    result = te.main(
+        ["--data", str(user_folder), "--mode", mode, "--epochs", "1", "--image-size", "16", "--batch-size", "4"]
+    )
 
     assert result["in_channels"] == 3
     assert result["classes"] == ["cat", "dog"]
@@ -212,8 +235,16 @@ def test_every_mode_learns_on_the_gpu(mode, digits):
 
 
 def _torchrun_command(args):
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-            f"--master_port={free_port()}", str(ROOT / "train_example.py"), *args]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        str(ROOT / "train_example.py"),
+        *args,
+    ]
 
 
 def _start_torchrun(name, args, cwd):
@@ -269,9 +300,26 @@ def test_on_error_skip_trains_past_broken_files_and_reports_them(mode, user_fold
 
     broken = _break_files(user_folder)
     report = tmp_path / "bad.csv"
-    result = te.main(["--data", str(user_folder), "--mode", mode, "--epochs", "2", "--image-size", "16",
-                      "--batch-size", "4", "--on-error", "skip", "--max-skipped", "0.5",
-                      "--error-report", str(report)])  # fmt: skip
+    result = te.main(
+        [
+            "--data",
+            str(user_folder),
+            "--mode",
+            mode,
+            "--epochs",
+            "2",
+            "--image-size",
+            "16",
+            "--batch-size",
+            "4",
+            "--on-error",
+            "skip",
+            "--max-skipped",
+            "0.5",
+            "--error-report",
+            str(report),
+        ]
+    )
 
     assert len(result["history"]) == 2
     written = []

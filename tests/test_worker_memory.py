@@ -17,9 +17,9 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from helpers import IGNORE_FORK_WARNING
 from torch.utils.data import DataLoader, Dataset
 
-from helpers import IGNORE_FORK_WARNING
 from torchloader import PathDataset
 from torchloader.readers.suffix import SuffixReader
 
@@ -80,8 +80,9 @@ def freeze_gc(worker_id):
 
 def worker_growth(ds):
     """Each worker's USS growth (bytes) from the first batch to READ samples later."""
-    loader = DataLoader(ds, batch_size=BATCH, num_workers=2, shuffle=True,
-                        multiprocessing_context="fork", worker_init_fn=freeze_gc)
+    loader = DataLoader(
+        ds, batch_size=BATCH, num_workers=2, shuffle=True, multiprocessing_context="fork", worker_init_fn=freeze_gc
+    )
     me = psutil.Process()
     before = {p.pid for p in me.children()}
     batches = iter(loader)  # starts the workers

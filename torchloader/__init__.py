@@ -10,26 +10,26 @@
 - :class:`ErrorLog`: the samples ``on_error="skip"`` left out of their batches.
 """
 
-from torchloader.datasets.batching import IndexBatchSampler
-from torchloader.chunked.loader import ChunkedLoader
 from torchloader._core.units import format_bytes, parse_bytes
-from torchloader.device import DeviceLoader
-from torchloader.error_log import ErrorLog, SkippedSample, SkippedSampleWarning
-from torchloader.errors import SampleLoadError, TransformError
-from torchloader.tools.report import inspect_data
+from torchloader.chunked.loader import ChunkedLoader
 from torchloader.chunked.stats import LoaderStats
-from torchloader.packs.pack import PackSummary, pack
+from torchloader.datasets.batching import IndexBatchSampler
 from torchloader.datasets.packed import PackedDataset
 from torchloader.datasets.path import PathDataset
 from torchloader.datasets.preloaded import PreloadedDataset
+from torchloader.datasets.sequence import SequenceDataset, SequenceSampler, from_sequence
+from torchloader.device import DeviceLoader
+from torchloader.error_log import ErrorLog, SkippedSample, SkippedSampleWarning
+from torchloader.errors import SampleLoadError, TransformError
+from torchloader.order.quality import PoorShuffleWarning
+from torchloader.order.sampler import ChunkedSampler
+from torchloader.packs.format import verify_pack
+from torchloader.packs.pack import PackSummary, pack
 from torchloader.readers.arrays import NpyReader, NpzReader, PtReader
 from torchloader.readers.image import ImageReader
-from torchloader.readers.suffix import SuffixReader
 from torchloader.readers.resize import Resize
-from torchloader.order.sampler import ChunkedSampler
-from torchloader.datasets.sequence import SequenceDataset, SequenceSampler, from_sequence
-from torchloader.packs.format import verify_pack
-from torchloader.order.quality import PoorShuffleWarning
+from torchloader.readers.suffix import SuffixReader
+from torchloader.tools.report import inspect_data
 
 __version__ = "0.1.0"
 

@@ -80,16 +80,24 @@ class TransformError(SampleLoadError):
     Example:
         >>> import torch
         >>> def to_pil_only(img): raise TypeError("img should be PIL Image")
-        >>> err = TransformError.of(to_pil_only, 3, "a/3.jpg", torch.zeros(3, 4, 5, dtype=torch.uint8), TypeError("img should be PIL Image"))
-        >>> print(err)
-        the transform to_pil_only failed on sample 3 (read from 'a/3.jpg'), given a torch.uint8 tensor of shape (3, 4, 5): TypeError: img should be PIL Image
+        >>> image = torch.zeros(3, 4, 5, dtype=torch.uint8)
+        >>> err = TransformError.of(to_pil_only, 3, "a/3.jpg", image, TypeError("img should be PIL Image"))
+        >>> print(err)  # doctest: +NORMALIZE_WHITESPACE
+        the transform to_pil_only failed on sample 3 (read from 'a/3.jpg'),
+        given a torch.uint8 tensor of shape (3, 4, 5): TypeError: img should be PIL Image
     """
 
     @classmethod
     def of(
-        cls, transform: object, index: int, path: str | os.PathLike[str] | None, value: object,
-        exc: BaseException, *, what: str = "transform",
-    ) -> TransformError:  # fmt: skip
+        cls,
+        transform: object,
+        index: int,
+        path: str | os.PathLike[str] | None,
+        value: object,
+        exc: BaseException,
+        *,
+        what: str = "transform",
+    ) -> TransformError:
         where = f" (read from {os.fspath(path)!r})" if path is not None else ""
         cause = f"{type(exc).__name__}: {exc}"
         message = f"the {what} {_name(transform)} failed on sample {index}{where}, given {_kind(value)}: {cause}"
@@ -114,9 +122,13 @@ def _about_the_machine(exc: BaseException) -> bool:
 
 
 def _rebuild(
-    cls: type[SampleLoadError], message: str, index: int | None, path: str | None, cause: str | None,
+    cls: type[SampleLoadError],
+    message: str,
+    index: int | None,
+    path: str | None,
+    cause: str | None,
     skippable: bool,
-) -> SampleLoadError:  # fmt: skip
+) -> SampleLoadError:
     return cls(message, index=index, path=path, cause=cause, skippable=skippable)
 
 

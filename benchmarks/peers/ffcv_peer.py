@@ -39,11 +39,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-from io import BytesIO
 import os
 import sys
 import time
 import traceback
+from io import BytesIO
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -167,8 +167,9 @@ def check(path: Path, mode: str, files, labels, jpeg_quality: int, n: int = 64) 
     from ffcv.loader import OrderOption
     from PIL import Image
 
-    loader = make_loader(path, batch_size=n, workers=1, order=OrderOption.SEQUENTIAL,
-                         indices=np.arange(min(n, len(files))))
+    loader = make_loader(
+        path, batch_size=n, workers=1, order=OrderOption.SEQUENTIAL, indices=np.arange(min(n, len(files)))
+    )
     images, ys = next(iter(loader))
     assert str(images.dtype) == "torch.uint8", images.dtype
     got = images.permute(0, 2, 3, 1).numpy()  # NCHW view -> NHWC
@@ -184,8 +185,9 @@ def check(path: Path, mode: str, files, labels, jpeg_quality: int, n: int = 64) 
         if mode == "jpg":
             # What FFCV stored: the same pixels re-encoded by OpenCV; decode those bytes
             # with Pillow to separate the re-encoding loss from decoder differences.
-            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(ref, cv2.COLOR_RGB2BGR),
-                                   [int(cv2.IMWRITE_JPEG_QUALITY), jpeg_quality])
+            ok, buf = cv2.imencode(
+                ".jpg", cv2.cvtColor(ref, cv2.COLOR_RGB2BGR), [int(cv2.IMWRITE_JPEG_QUALITY), jpeg_quality]
+            )
             stored = np.asarray(Image.open(BytesIO(buf.tobytes())).convert("RGB"))
             vs_stored = max(vs_stored, int(np.abs(got[i].astype(np.int16) - stored.astype(np.int16)).max()))
     out = {
@@ -205,9 +207,18 @@ def measure_in_child(path: Path, batch_size: int, workers: int, samples: int) ->
     .beton, numba state or threads count in its PSS or its rate."""
     import subprocess
 
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_measure", str(path),
-           "--batch-size", str(batch_size), "--workers", str(workers),
-           "--_samples", str(samples)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--_measure",
+        str(path),
+        "--batch-size",
+        str(batch_size),
+        "--workers",
+        str(workers),
+        "--_samples",
+        str(samples),
+    ]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -219,13 +230,11 @@ def measure_in_child(path: Path, batch_size: int, workers: int, samples: int) ->
 
 
 def child_measure(path: Path, batch_size: int, workers: int, samples: int) -> int:
+    from common import measure_epochs
     from ffcv.loader import Loader  # noqa: F401  (imported before the PSS baseline)
 
-    from common import measure_epochs
-
     try:
-        rate, pss = measure_epochs(lambda: make_loader(path, batch_size, workers), samples,
-                                   warmup=1)
+        rate, pss = measure_epochs(lambda: make_loader(path, batch_size, workers), samples, warmup=1)
     except Exception as exc:  # noqa: BLE001
         traceback.print_exc()
         emit({"error": one_line(exc)})
@@ -245,8 +254,7 @@ def main() -> int:
     ap.add_argument("--data", type=Path)
     ap.add_argument("--work", type=Path)
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--workers", default="2",
-                    help="FFCV num_workers (numba threads); a comma list runs each, e.g. 1,2")
+    ap.add_argument("--workers", default="2", help="FFCV num_workers (numba threads); a comma list runs each, e.g. 1,2")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--modes", default="jpg,raw", help="which .beton files: jpg,raw")
     ap.add_argument("--jpeg-quality", type=int, default=90)
@@ -262,10 +270,10 @@ def main() -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
 
     try:
+        import common  # noqa: F401  (benchmarks/common.py: measure_epochs, for the child)
         import ffcv  # noqa: F401
         from ffcv.loader import Loader  # noqa: F401  (loads the compiled libffcv)
 
-        import common  # noqa: F401  (benchmarks/common.py: measure_epochs, for the child)
         version = ffcv_version()
     except Exception as exc:  # noqa: BLE001
         traceback.print_exc()
@@ -283,22 +291,23 @@ def main() -> int:
         emit({"name": "FFCV", "peer": PEER, "skipped": one_line(exc)})
         return 0
     n = len(files)
-    log(f"ffcv {version}, numba {numba.__version__}, numpy {np.__version__}; "
-        f"{n} files in {len(classes)} classes")
+    log(f"ffcv {version}, numba {numba.__version__}, numpy {np.__version__}; {n} files in {len(classes)} classes")
 
     label = {"jpg": "JPEG", "raw": "RAW"}
     writers = max(1, min(2, os.cpu_count() or 1))
     for mode in modes:
-        field = (f"RGBImageField(write_mode='{mode}', jpeg_quality={args.jpeg_quality})"
-                 if mode == "jpg" else f"RGBImageField(write_mode='{mode}')")
+        field = (
+            f"RGBImageField(write_mode='{mode}', jpeg_quality={args.jpeg_quality})"
+            if mode == "jpg"
+            else f"RGBImageField(write_mode='{mode}')"
+        )
         try:
             path = write_beton(args.work, mode, files, labels, args.jpeg_quality, writers)
             extra = {} if args.no_check else check(path, mode, files, labels, args.jpeg_quality)
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc()
             for w in workers_list:
-                emit({"name": f"FFCV .beton ({label[mode]}), {w} workers", "peer": PEER,
-                      "skipped": one_line(exc)})
+                emit({"name": f"FFCV .beton ({label[mode]}), {w} workers", "peer": PEER, "skipped": one_line(exc)})
             continue
         for w in workers_list:
             name = f"FFCV .beton ({label[mode]}), {w} workers"
@@ -312,21 +321,25 @@ def main() -> int:
                 emit({"name": name, "peer": PEER, "skipped": one_line(exc)})
                 continue
             log(f"{name}: {rate:.0f} samples/s, peak PSS {pss / 2**20:.0f} MiB")
-            emit({
-                "name": name,
-                "peer": PEER,
-                "samples_per_s": round(rate, 1),
-                "peak_pss_bytes": int(pss),
-                "samples": n,
-                "version": version,
-                "config": (f"{field}, IntField(); Loader(batch_size={args.batch_size}, "
-                           f"num_workers={w}, order=OrderOption.RANDOM, os_cache=True, "
-                           "drop_last=False); SimpleRGBImageDecoder, ToTensor, ToTorchImage; "
-                           "IntDecoder, ToTensor"),
-                "beton_bytes": path.stat().st_size,
-                "numba": numba.__version__,
-                **extra,
-            })
+            emit(
+                {
+                    "name": name,
+                    "peer": PEER,
+                    "samples_per_s": round(rate, 1),
+                    "peak_pss_bytes": int(pss),
+                    "samples": n,
+                    "version": version,
+                    "config": (
+                        f"{field}, IntField(); Loader(batch_size={args.batch_size}, "
+                        f"num_workers={w}, order=OrderOption.RANDOM, os_cache=True, "
+                        "drop_last=False); SimpleRGBImageDecoder, ToTensor, ToTorchImage; "
+                        "IntDecoder, ToTensor"
+                    ),
+                    "beton_bytes": path.stat().st_size,
+                    "numba": numba.__version__,
+                    **extra,
+                }
+            )
     return 0
 
 

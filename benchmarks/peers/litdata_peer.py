@@ -142,10 +142,9 @@ class PILJPEGSerializer(_JPEGSerializer):
 def main() -> int:
     args = parse_args(__doc__, ["auto", "torchvision", "simplejpeg", "pil"], "auto")
     try:
+        import common  # noqa: F401  (benchmarks/common.py, for peer_common)
         import litdata
         from litdata import StreamingDataLoader, StreamingDataset
-
-        import common  # noqa: F401  (benchmarks/common.py, for peer_common)
     except Exception as e:  # noqa: BLE001
         skip(TITLE, PEER, reason("import failed", e))
         return 0
@@ -188,9 +187,20 @@ def main() -> int:
             f"{', persistent_workers=True' if persistent else ''})"
         )
 
-    run_worker_counts(args, files, make_loader, config, info=info, version=litdata.__version__,
-                      title=TITLE, peer=PEER, detail=f"{info['chunks']} chunks", decoder=decoder,
-                      unpack=lambda b: (b["image"], b["label"], b["index"]), extra={"decoder": decoder})
+    run_worker_counts(
+        args,
+        files,
+        make_loader,
+        config,
+        info=info,
+        version=litdata.__version__,
+        title=TITLE,
+        peer=PEER,
+        detail=f"{info['chunks']} chunks",
+        decoder=decoder,
+        unpack=lambda b: (b["image"], b["label"], b["index"]),
+        extra={"decoder": decoder},
+    )
     return 0
 
 

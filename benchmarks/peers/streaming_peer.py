@@ -148,10 +148,9 @@ def main() -> int:
     args = parse_args(__doc__, ["pil", "simplejpeg"], "pil")
     try:
         streaming, stand_in = import_streaming()
+        import common  # noqa: F401  (benchmarks/common.py, for peer_common)
         from streaming.base.util import clean_stale_shared_memory  # noqa: F401  (used by convert)
         from torch.utils.data import DataLoader
-
-        import common  # noqa: F401  (benchmarks/common.py, for peer_common)
     except Exception as e:  # noqa: BLE001
         skip(TITLE, PEER, reason("import failed", e))
         return 0
@@ -183,8 +182,17 @@ def main() -> int:
 
     # run_worker_counts collects each loader before the next is made, so that the
     # dataset's shared memory is gone before the next dataset is created.
-    run_worker_counts(args, files, make_loader, config, info=info, version=streaming.__version__,
-                      title=TITLE, peer=PEER, detail=f"{info['shards']} shards")
+    run_worker_counts(
+        args,
+        files,
+        make_loader,
+        config,
+        info=info,
+        version=streaming.__version__,
+        title=TITLE,
+        peer=PEER,
+        detail=f"{info['shards']} shards",
+    )
     return 0
 
 

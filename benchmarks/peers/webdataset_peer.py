@@ -85,9 +85,8 @@ def simplejpeg_handler(key: str, data: bytes):
 def main() -> int:
     args = parse_args(__doc__, ["pil", "simplejpeg"], "pil")
     try:
-        import webdataset as wds
-
         import common  # noqa: F401  (benchmarks/common.py, for peer_common)
+        import webdataset as wds
     except Exception as e:  # noqa: BLE001
         skip(TITLE, PEER, reason("import failed", e))
         return 0
@@ -116,8 +115,17 @@ def main() -> int:
             f"WebLoader(batch_size=None, num_workers={workers}, persistent_workers={persistent})"
         )
 
-    run_worker_counts(args, files, make_loader, config, info=info, version=wds.__version__,
-                      title=TITLE, peer=PEER, detail=f"{len(shards)} shards")
+    run_worker_counts(
+        args,
+        files,
+        make_loader,
+        config,
+        info=info,
+        version=wds.__version__,
+        title=TITLE,
+        peer=PEER,
+        detail=f"{len(shards)} shards",
+    )
     return 0
 
 

@@ -15,8 +15,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torchloader.chunked._cutter import BatchCutter
 from torchloader._core.layout import ChunkBuffer
+from torchloader.chunked._cutter import BatchCutter
 from torchloader.error_log import SkippedSample
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from torchloader._core.layout import ChunkBuffer, rows_of, SampleLayout
+from torchloader._core.layout import ChunkBuffer, SampleLayout, rows_of
 from torchloader.chunked._buffers import BufferPool
 
 

@@ -11,6 +11,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from helpers import deadline, wait_until
 
 from torchloader import ChunkedSampler, PreloadedDataset
 from torchloader.chunked import _producer as chunk_producer
@@ -18,12 +19,6 @@ from torchloader.chunked._buffers import BufferPool
 from torchloader.chunked._fill import ChunkFiller
 from torchloader.chunked._producer import LoadedChunk, Producer, chunk_plan
 from torchloader.chunked.stats import LoaderStats
-from helpers import deadline, wait_until
-
-
-
-
-
 
 DS = PreloadedDataset(torch.arange(40).reshape(20, 2), torch.arange(20))
 

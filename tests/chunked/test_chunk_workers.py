@@ -12,14 +12,12 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import IGNORE_FORK_WARNING, deadline
 
 from torchloader import PathDataset, PreloadedDataset, SampleLoadError
 from torchloader.chunked._workers import ProcessFiller, _portable
-from helpers import IGNORE_FORK_WARNING, deadline
 
 pytestmark = IGNORE_FORK_WARNING
-
-
 
 
 class Slow:
@@ -125,8 +123,7 @@ def test_a_bad_file_raises_sample_load_error_with_index_and_path(tmp_path):
         with pytest.raises(SampleLoadError) as info:
             filler.fill(_buffer(filler, 6), np.arange(6), threading.Event())
         assert str(info.value) == (
-            f"could not load sample 4 from '{bad}': UnidentifiedImageError: "
-            f"cannot identify image file '{bad}'"
+            f"could not load sample 4 from '{bad}': UnidentifiedImageError: cannot identify image file '{bad}'"
         )
         assert (info.value.index, info.value.path) == (4, bad)
 

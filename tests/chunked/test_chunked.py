@@ -21,6 +21,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from helpers import IGNORE_FORK_WARNING, deadline, wait_until
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -32,7 +33,6 @@ from torchloader import (
     SampleLoadError,
     parse_bytes,
 )
-from helpers import IGNORE_FORK_WARNING, deadline, wait_until
 
 pytestmark = IGNORE_FORK_WARNING
 
@@ -40,10 +40,6 @@ MiB = 2**20
 
 
 # --- helpers ------------------------------------------------------------------------
-
-
-
-
 
 
 def preloaded(n, labels=True):
@@ -154,11 +150,20 @@ def closing():
 # --- the same batches as DataLoader(sampler=ChunkedSampler) -----------------------
 
 GRID = [  # n, batch_size, chunk_size: chunks smaller, larger, equal, not multiples
-    (1, 1, 1), (1, 4, 3),
-    (7, 3, 2), (7, 2, 7), (7, 8, 3), (7, 3, 50),
-    (24, 8, 8), (24, 8, 5), (24, 5, 8), (24, 3, 24), (24, 7, 10),
-    (25, 4, 6), (25, 6, 4),
-]  # fmt: skip
+    (1, 1, 1),
+    (1, 4, 3),
+    (7, 3, 2),
+    (7, 2, 7),
+    (7, 8, 3),
+    (7, 3, 50),
+    (24, 8, 8),
+    (24, 8, 5),
+    (24, 5, 8),
+    (24, 3, 24),
+    (24, 7, 10),
+    (25, 4, 6),
+    (25, 6, 4),
+]
 
 
 @pytest.mark.parametrize("drop_last", [False, True])
@@ -226,8 +231,9 @@ def test_image_and_npy_files_give_the_dataloader_batches(tmp_path, closing, work
 @pytest.mark.parametrize("worker_type", ["thread", "process"])
 def test_files_on_one_rank_of_two_with_drop_last(tmp_path, closing, worker_type):
     ds = image_files(tmp_path, 11, labels=False)
-    loader = closing(ds, 2, chunk_size=3, seed=4, drop_last=True, num_replicas=2, rank=1,
-                     worker_type=worker_type, num_workers=2)  # fmt: skip
+    loader = closing(
+        ds, 2, chunk_size=3, seed=4, drop_last=True, num_replicas=2, rank=1, worker_type=worker_type, num_workers=2
+    )
     want, _ = reference(ds, 2, 2, drop_last=True, chunk_size=3, seed=4, num_replicas=2, rank=1)
     with deadline(60):
         assert_same_epochs(run(loader, 2), want)
@@ -287,7 +293,7 @@ def test_a_training_loop_uses_two_chunk_buffers_only(closing):
     after it; the next epoch's loading must wait for it, not take a third buffer."""
     loader = closing(preloaded(24), 4, chunk_size=5, seed=3)
     for _ in range(3):
-        for batch in loader:
+        for batch in loader:  # noqa: B007 - the last batch stays alive, as a training loop's does
             pass
         wait_until(lambda: loader._producer._consumer_busy())  # the next epoch is loading
         time.sleep(0.1)  # "evaluation", longer than the pool's patience
@@ -376,9 +382,7 @@ def test_the_ram_budget_holds_two_chunks(closing, budget, chunk_size):
 def test_an_unreadable_ram_budget_names_it():
     with pytest.raises(ValueError) as info:
         ChunkedLoader(preloaded(10), 2, ram_budget="lots")
-    assert str(info.value) == (
-        "ram_budget='lots': cannot read 'lots' as a size; write e.g. '8GiB', '512MB' or 1048576"
-    )
+    assert str(info.value) == ("ram_budget='lots': cannot read 'lots' as a size; write e.g. '8GiB', '512MB' or 1048576")
 
 
 @pytest.mark.parametrize(("chunk_size", "ram_budget"), [(None, None), (4, "1MiB")])
@@ -430,8 +434,7 @@ def test_an_unreadable_file_raises_sample_load_error_naming_it(tmp_path, closing
         run(loader)
 
     assert str(info.value) == (
-        f"could not load sample 4 from '{bad}': UnidentifiedImageError: "
-        f"cannot identify image file '{bad}'"
+        f"could not load sample 4 from '{bad}': UnidentifiedImageError: cannot identify image file '{bad}'"
     )
     assert (info.value.index, info.value.path) == (4, bad)
 
@@ -474,7 +477,7 @@ def test_leaving_the_loop_early_then_close_leaves_nothing_behind(closing, how, w
                     break
         else:
             with pytest.raises(KeyError):
-                for _ in loader:
+                for batch in loader:  # noqa: B007 - the last batch stays alive, as a training loop's does
                     raise KeyError("in the training step")
         assert not [t for t in threading.enumerate() if t.name == "torchloader-chunks"]
 
@@ -492,7 +495,7 @@ def test_leaving_the_loop_early_then_close_leaves_nothing_behind(closing, how, w
 
 def test_a_loader_dropped_without_close_stops_loading():
     loader = ChunkedLoader(preloaded(20), 4, chunk_size=5)
-    for batch in loader:  # the producer goes on into the next epoch
+    for batch in loader:  # noqa: B007 - the producer goes on into the next epoch; batch stays alive
         pass
     del batch
     thread = loader._producer._thread
@@ -609,9 +612,7 @@ def test_a_state_of_another_batch_size_or_seed_is_refused(closing):
     state = closing(preloaded(10), 4, chunk_size=3).state_dict()
     with pytest.raises(ValueError) as info:
         closing(preloaded(10), 2, chunk_size=3).load_state_dict(state)
-    assert str(info.value) == (
-        "cannot resume: the saved state has batch_size=4 but this loader has batch_size=2"
-    )
+    assert str(info.value) == ("cannot resume: the saved state has batch_size=4 but this loader has batch_size=2")
     with pytest.raises(ValueError) as info:
         closing(preloaded(10), 4, chunk_size=3, seed=1).load_state_dict(state)
     assert str(info.value) == (
@@ -625,7 +626,7 @@ def test_a_state_of_another_batch_size_or_seed_is_refused(closing):
 
 def test_stats_count_exactly_what_was_loaded(closing):
     loader = closing(preloaded(24), 4, chunk_size=5, seed=1)  # chunks of 5, 5, 5, 5, 4
-    for batch in loader:
+    for batch in loader:  # noqa: B007 - the last batch stays alive until the del
         pass
     del batch
     # the producer goes on with epoch 1 until both buffers are full, then waits
@@ -684,8 +685,7 @@ def test_a_jump_to_another_epoch_replaces_the_producer(closing):
 def test_repr_shows_the_configuration(closing):
     loader = closing(preloaded(10), 4, chunk_size=5)
     assert repr(loader) == (
-        "ChunkedLoader(PreloadedDataset, batch_size=4, chunk_size=5, num_workers=0, "
-        "device=None, epoch=0)"
+        "ChunkedLoader(PreloadedDataset, batch_size=4, chunk_size=5, num_workers=0, device=None, epoch=0)"
     )
 
 
@@ -771,12 +771,10 @@ def test_ram_stays_under_the_budget_for_data_eight_times_larger(tmp_path):
     assert (peak.peak[1] - baseline[1]) < budget + OVERHEAD
 
 
-
 def test_block_size_reaches_the_sampler_and_batches_still_match_the_reference():
     ds = PreloadedDataset(torch.arange(200) * 3, torch.arange(200))
     loader = ChunkedLoader(ds, 16, chunk_size=40, block_size=8, seed=2)
-    reference = DataLoader(ds, batch_size=16,
-                           sampler=ChunkedSampler(ds, chunk_size=40, block_size=8, seed=2))
+    reference = DataLoader(ds, batch_size=16, sampler=ChunkedSampler(ds, chunk_size=40, block_size=8, seed=2))
     assert loader.sampler.block_size == 8
     assert [yb.tolist() for _, yb in loader] == [yb.tolist() for _, yb in reference]
 

@@ -16,12 +16,17 @@ import weakref
 import numpy as np
 import pytest
 import torch
+from helpers import IGNORE_FORK_WARNING
 from torch.utils.data import DataLoader
 
-from helpers import IGNORE_FORK_WARNING
 from torchloader import (
-    ChunkedLoader, ChunkedSampler, PathDataset, PoorShuffleWarning, PreloadedDataset, TransformError,
-)  # fmt: skip
+    ChunkedLoader,
+    ChunkedSampler,
+    PathDataset,
+    PoorShuffleWarning,
+    PreloadedDataset,
+    TransformError,
+)
 
 
 def preloaded(n=40, labels=None):

@@ -14,8 +14,8 @@ import random
 import numpy as np
 import pytest
 import torch
-
 from helpers import IGNORE_FORK_WARNING
+
 from torchloader import ChunkedLoader, PathDataset
 from torchloader._core.randomness import reading_epoch, sample_seed, seeded
 
@@ -59,18 +59,22 @@ def _epochs(make, epochs=2):
 
 LOADERS = {
     "ChunkedLoader, 0 workers": lambda ds: ChunkedLoader(ds, BATCH, chunk_size=16, seed=5),
-    "ChunkedLoader, 2 threads": lambda ds: ChunkedLoader(ds, BATCH, chunk_size=16, seed=5, num_workers=2,
-                                                          worker_type="thread"),
+    "ChunkedLoader, 2 threads": lambda ds: ChunkedLoader(
+        ds, BATCH, chunk_size=16, seed=5, num_workers=2, worker_type="thread"
+    ),
     # three worker counts and both start methods; spawned workers are the dear ones (an
     # interpreter importing torch each), so the larger count is forked
-    "ChunkedLoader, 3 forked processes": lambda ds: ChunkedLoader(ds, BATCH, chunk_size=16, seed=5, num_workers=3,
-                                                                   multiprocessing_context="fork"),
-    "ChunkedLoader, 2 spawned processes": lambda ds: ChunkedLoader(ds, BATCH, chunk_size=16, seed=5, num_workers=2,
-                                                                    multiprocessing_context="spawn"),
+    "ChunkedLoader, 3 forked processes": lambda ds: ChunkedLoader(
+        ds, BATCH, chunk_size=16, seed=5, num_workers=3, multiprocessing_context="fork"
+    ),
+    "ChunkedLoader, 2 spawned processes": lambda ds: ChunkedLoader(
+        ds, BATCH, chunk_size=16, seed=5, num_workers=2, multiprocessing_context="spawn"
+    ),
     "ds.dataloader(), 0 workers": lambda ds: ds.dataloader(BATCH, seed=5),
-    "ds.dataloader(), 2 forked workers": lambda ds: ds.dataloader(BATCH, seed=5, num_workers=2,
-                                                                   multiprocessing_context="fork"),
-}  # fmt: skip
+    "ds.dataloader(), 2 forked workers": lambda ds: ds.dataloader(
+        BATCH, seed=5, num_workers=2, multiprocessing_context="fork"
+    ),
+}
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,9 @@ def npy_folder(tmp_path, count=40, side=1024):
 @can_mount
 def test_a_chunked_loader_that_would_not_fit_is_refused_at_construction(tmp_path):
     folder = npy_folder(tmp_path)
-    done = run_with_small_shm(tmp_path, f"""
+    done = run_with_small_shm(
+        tmp_path,
+        f"""
         import glob
         from torchloader import ChunkedLoader, PathDataset
         ds = PathDataset(sorted(glob.glob("{folder}/*.npy")), [0] * 40)
@@ -54,7 +56,8 @@ def test_a_chunked_loader_that_would_not_fit_is_refused_at_construction(tmp_path
             print(exc)
         ChunkedLoader(ds, 4, ram_budget="128MiB", num_workers=2, worker_type="thread").close()
         print("threads need none")
-    """)
+    """,
+    )
 
     assert done.returncode == 0, done.stderr
     first, second = done.stdout.splitlines()
@@ -70,7 +73,9 @@ def test_a_chunked_loader_that_would_not_fit_is_refused_at_construction(tmp_path
 @can_mount
 def test_a_full_shm_in_a_dataloader_worker_names_the_fix(tmp_path):
     folder = npy_folder(tmp_path, count=8, side=4096)  # 16 MiB samples: a batch of 8 is 128 MiB
-    done = run_with_small_shm(tmp_path, f"""
+    done = run_with_small_shm(
+        tmp_path,
+        f"""
         import glob
         from torchloader import PathDataset
         ds = PathDataset(sorted(glob.glob("{folder}/*.npy")), [0] * 8)
@@ -79,7 +84,8 @@ def test_a_full_shm_in_a_dataloader_worker_names_the_fix(tmp_path):
                 pass
         except RuntimeError as exc:
             print(str(exc).replace("\\n", " "))
-    """)
+    """,
+    )
 
     assert done.returncode == 0, done.stderr
     assert "could not allocate 128.0 MiB of shared memory in /dev/shm" in done.stdout

@@ -10,9 +10,7 @@ from torchloader._core import sizes
 from torchloader._core.sizes import nbytes, sample_nbytes
 
 
-@pytest.mark.parametrize(
-    "dtype", [torch.uint8, torch.bool, torch.int16, torch.float16, torch.float32, torch.int64]
-)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.int16, torch.float16, torch.float32, torch.int64])
 @pytest.mark.parametrize("shape", [(), (0,), (3,), (3, 4), (2, 3, 5)])
 def test_nbytes_of_a_tensor_is_elements_times_element_size(shape, dtype):
     t = torch.zeros(shape, dtype=dtype)
@@ -33,9 +31,7 @@ def test_nbytes_of_a_view_counts_only_its_own_elements():
     assert nbytes(np.zeros((100, 100), np.uint8)[5]) == 100
 
 
-@pytest.mark.parametrize(
-    "value", [0, 7, -1, 2.5, True, np.int64(3), np.float32(1.5), np.bool_(True)]
-)
+@pytest.mark.parametrize("value", [0, 7, -1, 2.5, True, np.int64(3), np.float32(1.5), np.bool_(True)])
 def test_nbytes_of_a_number_is_eight(value):
     assert nbytes(value) == 8
 
@@ -57,8 +53,7 @@ def test_nbytes_rejects_what_it_cannot_size(value, type_name):
     with pytest.raises(TypeError) as info:
         nbytes(value)
     assert str(info.value) == (
-        f"cannot tell the byte size of a {type_name}; samples should be tensors or "
-        f"arrays (or tuples/dicts of them)"
+        f"cannot tell the byte size of a {type_name}; samples should be tensors or arrays (or tuples/dicts of them)"
     )
 
 

@@ -64,15 +64,11 @@ def test_parse_bytes_passes_ints_through(size):
     assert type(out) is int
 
 
-@pytest.mark.parametrize(
-    "text", ["", "  ", "8 gigs", "GiB", "-1GiB", "1e9", "1.2.3K", "1 KiB B", "0x10", "1,5G"]
-)
+@pytest.mark.parametrize("text", ["", "  ", "8 gigs", "GiB", "-1GiB", "1e9", "1.2.3K", "1 KiB B", "0x10", "1,5G"])
 def test_parse_bytes_rejects_unreadable_strings(text):
     with pytest.raises(ValueError) as info:
         parse_bytes(text)
-    assert str(info.value) == (
-        f"cannot read {text!r} as a size; write e.g. '8GiB', '512MB' or 1048576"
-    )
+    assert str(info.value) == (f"cannot read {text!r} as a size; write e.g. '8GiB', '512MB' or 1048576")
 
 
 def test_parse_bytes_rejects_negative_ints():
@@ -88,9 +84,7 @@ def test_parse_bytes_rejects_negative_ints():
 def test_parse_bytes_rejects_other_types(size, type_name):
     with pytest.raises(TypeError) as info:
         parse_bytes(size)
-    assert str(info.value) == (
-        f"size must be an int or a string like '8GiB' (got {type_name})"
-    )
+    assert str(info.value) == (f"size must be an int or a string like '8GiB' (got {type_name})")
 
 
 # --------------------------------------------------------------- format_bytes

@@ -52,8 +52,14 @@ def _start(tmp_path, mode):
     script.write_text(SCRIPT)
     # TMPDIR: what the killed processes cannot clean up (multiprocessing's temp folder) stays in tmp_path
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), mode], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert len(pids) == 2, proc.stderr.read()
     return proc, pids

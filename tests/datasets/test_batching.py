@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, SubsetRandomSampler
 
-from torchloader.order import sampler as sampler_module
 from torchloader.datasets.batching import IndexBatchSampler
+from torchloader.order import sampler as sampler_module
 from torchloader.order.sampler import ChunkedSampler
 
 
@@ -93,9 +93,7 @@ def test_random_sampler_batches_follow_its_generator():
 
 def test_samplers_that_yield_tensors_work():
     def subset():
-        return SubsetRandomSampler(
-            torch.arange(10, 30), generator=torch.Generator().manual_seed(1)
-        )
+        return SubsetRandomSampler(torch.arange(10, 30), generator=torch.Generator().manual_seed(1))
 
     batches = list(IndexBatchSampler(subset(), 4))
     check_batches(batches, [int(i) for i in subset()], 4, drop_last=False)
@@ -203,17 +201,17 @@ def test_dataloader_serves_gathered_batches(num_workers):
     n, batch_size = 50, 8
     s = _chunked(n, chunk_size=16, seed=1)
     loader = DataLoader(
-        GatherDataset(n), batch_size=None, sampler=IndexBatchSampler(s, batch_size),
+        GatherDataset(n),
+        batch_size=None,
+        sampler=IndexBatchSampler(s, batch_size),
         num_workers=num_workers,
-    )  # fmt: skip
+    )
     for epoch in range(2):
         got = list(loader)
         assert [len(y) for _, y in got] == [8] * 6 + [2]
         for x, y in got:
             assert torch.equal(x, torch.stack([y, 2 * y], dim=1))
-        assert torch.cat([y for _, y in got]).tolist() == _epoch(
-            n, epoch, chunk_size=16, seed=1
-        )
+        assert torch.cat([y for _, y in got]).tolist() == _epoch(n, epoch, chunk_size=16, seed=1)
     assert len(loader) == 7
 
 
@@ -263,10 +261,11 @@ def test_ranks_get_a_new_random_share_of_the_full_shuffle_every_epoch(monkeypatc
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
 def test_dataloader_workers_freeze_the_gc_then_run_the_users_init():
     from torchloader import PreloadedDataset
-    from torchloader.datasets.batching import FreezeGC
+    from torchloader.datasets._dataloader import FreezeGC
 
-    loader = PreloadedDataset(torch.arange(10)).dataloader(5, num_workers=1, worker_init_fn=_record_init,
-                                                           multiprocessing_context="spawn")  # fmt: skip
+    loader = PreloadedDataset(torch.arange(10)).dataloader(
+        5, num_workers=1, worker_init_fn=_record_init, multiprocessing_context="spawn"
+    )
     assert isinstance(loader.worker_init_fn, FreezeGC) and loader.worker_init_fn.then is _record_init
     assert sum(len(b) for b in loader) == 10
     assert PreloadedDataset(torch.arange(3)).dataloader(2).worker_init_fn is None  # no workers
@@ -281,7 +280,8 @@ def _record_init(worker_id):
 def test_batch_indices_keep_their_seed_and_epoch_across_pickling():
     import pickle
 
-    from torchloader.datasets.batching import EpochIndices, SkippedBack
+    from torchloader.datasets._dataloader import SkippedBack
+    from torchloader.datasets.batching import EpochIndices
 
     array = pickle.loads(pickle.dumps(EpochIndices.copy_of([3, 1, 2], 7, 4)))
     assert (type(array), array.tolist(), array.seed, array.epoch) == (EpochIndices, [3, 1, 2], 7, 4)

@@ -174,7 +174,12 @@ def test_path_cells_are_taken_exactly_as_written(tmp_path):
 
     paths, _ = read_csv_table(csv_path, "path", "label", None)
 
-    assert paths == [str(tmp_path / " a.jpg"), str(tmp_path / "a.jpg "), str(tmp_path / " a.jpg"), str(tmp_path / "a.jpg")]
+    assert paths == [
+        str(tmp_path / " a.jpg"),
+        str(tmp_path / "a.jpg "),
+        str(tmp_path / " a.jpg"),
+        str(tmp_path / "a.jpg"),
+    ]
 
 
 def test_label_column_none_reads_no_labels_and_needs_no_such_column(tmp_path):
@@ -202,8 +207,7 @@ def test_a_missing_label_column_lists_the_columns(tmp_path):
         read_csv_table(csv_path, "path", "label", None)
 
     assert info.value.args[0] == (
-        f"'{csv_path}' has no column 'label' (columns: ['path', 'y']); "
-        f"pass path_column=... / label_column=..."
+        f"'{csv_path}' has no column 'label' (columns: ['path', 'y']); pass path_column=... / label_column=..."
     )
 
 
@@ -213,9 +217,7 @@ def test_a_missing_path_column_lists_the_columns(tmp_path):
     with pytest.raises(KeyError) as info:
         read_csv_table(csv_path, "path", "label", None)
 
-    assert info.value.args[0].startswith(
-        f"'{csv_path}' has no column 'path' (columns: ['file', 'label'])"
-    )
+    assert info.value.args[0].startswith(f"'{csv_path}' has no column 'path' (columns: ['file', 'label'])")
 
 
 def test_an_empty_file_has_no_columns(tmp_path):

@@ -12,9 +12,9 @@ import os
 
 import numpy as np
 import pytest
+from helpers import deadline
 
 from torchloader.datasets._folder import IMG_EXTENSIONS, find_classes, scan_folder
-from helpers import deadline
 
 LAYOUT = "expected root/<class>/<file>"
 # torchvision.datasets.folder.IMG_EXTENSIONS, ImageFolder's default
@@ -266,8 +266,7 @@ def test_an_empty_class_folder_is_an_error(tmp_path):
         scan_folder(root, (".png",))
 
     assert str(info.value) == (
-        f"class folders without files ending in .png under '{root}': dog, emu; "
-        f"remove them or pass allow_empty=True"
+        f"class folders without files ending in .png under '{root}': dog, emu; remove them or pass allow_empty=True"
     )
     with pytest.raises(FileNotFoundError):  # torchvision refuses it too
         reference_image_folder(str(root), (".png",))
@@ -278,9 +277,7 @@ def test_allow_empty_keeps_the_empty_class_in_classes(tmp_path):
 
     classes, paths, labels = scan_folder(root, (".png",), allow_empty=True)
 
-    ref_classes, _, ref_samples = reference_image_folder(
-        str(root), (".png",), allow_empty=True
-    )
+    ref_classes, _, ref_samples = reference_image_folder(str(root), (".png",), allow_empty=True)
     assert classes == ref_classes == ["cat", "dog", "emu"]
     assert list(zip(paths, labels)) == ref_samples
     assert labels == [0, 2]
@@ -320,7 +317,16 @@ def test_fifos_devices_and_broken_links_are_not_listed_and_never_opened(tmp_path
     assert [os.path.relpath(p, root) for p in paths] == ["c/a.jpg", "c/w.jpg", "c/sub/b.jpg", "elsewhere/real.jpg"]
     # ImageFolder's os.walk lists all of them (and then blocks reading x.jpg)
     ref = [os.path.relpath(p, root) for p, _ in reference_image_folder(str(root), (".jpg",))[2]]
-    assert ref == ["c/a.jpg", "c/w.jpg", "c/x.jpg", "c/y.jpg", "c/z.jpg", "c/sub/b.jpg", "c/sub/x2.jpg", "elsewhere/real.jpg"]
+    assert ref == [
+        "c/a.jpg",
+        "c/w.jpg",
+        "c/x.jpg",
+        "c/y.jpg",
+        "c/z.jpg",
+        "c/sub/b.jpg",
+        "c/sub/x2.jpg",
+        "elsewhere/real.jpg",
+    ]
 
 
 def test_a_fifo_directly_in_root_is_not_a_loose_file(tmp_path):
@@ -448,4 +454,9 @@ def test_another_manifest_json_is_just_a_file(tmp_path):
     classes, paths, _ = scan_folder(root, (".npy", ".json"))
 
     assert classes == ["cat", "dog"]
-    assert [os.path.relpath(p, root) for p in paths] == ["cat/a.npy", "cat/manifest.json", "dog/b.npy", "dog/manifest.json"]
+    assert [os.path.relpath(p, root) for p in paths] == [
+        "cat/a.npy",
+        "cat/manifest.json",
+        "dog/b.npy",
+        "dog/manifest.json",
+    ]

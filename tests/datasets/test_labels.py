@@ -62,18 +62,14 @@ def test_wrong_length_is_refused_with_the_shapes():
     with pytest.raises(ValueError) as info:
         encode_labels([0, 1], expected_len=3)
 
-    assert str(info.value) == (
-        "labels must be one label per path: expected shape (3,), got (2,)"
-    )
+    assert str(info.value) == ("labels must be one label per path: expected shape (3,), got (2,)")
 
 
 def test_two_dimensional_labels_are_refused():
     with pytest.raises(ValueError) as info:
         encode_labels(np.zeros((3, 1), dtype=np.int64), expected_len=3)
 
-    assert str(info.value) == (
-        "labels must be one label per path: expected shape (3,), got (3, 1)"
-    )
+    assert str(info.value) == ("labels must be one label per path: expected shape (3,), got (3, 1)")
 
 
 def test_float_labels_are_refused_not_rounded():

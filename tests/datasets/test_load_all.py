@@ -18,8 +18,9 @@ class Samples(torch.utils.data.Dataset):
 
 
 def test_unlabelled_samples_load_without_y():
-    x, y = load_all(Samples([np.full(3, i, np.int16) for i in range(70)]), _allocate_in_ram,
-                    num_workers=0, progress=False)
+    x, y = load_all(
+        Samples([np.full(3, i, np.int16) for i in range(70)]), _allocate_in_ram, num_workers=0, progress=False
+    )
     assert y is None and x.dtype == torch.int16 and x[:, 0].tolist() == list(range(70))
 
 
@@ -37,9 +38,7 @@ def test_a_differing_dtype_is_named_like_a_differing_shape(workers):
 def test_samples_of_three_items_are_refused():
     with pytest.raises(ValueError) as err:
         load_all(Samples([(np.zeros(1), 0, "extra")]), _allocate_in_ram, num_workers=0, progress=False)
-    assert str(err.value) == (
-        "samples must be x or (x, y) to be stacked (got a tuple of 3 items)"
-    )
+    assert str(err.value) == ("samples must be x or (x, y) to be stacked (got a tuple of 3 items)")
 
 
 def test_an_empty_dataset_is_refused():

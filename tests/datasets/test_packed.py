@@ -10,11 +10,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import IGNORE_FORK_WARNING, china, deadline
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from torchloader import ChunkedLoader, ChunkedSampler, PackedDataset, pack
-from helpers import IGNORE_FORK_WARNING, china, deadline
 
 N, H, W = 23, 6, 5  # 23 images in shards of 4: the last shard is short
 SHARDS = [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20), (20, 23)]
@@ -340,7 +340,6 @@ def test_missing_labels_name_the_file(damaged):
     with pytest.raises(ValueError) as err:
         PackedDataset(damaged)
     assert str(err.value).startswith(f"cannot open '{damaged / 'labels.npy'}' (FileNotFoundError: ")
-
 
 
 @pytest.mark.parametrize("indices", [[3, 1, 4, 1], [0, 5, 2]])

@@ -12,15 +12,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import china
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from torchloader import ImageReader, NpyReader, PathDataset, SampleLoadError, SuffixReader, TransformError
 from torchloader.readers import image as readers
 from torchloader.readers.suffix import IMAGE_SUFFIXES
-from helpers import china
-
-
 
 
 def readers_simplejpeg():
@@ -85,8 +83,7 @@ def test_a_single_path_is_not_a_sequence_of_paths(tmp_path):
         PathDataset("data/train")
 
     assert str(info.value) == (
-        "paths must be a sequence of paths (got the single path 'data/train'); "
-        "for a folder use PathDataset.from_folder"
+        "paths must be a sequence of paths (got the single path 'data/train'); for a folder use PathDataset.from_folder"
     )
     with pytest.raises(TypeError, match="got the single path PosixPath"):
         PathDataset(tmp_path)
@@ -98,9 +95,7 @@ def test_labels_of_another_length_are_refused(tmp_path):
     with pytest.raises(ValueError) as info:
         PathDataset(paths, [0, 1])
 
-    assert str(info.value) == (
-        "labels must be one label per path: expected shape (3,), got (2,)"
-    )
+    assert str(info.value) == ("labels must be one label per path: expected shape (3,), got (2,)")
 
 
 @pytest.mark.parametrize(
@@ -205,9 +200,7 @@ def test_non_integer_index_is_refused(tmp_path):
 
     with pytest.raises(TypeError) as info:
         ds[0.0]
-    assert str(info.value) == (
-        "index must be an integer (got float); for a batch pass a list or array of indices"
-    )
+    assert str(info.value) == ("index must be an integer (got float); for a batch pass a list or array of indices")
     with pytest.raises(TypeError, match=r"\(got str\)"):
         ds["0"]
 
@@ -315,8 +308,7 @@ def test_a_missing_file_names_index_path_and_cause(tmp_path):
 
     path = paths[1]
     assert str(info.value) == (
-        f"could not load sample 1 from '{path}': FileNotFoundError: "
-        f"[Errno 2] No such file or directory: '{path}'"
+        f"could not load sample 1 from '{path}': FileNotFoundError: [Errno 2] No such file or directory: '{path}'"
     )
     assert (info.value.index, info.value.path) == (1, path)
     assert isinstance(info.value.__cause__, FileNotFoundError)
@@ -339,8 +331,7 @@ def test_a_zero_byte_or_text_file_is_not_an_image(tmp_path, suffix):
         with pytest.raises(SampleLoadError) as info:
             ds[index]
         assert str(info.value) == (
-            f"could not load sample {index} from '{path}': "
-            f"UnidentifiedImageError: cannot identify image file '{path}'"
+            f"could not load sample {index} from '{path}': UnidentifiedImageError: cannot identify image file '{path}'"
         )
         assert (info.value.index, info.value.path) == (index, path)
 
@@ -569,8 +560,16 @@ def test_a_bad_file_in_a_batch_names_index_path_and_cause(tmp_path):
     [
         ([0, 9], IndexError, "index 9 is out of range for 3 samples"),
         ([], IndexError, "a batch needs at least one index"),
-        (np.zeros((2, 2), np.int64), IndexError, "a batch of indices must be a one-dimensional sequence of integers (got int64 with shape (2, 2))"),
-        ([0.5, 1.0], IndexError, "a batch of indices must be a one-dimensional sequence of integers (got float64 with shape (2,))"),
+        (
+            np.zeros((2, 2), np.int64),
+            IndexError,
+            "a batch of indices must be a one-dimensional sequence of integers (got int64 with shape (2, 2))",
+        ),
+        (
+            [0.5, 1.0],
+            IndexError,
+            "a batch of indices must be a one-dimensional sequence of integers (got float64 with shape (2,))",
+        ),
     ],
 )
 def test_bad_batches_of_indices_are_refused(tmp_path, batch, error, message):
@@ -682,9 +681,7 @@ def test_repr_shows_the_configuration(tmp_path):
     assert repr(PathDataset(paths, ["x", "y", "z"], reader=NpyReader(mmap=True))) == (
         "PathDataset(n=3, labels=3 values, classes=3, reader=NpyReader(mmap=True))"
     )
-    assert repr(PathDataset(paths)) == (
-        f"PathDataset(n=3, labels=None, reader={SuffixReader()!r})"
-    )
+    assert repr(PathDataset(paths)) == (f"PathDataset(n=3, labels=None, reader={SuffixReader()!r})")
 
 
 def test_names_with_spaces_and_unicode(tmp_path):
@@ -756,8 +753,15 @@ def image_tree(root, files):
 
 def test_from_folder_matches_image_folder(tmp_path):
     files = [
-        "dog/b.png", "dog/A.png", "dog/a/x.png", "dog/a-b/y.png", "dog/a/b/z.png",
-        "Cat/1.PNG", "cat/2.png", "cat/notes.txt", "bird/3.gif",
+        "dog/b.png",
+        "dog/A.png",
+        "dog/a/x.png",
+        "dog/a-b/y.png",
+        "dog/a/b/z.png",
+        "Cat/1.PNG",
+        "cat/2.png",
+        "cat/notes.txt",
+        "bird/3.gif",
     ]
     root = image_tree(tmp_path / "root", files)
 
@@ -807,7 +811,9 @@ def test_from_folder_reads_ppm_and_pgm_by_default(tmp_path):
 
 def test_from_folder_refuses_a_root_one_level_too_high_and_a_pack_beside_the_classes(tmp_path):
     high = image_tree(tmp_path / "high", ["train/cat/1.png", "test/cat/2.png"])
-    with pytest.raises(ValueError, match=rf"Use from_folder\('{high}/train'\) for one of them, or pass allow_nested_only=True"):
+    with pytest.raises(
+        ValueError, match=rf"Use from_folder\('{high}/train'\) for one of them, or pass allow_nested_only=True"
+    ):
         PathDataset.from_folder(high)
     assert PathDataset.from_folder(high, allow_nested_only=True).classes == ["test", "train"]
 
@@ -887,7 +893,10 @@ def test_from_csv_with_integer_labels_and_a_root(tmp_path):
     csv_path.write_text("file,y\n1.npy,7\n0.npy,3\n")
 
     ds = PathDataset.from_csv(
-        csv_path, path_column="file", label_column="y", root=tmp_path / "images",
+        csv_path,
+        path_column="file",
+        label_column="y",
+        root=tmp_path / "images",
         transform=lambda x: x.sum(),
     )
 

@@ -41,9 +41,7 @@ def test_without_labels_items_are_tensors():
 def test_mismatched_first_dimension_is_refused():
     with pytest.raises(ValueError) as err:
         PreloadedDataset(torch.zeros(5, 2), torch.zeros(4))
-    assert str(err.value) == (
-        "x and y must have the same first dimension (got x (5, 2) and y (4,))"
-    )
+    assert str(err.value) == ("x and y must have the same first dimension (got x (5, 2) and y (4,))")
 
 
 def test_sample_nbytes_counts_x_and_y():
@@ -53,8 +51,10 @@ def test_sample_nbytes_counts_x_and_y():
 
 def test_batches_cover_every_sample_once_and_depend_on_seed_and_epoch():
     ds = make(n=103)
+
     def order(**kw):
         return torch.cat([yb for _, yb in ds.batches(16, **kw)]).tolist()
+
     first = order(seed=1, epoch=0)
     assert sorted(first) == [10 * i for i in range(103)]
     assert order(seed=1, epoch=0) == first
@@ -153,16 +153,14 @@ def test_from_dataset_cache_of_another_length_is_refused(tmp_path):
     with pytest.raises(ValueError) as err:
         PreloadedDataset.from_dataset(Squares(21), cache=cache, progress=False)
     assert str(err.value) == (
-        f"the cache '{cache}' holds 20 samples but the dataset has 21; "
-        f"delete the folder or pass another cache= path"
+        f"the cache '{cache}' holds 20 samples but the dataset has 21; delete the folder or pass another cache= path"
     )
 
 
 def test_interrupted_cache_build_is_not_mistaken_for_a_cache(tmp_path):
     cache = str(tmp_path / "cache")
     with pytest.raises(ValueError):
-        PreloadedDataset.from_dataset(Squares(100, odd_shape_at=90), num_workers=0,
-                                      cache=cache, progress=False)
+        PreloadedDataset.from_dataset(Squares(100, odd_shape_at=90), num_workers=0, cache=cache, progress=False)
     ds = PreloadedDataset.from_dataset(Squares(100), num_workers=0, cache=cache, progress=False)
     assert ds.x[:, 0, 0].tolist() == list(range(100))
 
@@ -171,8 +169,9 @@ def _worker_uss(ds, context, batches):
     """Unique memory of the worker after it has gathered from every sample (one worker:
     a second would only cost another start, an interpreter importing torch with spawn)."""
     sampler = IndexBatchSampler(np.tile(np.arange(len(ds)), -(-batches * 64 // len(ds))), 64)
-    loader = DataLoader(ds, batch_size=None, sampler=sampler, num_workers=1,
-                        multiprocessing_context=context, persistent_workers=True)
+    loader = DataLoader(
+        ds, batch_size=None, sampler=sampler, num_workers=1, multiprocessing_context=context, persistent_workers=True
+    )
     for _ in loader:
         pass
     workers = [p for p in psutil.Process().children() if "resource_tracker" not in " ".join(p.cmdline())]

@@ -105,7 +105,9 @@ def test_a_shape_error_says_whose_sample_numbers_it_gives(tmp_path):
         np.save(tmp_path / f"{i}.npy", np.zeros((3 if i != 4 else 2,), np.int32))
         paths.append(str(tmp_path / f"{i}.npy"))
     split = Subset(PathDataset(paths), [1, 4, 5])
-    with pytest.raises(ValueError, match=r"sample 4 has .* \(sample numbers are those of the PathDataset the Subset wraps\)"):
+    with pytest.raises(
+        ValueError, match=r"sample 4 has .* \(sample numbers are those of the PathDataset the Subset wraps\)"
+    ):
         list(ChunkedLoader(split, 3, chunk_size=3, shuffle=False))
 
 

@@ -1,7 +1,7 @@
 """``Trainer.fit`` with each torchloader loader for 3 epochs; records what each rank trained on.
 
-    python lightning_job.py DATA OUT                          # one device
-    torchrun --nproc_per_node=2 lightning_job.py DATA OUT     # DDP, 2 gloo processes
+python lightning_job.py DATA OUT                          # one device
+torchrun --nproc_per_node=2 lightning_job.py DATA OUT     # DDP, 2 gloo processes
 """
 
 from __future__ import annotations
@@ -37,10 +37,16 @@ def main(data: str, out: str) -> None:
     for mode in MODES:
         train = loader(mode, data)  # before the Trainer: no process group yet
         trainer = pl.Trainer(
-            accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_epochs=3,
-            logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, num_sanity_val_steps=0,
-        )  # fmt: skip
+            accelerator="cpu",
+            devices=devices,
+            strategy="ddp" if devices > 1 else "auto",
+            max_epochs=3,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
         seen[mode] = {}
         trainer.fit(Recorder(seen[mode]), train_dataloaders=train)
     save(out, int(os.environ.get("RANK", "0")), seen)

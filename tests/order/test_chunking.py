@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from torchloader.order import chunking
-from torchloader._core.units import parse_bytes
-from torchloader.order.chunking import chunk_size_for_budget, epoch_order, epoch_ranges
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from torchloader._core.units import parse_bytes
+from torchloader.order import chunking
+from torchloader.order.chunking import chunk_size_for_budget, epoch_order, epoch_ranges
 
 KiB, MiB, GiB, TiB = 1024, 1024**2, 1024**3, 1024**4
 
@@ -76,12 +75,8 @@ def check_epoch(n, chunk_size, seed, epoch, shuffle, num_replicas, drop_last):
     assert np.array_equal(np.sort(line), np.arange(n))  # one replica: a permutation
     pieces, orders = [], []
     for rank in range(num_replicas):
-        order, lengths = epoch_order(
-            n, chunk_size, num_replicas=num_replicas, rank=rank, **kw
-        )
-        starts, stops = epoch_ranges(
-            n, chunk_size, num_replicas=num_replicas, rank=rank, **kw
-        )
+        order, lengths = epoch_order(n, chunk_size, num_replicas=num_replicas, rank=rank, **kw)
+        starts, stops = epoch_ranges(n, chunk_size, num_replicas=num_replicas, rank=rank, **kw)
         assert order.dtype == np.int64 and lengths.dtype == np.int64
         assert len(order) == per_rank == lengths.sum()
         assert np.array_equal(lengths, stops - starts)
@@ -161,9 +156,7 @@ def test_epoch_order_invariants_hold_for_random_parameters():
     num_replicas=st.integers(1, 9),
     drop_last=st.booleans(),
 )
-def test_epoch_order_invariants_hold_for_any_parameters(
-    n, chunk_size, seed, epoch, shuffle, num_replicas, drop_last
-):
+def test_epoch_order_invariants_hold_for_any_parameters(n, chunk_size, seed, epoch, shuffle, num_replicas, drop_last):
     check_epoch(n, chunk_size, seed, epoch, shuffle, num_replicas, drop_last)
 
 
@@ -171,9 +164,7 @@ def test_epoch_order_invariants_hold_for_any_parameters(
 @pytest.mark.parametrize(("n", "chunk_size"), [(100, 10), (103, 10), (1000, 1000), (50, 1)])
 def test_epoch_order_is_a_function_of_seed_and_epoch(n, chunk_size, num_replicas):
     def order(seed, epoch, rank=0):
-        return epoch_order(
-            n, chunk_size, seed=seed, epoch=epoch, num_replicas=num_replicas, rank=rank
-        )[0]
+        return epoch_order(n, chunk_size, seed=seed, epoch=epoch, num_replicas=num_replicas, rank=rank)[0]
 
     for seed, epoch in itertools.product([0, 1, 12345], [0, 1, 7]):
         assert np.array_equal(order(seed, epoch), order(seed, epoch))
@@ -247,9 +238,7 @@ def test_empty_data_set_gives_an_empty_order():
     assert order.dtype == np.int64
 
 
-@pytest.mark.parametrize(
-    ("n", "chunk_size", "num_replicas"), [(-1, 4, 1), (10, 0, 1), (10, -2, 1), (10, 4, 0)]
-)
+@pytest.mark.parametrize(("n", "chunk_size", "num_replicas"), [(-1, 4, 1), (10, 0, 1), (10, -2, 1), (10, 4, 0)])
 def test_epoch_order_rejects_bad_sizes(n, chunk_size, num_replicas):
     with pytest.raises(ValueError) as info:
         epoch_order(n, chunk_size, num_replicas=num_replicas)
@@ -280,8 +269,8 @@ def test_chunking_is_pure_numpy():
 def test_all_is_sorted_and_complete():
     assert chunking.__all__ == sorted(chunking.__all__)
     public = {
-        name for name, value in vars(chunking).items()
-        if callable(value) and not name.startswith("_")
-        and getattr(value, "__module__", None) == chunking.__name__
-    }  # fmt: skip
+        name
+        for name, value in vars(chunking).items()
+        if callable(value) and not name.startswith("_") and getattr(value, "__module__", None) == chunking.__name__
+    }
     assert set(chunking.__all__) == public

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from helpers import free_port
 from torch.utils.data import DataLoader, DistributedSampler
 
-from helpers import free_port
 from torchloader.order.chunking import epoch_order
 from torchloader.order.sampler import ChunkedSampler
 
@@ -65,16 +65,14 @@ def _error(exc_type, call):
 def test_both_chunk_size_and_ram_budget_is_an_error():
     message = _error(ValueError, lambda: ChunkedSampler(range(10), chunk_size=2, ram_budget="1KiB"))
     assert message == (
-        "give exactly one of chunk_size (samples) or ram_budget (bytes) "
-        "(got chunk_size=2, ram_budget='1KiB')"
+        "give exactly one of chunk_size (samples) or ram_budget (bytes) (got chunk_size=2, ram_budget='1KiB')"
     )
 
 
 def test_neither_chunk_size_nor_ram_budget_is_an_error():
     message = _error(ValueError, lambda: ChunkedSampler(range(10)))
     assert message == (
-        "give exactly one of chunk_size (samples) or ram_budget (bytes) "
-        "(got chunk_size=None, ram_budget=None)"
+        "give exactly one of chunk_size (samples) or ram_budget (bytes) (got chunk_size=None, ram_budget=None)"
     )
 
 
@@ -98,9 +96,8 @@ def test_bad_types_are_named(name, value, type_name):
 
 @pytest.mark.parametrize(
     ("name", "value", "minimum"),
-    [("chunk_size", 0, 1), ("chunk_size", -3, 1), ("seed", -1, 0), ("num_replicas", 0, 1),
-     ("rank", -1, 0)],
-)  # fmt: skip
+    [("chunk_size", 0, 1), ("chunk_size", -3, 1), ("seed", -1, 0), ("num_replicas", 0, 1), ("rank", -1, 0)],
+)
 def test_out_of_range_values_are_named(name, value, minimum):
     kwargs = {"chunk_size": 4, name: value}
     message = _error(ValueError, lambda: ChunkedSampler(range(10), **kwargs))
@@ -110,10 +107,7 @@ def test_out_of_range_values_are_named(name, value, minimum):
 @pytest.mark.parametrize(("num_replicas", "rank"), [(1, 1), (2, 2), (4, 7)])
 def test_rank_must_be_below_num_replicas(num_replicas, rank):
     message = _error(ValueError, lambda: _sampler(10, num_replicas=num_replicas, rank=rank))
-    assert message == (
-        f"rank must be in [0, {num_replicas - 1}] for num_replicas={num_replicas} "
-        f"(got rank={rank})"
-    )
+    assert message == (f"rank must be in [0, {num_replicas - 1}] for num_replicas={num_replicas} (got rank={rank})")
 
 
 @pytest.mark.parametrize("data_source", [[], range(0), IndexDataset(0)])
@@ -133,9 +127,8 @@ def test_numpy_integers_are_accepted():
 
 @pytest.mark.parametrize(
     ("budget", "chunk_size"),
-    [(40, 1), (79, 1), (80, 2), (4000, 100), ("4000B", 100), ("1KiB", 25), ("1KB", 25),
-     ("1MiB", 26214)],
-)  # fmt: skip
+    [(40, 1), (79, 1), (80, 2), (4000, 100), ("4000B", 100), ("1KiB", 25), ("1KB", 25), ("1MiB", 26214)],
+)
 def test_ram_budget_measures_the_first_sample(budget, chunk_size):
     # a sample is a float32 tensor of 10 (40 bytes) and an int label (8 bytes)
     s = ChunkedSampler(SizedDataset(100, shape=(8,)), ram_budget=budget)
@@ -164,9 +157,7 @@ def test_ram_budget_of_a_bad_type_is_named():
 
 def test_ram_budget_unreadable_string_is_named():
     message = _error(ValueError, lambda: ChunkedSampler(SizedDataset(5), ram_budget="lots"))
-    assert message == (
-        "ram_budget='lots': cannot read 'lots' as a size; write e.g. '8GiB', '512MB' or 1048576"
-    )
+    assert message == ("ram_budget='lots': cannot read 'lots' as a size; write e.g. '8GiB', '512MB' or 1048576")
 
 
 # ---------------------------------------------------------------- the order
@@ -268,9 +259,7 @@ def test_set_epoch_checks_its_argument(epoch):
 def test_len_matches_distributed_sampler(n, num_replicas, drop_last):
     for rank in range(num_replicas):
         s = _sampler(n, num_replicas=num_replicas, rank=rank, drop_last=drop_last)
-        ref = DistributedSampler(
-            range(n), num_replicas=num_replicas, rank=rank, drop_last=drop_last
-        )
+        ref = DistributedSampler(range(n), num_replicas=num_replicas, rank=rank, drop_last=drop_last)
         assert len(s) == len(ref) == len(list(s)) == len(s.indices())
 
 
@@ -281,15 +270,18 @@ def test_len_matches_distributed_sampler(n, num_replicas, drop_last):
 @pytest.mark.parametrize("chunk_size", [1, 4, 11, 64])
 @pytest.mark.parametrize("num_replicas", [2, 3, 5])
 def test_ranks_are_equal_and_disjoint_or_covering(n, chunk_size, num_replicas):
-    for seed, epoch, drop_last, shuffle in itertools.product(
-        [0, 7], [0, 3], [False, True], [True, False]
-    ):
+    for seed, epoch, drop_last, shuffle in itertools.product([0, 7], [0, 3], [False, True], [True, False]):
         per_rank = []
         for rank in range(num_replicas):
             s = _sampler(
-                n, chunk_size=chunk_size, seed=seed, shuffle=shuffle, drop_last=drop_last,
-                num_replicas=num_replicas, rank=rank,
-            )  # fmt: skip
+                n,
+                chunk_size=chunk_size,
+                seed=seed,
+                shuffle=shuffle,
+                drop_last=drop_last,
+                num_replicas=num_replicas,
+                rank=rank,
+            )
             s.set_epoch(epoch)
             chunks = s.chunks()
             order = list(s)  # (moves on to the next epoch)
@@ -309,19 +301,16 @@ def test_ranks_are_equal_and_disjoint_or_covering(n, chunk_size, num_replicas):
             assert len(everything) == -(-n // num_replicas) * num_replicas
         if not shuffle:  # same samples padded or dropped as DistributedSampler
             ref = itertools.chain.from_iterable(
-                DistributedSampler(range(n), num_replicas=num_replicas, rank=rank,
-                                   shuffle=False, drop_last=drop_last)
+                DistributedSampler(range(n), num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=drop_last)
                 for rank in range(num_replicas)
-            )  # fmt: skip
+            )
             assert sorted(everything) == sorted(ref)
 
 
 @pytest.fixture
 def process_group():
     port = free_port()
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1
-    )
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     try:
         yield
     finally:
@@ -361,20 +350,18 @@ def _epoch(n, epoch, **kwargs):
 
 def _positions(length, chunk_size):
     """Resume points: the start, one in, mid-chunk, a chunk boundary, the last, the end."""
-    return sorted({p for p in (0, 1, chunk_size // 2, chunk_size, length - 1, length)
-                   if 0 <= p <= length})  # fmt: skip
+    return sorted({p for p in (0, 1, chunk_size // 2, chunk_size, length - 1, length) if 0 <= p <= length})
 
 
 @pytest.mark.parametrize(("n", "chunk_size"), [(1, 1), (10, 4), (23, 5), (23, 23), (40, 8)])
 @pytest.mark.parametrize("num_replicas", [1, 3])
 @pytest.mark.parametrize("drop_last", [False, True])
 @pytest.mark.parametrize("shuffle", [True, False])
-def test_resume_yields_what_an_uninterrupted_run_would(
-    n, chunk_size, num_replicas, drop_last, shuffle
-):
+def test_resume_yields_what_an_uninterrupted_run_would(n, chunk_size, num_replicas, drop_last, shuffle):
     for rank, epoch in itertools.product(range(num_replicas), [0, 2]):
-        config = dict(chunk_size=chunk_size, seed=11, shuffle=shuffle, drop_last=drop_last,
-                      num_replicas=num_replicas, rank=rank)  # fmt: skip
+        config = dict(
+            chunk_size=chunk_size, seed=11, shuffle=shuffle, drop_last=drop_last, num_replicas=num_replicas, rank=rank
+        )
         this, following = _epoch(n, epoch, **config), _epoch(n, epoch + 1, **config)
         for consumed in _positions(len(this), chunk_size):
             s = _sampler(n, **config)
@@ -462,10 +449,17 @@ def test_state_dict_counts_what_the_sampler_has_yielded():
 def test_state_dict_describes_the_configuration():
     s = _sampler(10, chunk_size=3, seed=5, drop_last=True, num_replicas=3, rank=1)
     assert s.state_dict(consumed=2) == {
-        "epoch": 0, "consumed": 2, "seed": 5, "num_samples": 10, "chunk_size": 3,
-        "shuffle": True, "drop_last": True, "num_replicas": 3, "rank": 1,
+        "epoch": 0,
+        "consumed": 2,
+        "seed": 5,
+        "num_samples": 10,
+        "chunk_size": 3,
+        "shuffle": True,
+        "drop_last": True,
+        "num_replicas": 3,
+        "rank": 1,
         "block_size": None,
-    }  # fmt: skip
+    }
 
 
 def test_state_dict_after_set_epoch_starts_that_epoch():
@@ -478,12 +472,11 @@ def test_state_dict_after_set_epoch_starts_that_epoch():
 @pytest.mark.parametrize(
     ("consumed", "exc_type", "message"),
     [
-        (11, ValueError, "consumed=11 is more than len(sampler)=10, the indices of one "
-                         "epoch on this rank"),
+        (11, ValueError, "consumed=11 is more than len(sampler)=10, the indices of one epoch on this rank"),
         (-1, ValueError, "consumed must be >= 0 (got consumed=-1)"),
         ("3", TypeError, "'consumed' must be <int> (got '3' that is a <str>)"),
     ],
-)  # fmt: skip
+)
 def test_bad_consumed_is_an_error(consumed, exc_type, message):
     assert _error(exc_type, lambda: _sampler(10).state_dict(consumed=consumed)) == message
     state = {**_sampler(10).state_dict(), "consumed": consumed}
@@ -492,9 +485,16 @@ def test_bad_consumed_is_an_error(consumed, exc_type, message):
 
 @pytest.mark.parametrize(
     ("key", "saved", "current"),
-    [("seed", 1, 0), ("num_samples", 11, 10), ("chunk_size", 5, 4), ("shuffle", False, True),
-     ("drop_last", True, False), ("num_replicas", 2, 1), ("rank", 1, 0)],
-)  # fmt: skip
+    [
+        ("seed", 1, 0),
+        ("num_samples", 11, 10),
+        ("chunk_size", 5, 4),
+        ("shuffle", False, True),
+        ("drop_last", True, False),
+        ("num_replicas", 2, 1),
+        ("rank", 1, 0),
+    ],
+)
 def test_load_state_dict_with_another_configuration_is_an_error(key, saved, current):
     state = {**_sampler(10).state_dict(), key: saved}
     assert _error(ValueError, lambda: _sampler(10).load_state_dict(state)) == (
@@ -508,8 +508,7 @@ def test_load_state_dict_of_something_else_is_an_error():
     state = _sampler(10).state_dict()
     del state["consumed"], state["seed"]
     assert _error(ValueError, lambda: _sampler(10).load_state_dict(state)) == (
-        "not a ChunkedSampler state: it lacks ['consumed', 'seed']; pass what "
-        "ChunkedSampler.state_dict() returned"
+        "not a ChunkedSampler state: it lacks ['consumed', 'seed']; pass what ChunkedSampler.state_dict() returned"
     )
 
 
@@ -601,8 +600,7 @@ def test_chunks_is_empty_when_a_rank_gets_nothing():
 def test_blocks_make_chunks_of_chunk_size_from_contiguous_blocks(n, chunk_size, block_size, num_replicas):
     seen = []
     for rank in range(num_replicas):
-        s = _sampler(n, chunk_size=chunk_size, block_size=block_size, seed=4,
-                     num_replicas=num_replicas, rank=rank)
+        s = _sampler(n, chunk_size=chunk_size, block_size=block_size, seed=4, num_replicas=num_replicas, rank=rank)
         chunks = s.chunks()
         assert [len(c) for c in chunks[:-1]] == [chunk_size] * (len(chunks) - 1)
         assert list(s) == [int(i) for c in chunks for i in c]

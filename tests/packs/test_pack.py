@@ -15,6 +15,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from helpers import IGNORE_FORK_WARNING, china, deadline, wait_until
 from PIL import Image
 
 import torchloader.packs._writer as pack_writer
@@ -28,9 +29,8 @@ from torchloader import (
     SuffixReader,
     pack,
 )
-from torchloader.readers.suffix import IMAGE_SUFFIXES
 from torchloader.packs.format import Manifest
-from helpers import IGNORE_FORK_WARNING, china, deadline, wait_until
+from torchloader.readers.suffix import IMAGE_SUFFIXES
 
 
 def image_folder(root, suffix=".png", count=6):
@@ -160,8 +160,13 @@ def test_shards_are_uint8_nhwc_npy_files_of_shard_size(tmp_path):
     labels = np.load(tmp_path / "dst" / "labels.npy", allow_pickle=False)
     assert labels.dtype == np.int64 and labels.tolist() == [0, 0, 0, 1, 1]
     assert listing(tmp_path / "dst") == [
-        "labels.npy", "manifest.json", "shard-00000.npy", "shard-00001.npy", "shard-00002.npy", "sources.txt"
-    ]  # fmt: skip
+        "labels.npy",
+        "manifest.json",
+        "shard-00000.npy",
+        "shard-00001.npy",
+        "shard-00002.npy",
+        "sources.txt",
+    ]
     assert summary.bytes == sum(os.path.getsize(tmp_path / "dst" / f"shard-{k:05d}.npy") for k in range(3))
 
 
@@ -175,9 +180,13 @@ def test_the_manifest_describes_the_pack(tmp_path):
     assert manifest.count == 5 and manifest.sample_shape == [4, 6, 3] and manifest.dtype == "|u1"
     assert manifest.classes == ["cat", "dog"] and manifest.skipped == []
     assert manifest.options == {
-        "source": os.path.abspath(src), "size": [4, 6], "crop": True, "mode": "RGB",
-        "shard_size": 160, "layout": "HWC",
-    }  # fmt: skip
+        "source": os.path.abspath(src),
+        "size": [4, 6],
+        "crop": True,
+        "mode": "RGB",
+        "shard_size": 160,
+        "layout": "HWC",
+    }
     # 160 bytes hold two 72-byte samples: shards cover [0, 5) in order, without gaps
     assert [(s.start, s.stop) for s in manifest.shards] == [(0, 2), (2, 4), (4, 5)]
     for shard in manifest.shards:
@@ -279,8 +288,9 @@ def test_a_shard_whose_every_file_is_unreadable_is_left_out(tmp_path):
 
     assert summary.samples == 4 and len(summary.skipped) == 2
     assert [(s.file, s.start, s.stop) for s in ds.manifest.shards] == [
-        ("shard-00000.npy", 0, 2), ("shard-00002.npy", 2, 4)
-    ]  # fmt: skip
+        ("shard-00000.npy", 0, 2),
+        ("shard-00002.npy", 2, 4),
+    ]
     assert "shard-00001.npy" not in listing(tmp_path / "dst")
     assert everything(ds)[0][:, 0].tolist() == [0, 1, 4, 5]
 
@@ -522,10 +532,23 @@ def _pack_process(src, dst):
     import sys
 
     return subprocess.Popen(
-        [sys.executable, "-m", "torchloader", "pack", str(src), str(dst), "--shard-size", "48KiB",
-         "--workers", "2", "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torchloader",
+            "pack",
+            str(src),
+            str(dst),
+            "--shard-size",
+            "48KiB",
+            "--workers",
+            "2",
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _forked_pack(src, dst):

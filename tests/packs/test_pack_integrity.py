@@ -19,6 +19,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import IGNORE_FORK_WARNING, china, wait_until
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -27,7 +28,6 @@ import torchloader.packs._writer as pack_writer
 from torchloader import PackedDataset, pack, verify_pack
 from torchloader.packs._destination import pack_lock
 from torchloader.packs.format import read_sources
-from helpers import IGNORE_FORK_WARNING, china, wait_until
 
 pytestmark = IGNORE_FORK_WARNING
 
@@ -296,7 +296,9 @@ def test_a_full_disk_names_the_folder_and_the_space_and_leaves_no_partial_file(t
     disk = tmp_path / "disk"
     disk.mkdir()
     env = {**os.environ, "DISK": str(disk), "SRC": str(src), "PYTHON": sys.executable}
-    run = subprocess.run(["unshare", "-rm", "sh", "-c", FULL_DISK], env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", FULL_DISK], env=env, capture_output=True, text=True, timeout=120
+    )
     if "rc=" not in run.stdout:
         pytest.skip(f"cannot mount a tmpfs in a private namespace here: {run.stderr.strip()[-200:]}")
     rc, *listing = run.stdout.split()

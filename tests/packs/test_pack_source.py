@@ -8,10 +8,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from helpers import china
 from PIL import Image
 
 from torchloader.packs._source import PackSource, open_source
-from helpers import china
 
 
 def image_folder(root, sizes=((20, 24), (22, 30), (18, 26)), suffix=".png"):

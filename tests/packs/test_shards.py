@@ -167,9 +167,7 @@ def test_a_truncated_manifest_cannot_be_read(tmp_path):
     assert str(err.value).endswith("; re-run `torchloader pack` with --overwrite")
 
 
-@pytest.mark.parametrize(
-    "change", [{"shards": [{"file": "x.npy"}]}, {"extra": 1}, {"count": None, "shards": 3}]
-)
+@pytest.mark.parametrize("change", [{"shards": [{"file": "x.npy"}]}, {"extra": 1}, {"count": None, "shards": 3}])
 def test_a_manifest_with_broken_fields_is_named_not_a_type_error(tmp_path, change):
     write_pack(tmp_path / "p")
     edit_manifest(tmp_path / "p", **change)

@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from helpers import china
 from PIL import Image, features
 
 from torchloader.readers import _files
@@ -16,7 +17,6 @@ from torchloader.readers._tensor import to_tensor
 from torchloader.readers.arrays import NpyReader, NpzReader, PtReader
 from torchloader.readers.image import ImageReader
 from torchloader.readers.suffix import IMAGE_SUFFIXES, SuffixReader
-from helpers import china
 
 try:
     import simplejpeg
@@ -24,8 +24,6 @@ except ImportError:  # pragma: no cover - simplejpeg is a dev dependency
     simplejpeg = None
 
 needs_simplejpeg = pytest.mark.skipif(simplejpeg is None, reason="needs simplejpeg")
-
-
 
 
 def photo(height=48, width=64, top=120, left=230) -> np.ndarray:
@@ -83,9 +81,7 @@ def test_image_reader_refuses_an_unknown_mode():
     with pytest.raises(ValueError) as info:
         ImageReader("CMYK")
 
-    assert str(info.value) == (
-        "mode must be one of ('RGB', 'L', 'RGBA', 'keep') (got 'CMYK')"
-    )
+    assert str(info.value) == ("mode must be one of ('RGB', 'L', 'RGBA', 'keep') (got 'CMYK')")
 
 
 def test_image_reader_refuses_an_unknown_decoder():
@@ -210,9 +206,7 @@ def test_image_reader_accepts_a_path_object(tmp_path):
 @needs_simplejpeg
 @pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:2", "4:2:0"])
 @pytest.mark.parametrize("size", [(48, 64), (37, 53)])  # odd sizes pad the chroma blocks
-def test_rgb_jpeg_decodes_identically_through_simplejpeg_and_pillow(
-    tmp_path, turbo_calls, subsampling, size
-):
+def test_rgb_jpeg_decodes_identically_through_simplejpeg_and_pillow(tmp_path, turbo_calls, subsampling, size):
     path = save(tmp_path / "a.jpg", photo(*size), quality=90, subsampling=subsampling)
 
     turbo = ImageReader()(path)
@@ -434,9 +428,7 @@ def test_images_within_the_limit_read_silently(tmp_path, small_pixel_limit):
 # --- NpyReader ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "dtype", ["uint8", "int16", "uint16", "float16", "float32", "float64", "bool"]
-)
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16", "float16", "float32", "float64", "bool"])
 def test_npy_keeps_dtype_shape_and_values(tmp_path, dtype):
     array = (np.arange(24).reshape(2, 3, 4) % 7).astype(dtype)
     np.save(tmp_path / "a.npy", array)
@@ -524,9 +516,7 @@ def test_npz_with_several_arrays_needs_a_key(tmp_path):
     with pytest.raises(KeyError) as info:
         NpzReader()(path)
 
-    assert info.value.args[0] == (
-        f"{path!r} holds 2 arrays ['x', 'y']; pick one with reader=NpzReader(key=...)"
-    )
+    assert info.value.args[0] == (f"{path!r} holds 2 arrays ['x', 'y']; pick one with reader=NpzReader(key=...)")
     x = NpzReader(key="x")(path)
     assert x.dtype == torch.float64
     assert x.tolist() == [1.0, 1.0, 1.0]
@@ -583,9 +573,7 @@ def test_pt_holding_a_non_tensor_is_refused_with_a_clear_message(tmp_path):
     with pytest.raises(TypeError) as info:
         PtReader()(path)
 
-    assert str(info.value) == (
-        f"{path!r} holds a dict, expected a tensor; pass a reader that picks the tensor out"
-    )
+    assert str(info.value) == (f"{path!r} holds a dict, expected a tensor; pass a reader that picks the tensor out")
 
 
 def test_pt_holding_a_pickled_class_is_refused_without_running_it(tmp_path):
@@ -609,9 +597,7 @@ def test_suffix_reader_knows_images_arrays_and_tensors():
     reader = SuffixReader()
 
     assert reader.suffixes == tuple(sorted(IMAGE_SUFFIXES + (".npy", ".npz", ".pt")))
-    assert set(IMAGE_SUFFIXES) == {
-        ".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".gif", ".webp", ".tif", ".tiff"
-    }
+    assert set(IMAGE_SUFFIXES) == {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".gif", ".webp", ".tif", ".tiff"}
     assert repr(reader) == f"SuffixReader(suffixes={list(reader.suffixes)})"
 
 
@@ -751,9 +737,7 @@ def test_to_tensor_converts_non_native_byte_order():
 def test_to_tensor_refuses_object_arrays_and_other_types():
     with pytest.raises(TypeError) as info:
         to_tensor(np.array([{}], dtype=object), what="the array in 'x.npy'")
-    assert str(info.value) == (
-        "the array in 'x.npy' is an object array; only numeric arrays can be loaded"
-    )
+    assert str(info.value) == ("the array in 'x.npy' is an object array; only numeric arrays can be loaded")
 
     with pytest.raises(TypeError) as info:
         to_tensor([1, 2])
@@ -761,7 +745,6 @@ def test_to_tensor_refuses_object_arrays_and_other_types():
 
     with pytest.raises(TypeError, match=r"\(got Image\)"):
         to_tensor(Image.new("L", (2, 2)))
-
 
 
 # --- read_bytes -----------------------------------------------------------------
@@ -803,8 +786,7 @@ def test_a_mapped_npy_shorter_than_its_header_says_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError) as info:
         NpyReader(mmap=True)(path)
     assert str(info.value) == (
-        f"{path!r} is 5000 bytes, its header needs 10128 for uint8 (100, 100) "
-        f"(truncated or still being written?)"
+        f"{path!r} is 5000 bytes, its header needs 10128 for uint8 (100, 100) (truncated or still being written?)"
     )
 
 

@@ -7,10 +7,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from helpers import china
 from PIL import Image
 
 from torchloader import Resize
-from helpers import china
 
 
 def chw(array: np.ndarray) -> torch.Tensor:

@@ -7,14 +7,25 @@ import os
 
 import pytest
 import torch
+from helpers import IGNORE_FORK_WARNING, china
 from PIL import Image
 
-from torchloader.tools import bench as bench_module
 from torchloader import pack
-from torchloader.tools.bench import (BOUND, BOUND_RUNS, BOUND_WARMUP, MODES, OVER_BOUND, Measurement, bench, format_table,
-                               gather_bound, open_for_bench, plot)  # fmt: skip
+from torchloader.tools import bench as bench_module
+from torchloader.tools.bench import (
+    BOUND,
+    BOUND_RUNS,
+    BOUND_WARMUP,
+    MODES,
+    OVER_BOUND,
+    Measurement,
+    bench,
+    format_table,
+    gather_bound,
+    open_for_bench,
+    plot,
+)
 from torchloader.tools.cli import main
-from helpers import IGNORE_FORK_WARNING, china
 
 N = 24
 
@@ -42,8 +53,16 @@ def test_every_mode_that_applies_is_measured_with_every_worker_count(folder):
     assert results[0].mode == "bound" and results[0].samples_per_s > 0
     rows = rows_by_key(results[1:])
     assert set(rows) == {(m, w) for m in MODES for w in (0, 2)}
-    for key in [("dataloader", 0), ("dataloader", 2), ("path", 0), ("path", 2), ("chunked", 0),
-                ("chunked", 2), ("chunked-threads", 2), ("preload", 0)]:  # fmt: skip
+    for key in [
+        ("dataloader", 0),
+        ("dataloader", 2),
+        ("path", 0),
+        ("path", 2),
+        ("chunked", 0),
+        ("chunked", 2),
+        ("chunked-threads", 2),
+        ("preload", 0),
+    ]:
         assert rows[key].skipped is None and rows[key].samples_per_s > 0, key
     assert rows[("packed", 0)].skipped.startswith("not a packed directory")
     assert rows[("chunked-threads", 0)].skipped == "threads need workers > 0"
@@ -54,8 +73,9 @@ def test_every_mode_that_applies_is_measured_with_every_worker_count(folder):
 def test_a_packed_directory_is_measured_as_packed(folder, tmp_path):
     pack(folder, str(tmp_path / "p"), workers=0, progress=False)
 
-    rows = rows_by_key(bench(str(tmp_path / "p"), modes=["packed", "path", "dataloader"], workers=[0],
-                             batch_size=8, progress=False))  # fmt: skip
+    rows = rows_by_key(
+        bench(str(tmp_path / "p"), modes=["packed", "path", "dataloader"], workers=[0], batch_size=8, progress=False)
+    )
 
     assert rows[("packed", 0)].samples_per_s > 0
     assert rows[("path", 0)].skipped == "the data is packed: see packed"
@@ -167,8 +187,22 @@ def test_the_command_prints_the_table_and_draws_the_chart(folder, tmp_path, caps
     pytest.importorskip("matplotlib")
     chart = tmp_path / "c.png"
 
-    status = main(["bench", folder, "--modes", "path", "dataloader", "--workers", "0",
-                   "--batch-size", "8", "--quiet", "--plot", str(chart)])  # fmt: skip
+    status = main(
+        [
+            "bench",
+            folder,
+            "--modes",
+            "path",
+            "dataloader",
+            "--workers",
+            "0",
+            "--batch-size",
+            "8",
+            "--quiet",
+            "--plot",
+            str(chart),
+        ]
+    )
 
     out = capsys.readouterr().out
     assert status == 0

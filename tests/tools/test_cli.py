@@ -5,12 +5,12 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import china
 from PIL import Image
 
 import torchloader
 from torchloader import PackedDataset
 from torchloader.tools.cli import main
-from helpers import china
 
 
 def test_env_prints_versions_and_decoder(capsys):
@@ -35,6 +35,7 @@ def test_version(capsys):
 
 
 # --- pack and verify -------------------------------------------------------------------
+
 
 def image_folder(root, count=4):
     """``root/<cat|dog>/<i>.png``: crops of the sample photo in two sizes."""
@@ -135,7 +136,9 @@ def test_pack_of_a_missing_source_fails_with_the_message(tmp_path, capsys):
 def test_pack_refuses_a_negative_worker_count(tmp_path, capsys):
     src = image_folder(tmp_path / "src")
     assert main(["pack", src, str(tmp_path / "dst"), "--workers", "-1"]) == 1
-    assert capsys.readouterr().err == "torchloader pack: workers must be an int >= 0 (got -1); 0 packs in this process\n"
+    assert (
+        capsys.readouterr().err == "torchloader pack: workers must be an int >= 0 (got -1); 0 packs in this process\n"
+    )
 
 
 def test_verify_of_an_intact_pack_succeeds(tmp_path, capsys):
@@ -194,6 +197,7 @@ def test_python_dash_m_verify_exits_with_1_on_a_damaged_pack(tmp_path):
 
 # --- paths that are not valid UTF-8 --------------------------------------------------
 
+
 def folder_with_an_undecodable_bad_file(tmp_path):
     """``src/<cat|dog>/<i>.png`` plus ``src/dog/bad\\xff.jpg`` (garbage): a name no UTF-8 stream can print."""
     src = image_folder(tmp_path / "src")
@@ -211,9 +215,24 @@ def test_pack_skipping_a_file_whose_name_is_not_utf8_completes_and_names_it(tmp_
     env.update([encoding.split("=")])
 
     done = subprocess.run(
-        [sys.executable, "-m", "torchloader", "pack", src, dst, "--size", "4", "--workers", "0", "--quiet",
-         "--on-error", "skip"], capture_output=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torchloader",
+            "pack",
+            src,
+            dst,
+            "--size",
+            "4",
+            "--workers",
+            "0",
+            "--quiet",
+            "--on-error",
+            "skip",
+        ],
+        capture_output=True,
+        env=env,
+    )
 
     assert done.returncode == 0, done.stderr
     assert done.stderr == b""

@@ -9,8 +9,8 @@ from PIL import Image
 
 from torchloader import PackedDataset, SampleLoadError, pack
 from torchloader.tools import report as inspection
-from torchloader.tools.cli import main
 from torchloader.tools._advice import packed_copy
+from torchloader.tools.cli import main
 from torchloader.tools.report import inspect_data
 
 MiB = 2**20
@@ -127,8 +127,9 @@ def test_with_a_bad_file_the_recommended_pack_and_load_run(scraped, in_process):
     assert report.recommendation == "pack first, then preload (it fits in RAM)"
     assert report.shell == f"torchloader pack {scraped} {dst} --size 10 10 --crop --on-error skip"
     argv = shlex.split(report.shell)
-    done = subprocess.run([sys.executable, "-m", "torchloader", *argv[1:], "--workers", "0", "--quiet"],
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "torchloader", *argv[1:], "--workers", "0", "--quiet"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     ds = run_python(report.python)["ds"]
     assert tuple(ds.x.shape) == (6, 3, 10, 10) and len(PackedDataset(dst)) == 6

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import torch.distributed as dist
 
+from torchloader._core.sizes import sample_nbytes
 from torchloader._core.units import parse_bytes
 from torchloader.order.chunking import chunk_size_for_budget
-from torchloader._core.sizes import sample_nbytes
 
 __all__ = ["check_block", "check_chunk_args", "check_chunking", "check_non_negative_int", "check_replicas"]
 
@@ -56,18 +56,13 @@ def check_replicas(num_replicas: Any, rank: Any) -> tuple[int, int]:
     num_replicas = check_non_negative_int("num_replicas", num_replicas, minimum=1)
     rank = check_non_negative_int("rank", rank)
     if rank >= num_replicas:
-        raise ValueError(
-            f"rank must be in [0, {num_replicas - 1}] for num_replicas={num_replicas} "
-            f"(got rank={rank})"
-        )
+        raise ValueError(f"rank must be in [0, {num_replicas - 1}] for num_replicas={num_replicas} (got rank={rank})")
     return num_replicas, rank
 
 
 def check_non_negative_int(name: str, value: Any, *, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(
-            f"{name!r} must be <int> (got {value!r} that is a <{type(value).__name__}>)"
-        )
+        raise TypeError(f"{name!r} must be <int> (got {value!r} that is a <{type(value).__name__}>)")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum} (got {name}={value})")
     return int(value)

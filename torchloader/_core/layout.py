@@ -74,9 +74,12 @@ class SampleLayout:
     def of(cls, x: torch.Tensor, y: torch.Tensor | None) -> SampleLayout:
         order = memory_order(x)
         return cls(
-            tuple(x.shape), x.dtype, order,
-            None if y is None else tuple(y.shape), None if y is None else y.dtype,
-        )  # fmt: skip
+            tuple(x.shape),
+            x.dtype,
+            order,
+            None if y is None else tuple(y.shape),
+            None if y is None else y.dtype,
+        )
 
     @property
     def nbytes(self) -> int:

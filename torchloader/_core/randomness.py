@@ -45,7 +45,17 @@ from torch.utils.data import get_worker_info
 
 from torchloader.errors import TransformError
 
-__all__ = ["apply_transform", "in_worker", "mark_worker", "reading_batch", "reading_epoch", "sample_seed", "seed_globals", "seed_worker", "seeded"]
+__all__ = [
+    "apply_transform",
+    "in_worker",
+    "mark_worker",
+    "reading_batch",
+    "reading_epoch",
+    "sample_seed",
+    "seed_globals",
+    "seed_worker",
+    "seeded",
+]
 
 T = TypeVar("T")
 _MASK = 2**64 - 1

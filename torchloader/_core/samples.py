@@ -16,8 +16,7 @@ def split_sample(sample: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(sample, (tuple, list)):
         if len(sample) != 2:
             raise ValueError(
-                f"samples must be x or (x, y) to be stacked (got a {type(sample).__name__} "
-                f"of {len(sample)} items)"
+                f"samples must be x or (x, y) to be stacked (got a {type(sample).__name__} of {len(sample)} items)"
             )
         x, y = sample
         return to_tensor(x, what="x"), torch.as_tensor(y)

@@ -68,6 +68,5 @@ def new_shared(nbytes: int) -> torch.UntypedStorage:
         free = free_bytes()
         room = "" if free is None else f" ({format_bytes(free)} free)"
         raise RuntimeError(
-            f"could not allocate {format_bytes(nbytes)} of shared memory in {SHM}{room}: "
-            f"{exc}; {_fixes(nbytes)}"
+            f"could not allocate {format_bytes(nbytes)} of shared memory in {SHM}{room}: {exc}; {_fixes(nbytes)}"
         ) from exc

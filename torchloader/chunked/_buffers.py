@@ -31,9 +31,7 @@ __all__ = ["BufferPool"]
 class BufferPool:
     """Chunk buffers of ``chunk_size`` samples, at most ``slots`` handed out at once."""
 
-    def __init__(
-        self, layout: SampleLayout, chunk_size: int, *, slots: int, pin: bool, shared: bool = False
-    ) -> None:
+    def __init__(self, layout: SampleLayout, chunk_size: int, *, slots: int, pin: bool, shared: bool = False) -> None:
         self.layout = layout
         self.chunk_size = chunk_size
         self.pin = pin

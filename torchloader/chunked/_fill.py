@@ -27,18 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchloader.datasets._batch import first_readable
+from torchloader._core.intraop import use_one_intraop_thread
 from torchloader._core.layout import ChunkBuffer, SampleLayout
+from torchloader._core.randomness import reading_epoch
+from torchloader._core.samples import ShapeMismatch, describe, mismatch_message, split_sample
+from torchloader.datasets._batch import first_readable
+from torchloader.datasets._subsets import ReadThrough
 from torchloader.error_log import SkippedSample
 from torchloader.error_log import SkippedSlots as Skipped
 from torchloader.errors import SampleLoadError
-from torchloader._core.intraop import use_one_intraop_thread
-from torchloader._core.randomness import reading_epoch
-from torchloader._core.samples import ShapeMismatch, describe, mismatch_message, split_sample
-from torchloader.datasets._subsets import ReadThrough
 
 __all__ = ["ChunkFiller", "Skipped", "check_sample", "fill_batched", "fill_slots", "read_sample", "storage_runs"]
-
 
 
 def read_sample(dataset: Any, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -59,9 +58,7 @@ def read_sample(dataset: Any, index: int) -> tuple[torch.Tensor, torch.Tensor | 
         raise SampleLoadError.from_exception(index, None, exc, skippable=False) from exc
 
 
-def check_sample(
-    first: tuple[int, SampleLayout], index: int, x: torch.Tensor, y: torch.Tensor | None
-) -> None:
+def check_sample(first: tuple[int, SampleLayout], index: int, x: torch.Tensor, y: torch.Tensor | None) -> None:
     """Refuse a sample whose shape or dtype differs from the first one, naming both."""
     first_index, layout = first
     if (
@@ -98,9 +95,14 @@ def fill_slots(
 
 
 def _fill_slots(
-    dataset: Any, first: tuple[int, SampleLayout], buffer: ChunkBuffer, slots: np.ndarray,
-    indices: np.ndarray, stop: threading.Event | None, skipped: Skipped | None,
-) -> None:  # fmt: skip
+    dataset: Any,
+    first: tuple[int, SampleLayout],
+    buffer: ChunkBuffer,
+    slots: np.ndarray,
+    indices: np.ndarray,
+    stop: threading.Event | None,
+    skipped: Skipped | None,
+) -> None:
     if getattr(dataset, "read_into", None) is not None:
         _fill_by_read_into(dataset, first, buffer, slots, indices, stop, skipped)
         return
@@ -127,9 +129,14 @@ RUN = 32  # samples per read_into call: a stop request is seen within one run
 
 
 def _fill_by_read_into(
-    dataset: Any, first: tuple[int, SampleLayout], buffer: ChunkBuffer, slots: np.ndarray,
-    indices: np.ndarray, stop: threading.Event | None, skipped: Skipped | None,
-) -> None:  # fmt: skip
+    dataset: Any,
+    first: tuple[int, SampleLayout],
+    buffer: ChunkBuffer,
+    slots: np.ndarray,
+    indices: np.ndarray,
+    stop: threading.Event | None,
+    skipped: Skipped | None,
+) -> None:
     first_index, layout = first
     options = {} if skipped is None else {"skipped": skipped}
     for start in range(0, len(slots), RUN):

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from torchloader._core.intraop import use_one_intraop_thread
 from torchloader._core.layout import ChunkBuffer
 from torchloader.chunked._buffers import BufferPool
 from torchloader.chunked._fill import ChunkFiller, Skipped
-from torchloader._core.intraop import use_one_intraop_thread
 from torchloader.chunked.stats import LoaderStats
 from torchloader.order.sampler import ChunkedSampler
 
@@ -113,8 +113,12 @@ class Producer:
                 if self._stop.is_set():
                     self._pool.release(buffer)
                     return
-                self._stats.add_chunk(len(indices), self._pool.layout.nbytes * len(indices),
-                                      time.perf_counter() - start, self._pool.peak_bytes)
+                self._stats.add_chunk(
+                    len(indices),
+                    self._pool.layout.nbytes * len(indices),
+                    time.perf_counter() - start,
+                    self._pool.peak_bytes,
+                )
                 self._queue.put(LoadedChunk(epoch, buffer, len(indices), last, skipped))
         except BaseException as error:  # raised again in the consumer
             self._queue.put(_Failure(error))

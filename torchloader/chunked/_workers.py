@@ -38,18 +38,24 @@ import torch
 import torch.multiprocessing as mp
 
 from torchloader._core.layout import ChunkBuffer, SampleLayout
-from torchloader.chunked._fill import ChunkFiller, Skipped, fill_batched, fill_slots, storage_runs
-from torchloader.errors import SampleLoadError
 from torchloader._core.randomness import mark_worker, seed_worker
 from torchloader._core.worker_process import PARENT_CHECK_SECONDS, ParentWatch, reset_signal_handlers
+from torchloader.chunked._fill import ChunkFiller, Skipped, fill_batched, fill_slots, storage_runs
+from torchloader.errors import SampleLoadError
 
 __all__ = ["ProcessFiller"]
 
 
 def _worker_loop(
-    dataset: Any, first: tuple[int, SampleLayout], tasks: Any, results: Any, halt: Any, skip: bool,
-    rank: int, base_seed: int,
-) -> None:  # fmt: skip
+    dataset: Any,
+    first: tuple[int, SampleLayout],
+    tasks: Any,
+    results: Any,
+    halt: Any,
+    skip: bool,
+    rank: int,
+    base_seed: int,
+) -> None:
     reset_signal_handlers()  # see NOTE [ worker processes and signals ]
     watch = ParentWatch()
     torch.set_num_threads(1)  # one core per worker; the sample copies are small
@@ -125,9 +131,14 @@ class ProcessFiller(ChunkFiller):
     shared_buffers = True
 
     def __init__(
-        self, dataset: Any, num_workers: int, *, skip: bool = False, seed: int = 0,
+        self,
+        dataset: Any,
+        num_workers: int,
+        *,
+        skip: bool = False,
+        seed: int = 0,
         multiprocessing_context: Any = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(dataset, num_workers, skip=skip, seed=seed)  # its thread pool is never started here
         self._context = multiprocessing_context
         self._workers: list[Any] = []
@@ -153,8 +164,9 @@ class ProcessFiller(ChunkFiller):
             worker = context.Process(
                 target=_worker_loop,
                 args=(self.dataset, self.first, tasks, self._results, self._halt, self.skip, rank, base_seed),
-                name=f"torchloader-chunk-worker-{rank}", daemon=True,
-            )  # fmt: skip
+                name=f"torchloader-chunk-worker-{rank}",
+                daemon=True,
+            )
             worker.start()
             self._workers.append(worker)
             self._tasks.append(tasks)

@@ -22,21 +22,21 @@ from typing import Any
 
 import torch
 
+from torchloader._core.checks import check_non_negative_int as _check_int
+from torchloader._core.shared_memory import check_room
+from torchloader.chunked._budget import BUFFERS as _BUFFERS
+from torchloader.chunked._budget import loader_chunk_size
 from torchloader.chunked._buffers import BufferPool
 from torchloader.chunked._fill import ChunkFiller
 from torchloader.chunked._pass import LoaderPass
 from torchloader.chunked._producer import LoadedChunk, Producer, chunk_plan
 from torchloader.chunked._workers import ProcessFiller
+from torchloader.chunked.stats import LoaderStats
+from torchloader.datasets._subsets import looked_through
 from torchloader.device import check_device, check_pin_memory
 from torchloader.error_log import ErrorLog, error_policy
-from torchloader.chunked.stats import LoaderStats
-from torchloader._core.checks import check_non_negative_int as _check_int
-from torchloader.chunked._budget import BUFFERS as _BUFFERS
-from torchloader.chunked._budget import loader_chunk_size
-from torchloader.order.sampler import ChunkedSampler
-from torchloader._core.shared_memory import check_room
 from torchloader.order.quality import PoorShuffleWarning, ShuffleQuality, order_quality, poor_shuffle_message
-from torchloader.datasets._subsets import looked_through
+from torchloader.order.sampler import ChunkedSampler
 
 __all__ = ["ChunkedLoader"]
 
@@ -121,7 +121,9 @@ class ChunkedLoader:
         } | {"multiprocessing_context": _portable_context(multiprocessing_context)}
         self.dataset = dataset
         if len(dataset) == 0:  # not a file that failed: say so before reading sample 0
-            raise ValueError(f"dataset {dataset!r:.200} is empty (0 samples); a ChunkedLoader needs at least one sample")
+            raise ValueError(
+                f"dataset {dataset!r:.200} is empty (0 samples); a ChunkedLoader needs at least one sample"
+            )
         self.batch_size = _check_int("batch_size", batch_size, minimum=1)
         self.device = None if device is None else check_device(device)
         self.drop_last = bool(drop_last)
@@ -134,19 +136,30 @@ class ChunkedLoader:
         self.filler = self._filler(skip, seed, multiprocessing_context)
         self.layout = self.filler.layout(0)
         chunk_size = loader_chunk_size(
-            chunk_size, ram_budget, sample_bytes=self.layout.nbytes, batch_size=self.batch_size,
-            processes=1 + (self.num_workers if worker_type == "process" else 0), samples=len(dataset),
-        )  # fmt: skip
+            chunk_size,
+            ram_budget,
+            sample_bytes=self.layout.nbytes,
+            batch_size=self.batch_size,
+            processes=1 + (self.num_workers if worker_type == "process" else 0),
+            samples=len(dataset),
+        )
         self.sampler = ChunkedSampler(
-            dataset, chunk_size=chunk_size, shuffle=shuffle, seed=seed,
-            num_replicas=num_replicas, rank=rank, block_size=block_size,
-        )  # fmt: skip
+            dataset,
+            chunk_size=chunk_size,
+            shuffle=shuffle,
+            seed=seed,
+            num_replicas=num_replicas,
+            rank=rank,
+            block_size=block_size,
+        )
         self.transform = transform
         pin = check_pin_memory(pin_memory)
         shared = self.filler.shared_buffers and not self.filler.batched
         if shared:  # see torchloader/_core/shared_memory.py: fail now, not mid-epoch
-            check_room(_BUFFERS * chunk_size * self.layout.nbytes,
-                       f"ChunkedLoader's {_BUFFERS} chunk buffers for {self.num_workers} worker processes")  # fmt: skip
+            check_room(
+                _BUFFERS * chunk_size * self.layout.nbytes,
+                f"ChunkedLoader's {_BUFFERS} chunk buffers for {self.num_workers} worker processes",
+            )
         self.pool = BufferPool(self.layout, chunk_size, slots=_BUFFERS, pin=pin, shared=shared)
         self.stats = LoaderStats()
         self.latest_pass: LoaderPass | None = None  # see torchloader/chunked/_pass.py
@@ -301,7 +314,6 @@ class ChunkedLoader:
             f"chunk_size={self.chunk_size}, num_workers={self.num_workers}, "
             f"device={self.device}, epoch={self.epoch})"
         )
-
 
 
 def _rebuild(dataset: Any, batch_size: int, config: dict[str, Any], state: dict[str, Any]) -> ChunkedLoader:

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from torchloader._core.layout import rows_of, SampleLayout
+from torchloader._core.layout import SampleLayout, rows_of
+from torchloader._core.samples import ShapeMismatch, describe, mismatch_message, split_sample
 from torchloader.error_log import SkippedSample
 from torchloader.errors import SampleLoadError
-from torchloader._core.samples import ShapeMismatch, describe, mismatch_message, split_sample
 
 __all__ = ["as_index_array", "check_index", "first_readable", "is_batch", "read_batch"]
 
@@ -50,8 +50,7 @@ def check_index(index: Any, length: int) -> int:
         index = operator.index(index)
     except TypeError:
         raise TypeError(
-            f"index must be an integer (got {type(index).__name__}); for a batch "
-            f"pass a list or array of indices"
+            f"index must be an integer (got {type(index).__name__}); for a batch pass a list or array of indices"
         ) from None
     if not -length <= index < length:
         raise IndexError(f"index {index} is out of range for {length} samples")

@@ -29,10 +29,7 @@ def encode_labels(
         labels = labels.numpy(force=True)
     array = np.asarray(labels)
     if array.ndim != 1 or len(array) != expected_len:
-        raise ValueError(
-            f"labels must be one label per path: expected shape ({expected_len},), "
-            f"got {array.shape}"
-        )
+        raise ValueError(f"labels must be one label per path: expected shape ({expected_len},), got {array.shape}")
     if array.dtype.kind in "iu":
         return array.astype(np.int64, copy=False), None
     if array.dtype.kind == "U" and not isinstance(labels, np.ndarray):

@@ -67,7 +67,7 @@ def _collate(items: list[tuple[int, Any]]) -> _Group | _Mismatch:
     # Stacked in the samples' memory order (channels-last for decoded images):
     # plain copies, and the main process's copy into the whole tensor is one too.
     group = SampleLayout.of(*pairs[0]).allocate(len(pairs), pin=False)
-    for slot, (x, y) in enumerate(pairs):
+    for slot, (x, _) in enumerate(pairs):
         group.x[slot].copy_(x)
     y = None if group.y is None else torch.stack([y for _, y in pairs], out=group.y)
     return _Group(items[0][0], group.x, y)
@@ -93,9 +93,7 @@ def load_all(
     if n == 0:
         raise ValueError("the dataset is empty; there is nothing to preload")
     workers = default_num_workers() if num_workers is None else num_workers
-    loader = DataLoader(
-        _Indexed(dataset), batch_size=batch_size, num_workers=workers, collate_fn=_collate
-    )
+    loader = DataLoader(_Indexed(dataset), batch_size=batch_size, num_workers=workers, collate_fn=_collate)
     out: tuple[torch.Tensor, torch.Tensor | None] | None = None
     first = ""
     with tqdm(total=n, unit="sample", desc="preloading", disable=not progress) as bar:

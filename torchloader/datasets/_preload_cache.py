@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchloader.readers._tensor import to_tensor
 from torchloader.packs.format import write_json_atomic
+from torchloader.readers._tensor import to_tensor
 
 __all__ = ["PreloadCache"]
 
@@ -38,9 +38,7 @@ class PreloadCache:
     def exists(self) -> bool:
         return os.path.exists(self._path("meta.json"))
 
-    def allocate(
-        self, n: int, x0: torch.Tensor, y0: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def allocate(self, n: int, x0: torch.Tensor, y0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Memory-mapped output files of ``n`` samples shaped like ``x0``/``y0``."""
         os.makedirs(self.root, exist_ok=True)
         x = self._map("x", n, x0)

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
-from torchloader.datasets._batch import as_index_array, check_index, is_batch
-from torchloader.datasets.batching import batch_dataloader, getitems
 from torchloader._core.layout import SampleLayout, stored_view
 from torchloader._core.randomness import apply_transform, reading_batch
 from torchloader._core.samples import split_sample
+from torchloader.datasets._batch import as_index_array, check_index, is_batch
+from torchloader.datasets._dataloader import batch_dataloader, getitems
 from torchloader.packs._maps import PackFiles
 from torchloader.packs.format import Manifest
 
@@ -113,7 +113,9 @@ class PackedDataset(Dataset):
         if self._labels is None:
             return x
         y = torch.scalar_tensor(int(self._labels[index]), dtype=torch.int64)
-        return x, y if self.target_transform is None else apply_transform(self.target_transform, y, index, self.root, target=True)
+        return x, y if self.target_transform is None else apply_transform(
+            self.target_transform, y, index, self.root, target=True
+        )
 
     def _batch(self, indices: np.ndarray) -> Any:
         if self.transform is not None or self.target_transform is not None:
@@ -129,9 +131,14 @@ class PackedDataset(Dataset):
         return buffer.x if buffer.y is None else (buffer.x, buffer.y)
 
     def dataloader(
-        self, batch_size: int, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
         **kwargs: Any,
-    ) -> DataLoader:  # fmt: skip
+    ) -> DataLoader:
         """A ``DataLoader`` whose batches are one ``gather`` each (no per-sample collate).
 
         As ``PathDataset.dataloader``: a batch sampler of whole batches, each read
@@ -204,9 +211,7 @@ class PackedDataset(Dataset):
         """``indices`` as int64 in ``[0, len)`` (negative ones count from the end)."""
         array = np.asarray(indices)
         if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
-            raise TypeError(
-                f"indices must be a 1-D sequence of integers (got {array.dtype} of shape {array.shape})"
-            )
+            raise TypeError(f"indices must be a 1-D sequence of integers (got {array.dtype} of shape {array.shape})")
         array = array.astype(np.int64)
         outside = array[(array < -len(self)) | (array >= len(self))]
         if outside.size:

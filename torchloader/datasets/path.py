@@ -20,17 +20,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from torchloader._core.layout import stored_view
+from torchloader._core.randomness import apply_transform, reading_batch
+from torchloader._core.samples import ShapeMismatch, describe
 from torchloader.datasets._batch import as_index_array, check_index, is_batch, read_batch
-from torchloader.datasets.batching import SkippedBack, batch_dataloader, getitems
+from torchloader.datasets._csv import read_csv_table
+from torchloader.datasets._dataloader import SkippedBack, batch_dataloader, getitems
+from torchloader.datasets._folder import IMG_EXTENSIONS, scan_folder
+from torchloader.datasets._labels import encode_labels
 from torchloader.error_log import ErrorLog, SkippedSample, check_on_error, skip_limit
 from torchloader.errors import SampleLoadError
-from torchloader.datasets._folder import IMG_EXTENSIONS, scan_folder
-from torchloader.datasets._csv import read_csv_table
-from torchloader.datasets._labels import encode_labels
-from torchloader._core.randomness import apply_transform, reading_batch
 from torchloader.readers._tensor import to_tensor
 from torchloader.readers.suffix import Reader, SuffixReader
-from torchloader._core.samples import ShapeMismatch, describe
 
 __all__ = ["PathDataset"]
 
@@ -143,7 +143,9 @@ class PathDataset(Dataset):
             ['cat', 'dog']
         """
         extensions = IMG_EXTENSIONS if extensions is None else extensions
-        classes, paths, labels = scan_folder(root, extensions, allow_empty=allow_empty, allow_nested_only=allow_nested_only)
+        classes, paths, labels = scan_folder(
+            root, extensions, allow_empty=allow_empty, allow_nested_only=allow_nested_only
+        )
         reader = SuffixReader() if reader is None else reader
         return cls(paths, np.asarray(labels, dtype=np.int64), reader=reader, classes=classes, **options)
 
@@ -205,9 +207,13 @@ class PathDataset(Dataset):
         return read_batch(self, as_index_array(indices, len(self)), skip=self.on_error == "skip")
 
     def read_into(
-        self, indices: Sequence[int], out: torch.Tensor, slots: Sequence[int] | None = None,
-        *, skipped: list[tuple[int, SkippedSample]] | None = None,
-    ) -> torch.Tensor | None:  # fmt: skip
+        self,
+        indices: Sequence[int],
+        out: torch.Tensor,
+        slots: Sequence[int] | None = None,
+        *,
+        skipped: list[tuple[int, SkippedSample]] | None = None,
+    ) -> torch.Tensor | None:
         """Load the samples at ``indices`` into ``out[slots[k]]``; return their labels.
 
         ``out`` is a batch or RAM-chunk buffer (one slot per sample, each of the
@@ -237,7 +243,9 @@ class PathDataset(Dataset):
                 skipped.append((slot, SkippedSample.of(exc, index)))
                 continue
             if not isinstance(x, torch.Tensor) or x.shape != out.shape[1:] or x.dtype != out.dtype:
-                raise ShapeMismatch(index, describe(x, None) if isinstance(x, torch.Tensor) else f"a {type(x).__name__}")
+                raise ShapeMismatch(
+                    index, describe(x, None) if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
+                )
             out[slot].copy_(x)
         return self._labels_of(indices)
 
@@ -249,12 +257,17 @@ class PathDataset(Dataset):
         return torch.stack([self._label(i) for i in indices])
 
     def dataloader(
-        self, batch_size: int, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
         **kwargs: Any,
-    ) -> DataLoader:  # fmt: skip
+    ) -> DataLoader:
         """A ``DataLoader`` that reads each batch straight into one buffer.
 
-        A DataLoader with a batch sampler of whole batches (``batching.batch_dataloader``):
+        A DataLoader with a batch sampler of whole batches (``_dataloader.batch_dataloader``):
         each worker builds whole batches as ``ds[indices]`` does (no per-sample
         collate; JPEGs decoded in place, batches channels-last), and sends back
         the samples ``on_error="skip"`` left out, for ``ds.errors``. Other keyword
@@ -319,4 +332,3 @@ def _encode_paths(paths: Sequence[PathLike] | np.ndarray) -> np.ndarray:
         )
     # os.fsencode keeps non-UTF-8 names (surrogate escapes) round-trippable.
     return np.array([os.fsencode(p) for p in paths], dtype=np.bytes_)
-

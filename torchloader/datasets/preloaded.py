@@ -24,11 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from torchloader.datasets.batching import IndexBatchSampler, batch_dataloader, getitems, shuffled_batches
 from torchloader._core.layout import SampleLayout, storage_order
 from torchloader._core.shared_memory import new_shared
+from torchloader.datasets._dataloader import batch_dataloader, getitems
 from torchloader.datasets._load_all import load_all
 from torchloader.datasets._preload_cache import PreloadCache
+from torchloader.datasets.batching import IndexBatchSampler, shuffled_batches
 from torchloader.readers._tensor import to_tensor
 
 __all__ = ["PreloadedDataset"]
@@ -64,8 +65,7 @@ class PreloadedDataset(Dataset):
             raise ValueError("x must have a first dimension that indexes the samples")
         if self.y is not None and (self.y.ndim == 0 or len(self.y) != len(self.x)):
             raise ValueError(
-                f"x and y must have the same first dimension "
-                f"(got x {tuple(self.x.shape)} and y {tuple(self.y.shape)})"
+                f"x and y must have the same first dimension (got x {tuple(self.x.shape)} and y {tuple(self.y.shape)})"
             )
         self._cache: PreloadCache | None = None
 
@@ -112,7 +112,9 @@ class PreloadedDataset(Dataset):
             raise IndexError(f"indices must be one-dimensional (got shape {tuple(index.shape)})")
         if out is None:
             return self._take(index)
-        if not all(_fits(t, src) for t, src in ((out[0], self.x), (out[1], self.y)) if t is not None and src is not None):
+        if not all(
+            _fits(t, src) for t, src in ((out[0], self.x), (out[1], self.y)) if t is not None and src is not None
+        ):
             return None
         _index_select(self.x, index, out[0])
         if out[1] is not None and self.y is not None:
@@ -147,14 +149,13 @@ class PreloadedDataset(Dataset):
             stored, inverse = x.permute(layout), [layout.index(d) for d in range(x.ndim)]
             if y is None:
                 return (torch.index_select(stored, 0, i).permute(inverse) for i in order.split(batch_size))
-            return ((torch.index_select(stored, 0, i).permute(inverse), torch.index_select(y, 0, i))
-                    for i in order.split(batch_size))  # fmt: skip
+            return (
+                (torch.index_select(stored, 0, i).permute(inverse), torch.index_select(y, 0, i))
+                for i in order.split(batch_size)
+            )
         if y is None:
             return (torch.index_select(x, 0, i) for i in order.split(batch_size))
-        return (
-            (torch.index_select(x, 0, i), torch.index_select(y, 0, i))
-            for i in order.split(batch_size)
-        )
+        return ((torch.index_select(x, 0, i), torch.index_select(y, 0, i)) for i in order.split(batch_size))
 
     def dataloader(
         self,
@@ -168,7 +169,7 @@ class PreloadedDataset(Dataset):
         """A ``torch.utils.data.DataLoader`` that serves each batch by one gather.
 
         It is an ordinary DataLoader whose batch sampler yields whole batches,
-        each read by ``__getitems__`` (see ``batching.batch_dataloader``); other keyword arguments
+        each read by ``__getitems__`` (see ``_dataloader.batch_dataloader``); other keyword arguments
         (``num_workers``, ``pin_memory``, ``persistent_workers``, ...) pass through.
         The order changes every epoch, as a function of ``(seed, epoch)``.
 
@@ -179,9 +180,7 @@ class PreloadedDataset(Dataset):
         """
         return batch_dataloader(self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, **kwargs)
 
-    def _index_sampler(
-        self, batch_size: int, shuffle: bool, seed: int, drop_last: bool
-    ) -> IndexBatchSampler:
+    def _index_sampler(self, batch_size: int, shuffle: bool, seed: int, drop_last: bool) -> IndexBatchSampler:
         return shuffled_batches(self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
 
     @classmethod
@@ -270,9 +269,7 @@ def _index_select(source: torch.Tensor, index: torch.Tensor, out: torch.Tensor |
     return out
 
 
-def _allocate_in_ram(
-    n: int, x0: torch.Tensor, y0: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _allocate_in_ram(n: int, x0: torch.Tensor, y0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     # In the samples' own memory order (images decoded H x W x C are kept
     # channels-last), so loading them is plain copies, and so are the gathers.
     buffer = SampleLayout.of(x0, y0).allocate(n, pin=False)
@@ -282,6 +279,8 @@ def _allocate_in_ram(
 def _fits(out: torch.Tensor, source: torch.Tensor) -> bool:
     """Whether a gather from ``source`` can write into ``out`` as it is laid out."""
     return (
-        out.dtype == source.dtype and out.shape[1:] == source.shape[1:]
-        and storage_order(out) is not None and storage_order(out) == storage_order(source)
-    )  # fmt: skip
+        out.dtype == source.dtype
+        and out.shape[1:] == source.shape[1:]
+        and storage_order(out) is not None
+        and storage_order(out) == storage_order(source)
+    )

@@ -47,8 +47,7 @@ class SequenceDataset(Dataset):
         for name in ("__len__", "__getitem__"):
             if not hasattr(sequence, name):
                 raise TypeError(
-                    f"sequence must have {name} like a keras.utils.Sequence "
-                    f"(got a {type(sequence).__name__})"
+                    f"sequence must have {name} like a keras.utils.Sequence (got a {type(sequence).__name__})"
                 )
         self.sequence = sequence
         self.seed = seed

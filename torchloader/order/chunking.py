@@ -38,6 +38,7 @@ from torchloader._core.units import format_bytes, parse_bytes
 
 __all__ = ["chunk_size_for_budget", "epoch_order", "epoch_ranges"]
 
+
 def chunk_size_for_budget(ram_budget: int | str, sample_nbytes: int) -> int:
     """How many samples of ``sample_nbytes`` fit in ``ram_budget``.
 
@@ -88,9 +89,7 @@ def epoch_ranges(
     return _cut(starts, stops, rank * per_rank, (rank + 1) * per_rank)
 
 
-def _check_order_args(
-    n: int, chunk_size: int, num_replicas: int, rank: int, block_size: int | None = None
-) -> None:
+def _check_order_args(n: int, chunk_size: int, num_replicas: int, rank: int, block_size: int | None = None) -> None:
     if block_size is not None and not 1 <= block_size < chunk_size:
         raise ValueError(
             f"block_size must be in [1, chunk_size) (got block_size={block_size}, "
@@ -102,15 +101,10 @@ def _check_order_args(
             f"(got n={n}, chunk_size={chunk_size}, num_replicas={num_replicas})"
         )
     if not 0 <= rank < num_replicas:
-        raise ValueError(
-            f"rank must be in [0, {num_replicas - 1}] for num_replicas={num_replicas} "
-            f"(got rank={rank})"
-        )
+        raise ValueError(f"rank must be in [0, {num_replicas - 1}] for num_replicas={num_replicas} (got rank={rank})")
 
 
-def _cut(
-    starts: np.ndarray, stops: np.ndarray, begin: int, end: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _cut(starts: np.ndarray, stops: np.ndarray, begin: int, end: int) -> tuple[np.ndarray, np.ndarray]:
     """The ranges covering positions [begin, end) of the line the ranges form."""
     ends = np.cumsum(stops - starts)  # line position where each range ends
     first = int(np.searchsorted(ends, begin, side="right"))
@@ -154,9 +148,16 @@ def epoch_order(
         ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [4, 4, 2])
     """
     starts, stops = epoch_ranges(
-        n, chunk_size, seed=seed, epoch=epoch, shuffle=shuffle,
-        num_replicas=num_replicas, rank=rank, drop_last=drop_last, block_size=block_size,
-    )  # fmt: skip
+        n,
+        chunk_size,
+        seed=seed,
+        epoch=epoch,
+        shuffle=shuffle,
+        num_replicas=num_replicas,
+        rank=rank,
+        drop_last=drop_last,
+        block_size=block_size,
+    )
     lengths = stops - starts
     ends = np.cumsum(lengths)
     # indices = concatenated aranges, built without a Python loop over chunks
@@ -173,9 +174,15 @@ def epoch_order(
 
 
 def _share_split_chunks(
-    indices: np.ndarray, starts: np.ndarray, stops: np.ndarray, lengths: np.ndarray,
-    chunk_size: int, n: int, seed: int, epoch: int,
-) -> None:  # fmt: skip
+    indices: np.ndarray,
+    starts: np.ndarray,
+    stops: np.ndarray,
+    lengths: np.ndarray,
+    chunk_size: int,
+    n: int,
+    seed: int,
+    epoch: int,
+) -> None:
     """Give a rank a random share of each chunk it splits with another rank.
 
     A chunk that straddles two ranks' pieces is split by position; taking that

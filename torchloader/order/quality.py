@@ -29,9 +29,16 @@ import numpy as np
 from torchloader.datasets._subsets import ReadThrough
 
 __all__ = [
-    "POOR_ENTROPY", "PoorShuffleWarning", "ShuffleQuality", "batch_label_entropy", "batch_spread",
-    "order_quality", "poor_shuffle_message", "shuffle_buffer_order", "shuffle_quality",
-]  # fmt: skip
+    "POOR_ENTROPY",
+    "PoorShuffleWarning",
+    "ShuffleQuality",
+    "batch_label_entropy",
+    "batch_spread",
+    "order_quality",
+    "poor_shuffle_message",
+    "shuffle_buffer_order",
+    "shuffle_quality",
+]
 
 # Below this label entropy (x a full shuffle) a ChunkedLoader warns. With C
 # classes in equal shares, a batch drawn from k of them has entropy log k, so
@@ -59,7 +66,6 @@ def poor_shuffle_message(quality: ShuffleQuality, loader: object) -> str | None:
         f"stored in a shuffled order (shuffle the list of paths once before building the "
         f"dataset or packing it); loader.shuffle_quality() measures it"
     )
-
 
 
 @dataclass(frozen=True)

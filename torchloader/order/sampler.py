@@ -9,8 +9,8 @@ import numpy as np
 from torch.utils.data import DistributedSampler
 
 from torchloader._core.checks import check_block, check_chunking, check_non_negative_int, check_replicas
-from torchloader.order.chunking import epoch_order
 from torchloader.order._frameworks import sharded_by_framework
+from torchloader.order.chunking import epoch_order
 
 __all__ = ["ChunkedSampler"]
 
@@ -144,10 +144,16 @@ class ChunkedSampler(DistributedSampler):
     def order_of(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """``(indices, chunk_lengths)`` of ``epoch`` on this rank (see ``chunking.epoch_order``)."""
         return epoch_order(
-            self.num_samples, self.chunk_size, seed=self.seed, epoch=epoch,
-            shuffle=self.shuffle, num_replicas=self.num_replicas, rank=self.rank,
-            drop_last=self.drop_last, block_size=self.block_size,
-        )  # fmt: skip
+            self.num_samples,
+            self.chunk_size,
+            seed=self.seed,
+            epoch=epoch,
+            shuffle=self.shuffle,
+            num_replicas=self.num_replicas,
+            rank=self.rank,
+            drop_last=self.drop_last,
+            block_size=self.block_size,
+        )
 
     def chunks(self) -> list[np.ndarray]:
         """This epoch's chunks for this rank, in order, as index arrays."""
@@ -224,8 +230,7 @@ class ChunkedSampler(DistributedSampler):
         missing = [key for key in ("epoch", "consumed", *_CONFIG_KEYS) if key not in state]
         if missing:
             raise ValueError(
-                f"not a ChunkedSampler state: it lacks {missing}; pass what "
-                f"ChunkedSampler.state_dict() returned"
+                f"not a ChunkedSampler state: it lacks {missing}; pass what ChunkedSampler.state_dict() returned"
             )
         for key in _CONFIG_KEYS:
             if state[key] != getattr(self, key):
@@ -242,8 +247,7 @@ class ChunkedSampler(DistributedSampler):
         consumed = check_non_negative_int("consumed", consumed)
         if consumed > self.length():
             raise ValueError(
-                f"consumed={consumed} is more than len(sampler)={self.length()}, the "
-                f"indices of one epoch on this rank"
+                f"consumed={consumed} is more than len(sampler)={self.length()}, the indices of one epoch on this rank"
             )
         return consumed
 
@@ -258,9 +262,15 @@ class ChunkedSampler(DistributedSampler):
 
 _BLOCK = 4096
 _CONFIG_KEYS = (
-    "seed", "num_samples", "chunk_size", "shuffle", "drop_last", "num_replicas", "rank",
+    "seed",
+    "num_samples",
+    "chunk_size",
+    "shuffle",
+    "drop_last",
+    "num_replicas",
+    "rank",
     "block_size",
-)  # fmt: skip
+)
 
 
 class _EpochIterator:

@@ -70,7 +70,9 @@ def pack_lock(dst: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-            _log.warning("torchloader pack: another pack is writing into '%s' (%s); waiting for it to finish", dst, holder)
+            _log.warning(
+                "torchloader pack: another pack is writing into '%s' (%s); waiting for it to finish", dst, holder
+            )
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)

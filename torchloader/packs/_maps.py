@@ -36,8 +36,8 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
-from torchloader.readers._npy_header import NpyHeader, map_npy, read_npy_header
 from torchloader.packs.format import Manifest, sha256_of
+from torchloader.readers._npy_header import NpyHeader, map_npy, read_npy_header
 
 __all__ = ["PackFiles", "damaged"]
 
@@ -123,15 +123,22 @@ class PackFiles:
         return array
 
     def _check_header(
-        self, path: str, shape: tuple[int, ...], dtype: np.dtype, nbytes: int | None,
-        info: os.stat_result, header: NpyHeader,
-    ) -> None:  # fmt: skip
+        self,
+        path: str,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        nbytes: int | None,
+        info: os.stat_result,
+        header: NpyHeader,
+    ) -> None:
         """Refuse ``path`` unless its header and size are what the manifest says."""
         if header.shape != shape or header.dtype != dtype or header.fortran:
             raise damaged(self.root, f"'{path}' holds {header.dtype} {header.shape}, the manifest says {dtype} {shape}")
         expected = header.file_size
         if info.st_size != expected or (nbytes is not None and info.st_size != nbytes):
-            raise damaged(self.root, f"'{path}' is {info.st_size} bytes, its header and the manifest need {expected} (truncated?)")
+            raise damaged(
+                self.root, f"'{path}' is {info.st_size} bytes, its header and the manifest need {expected} (truncated?)"
+            )
 
     @contextmanager
     def _opened(self, path: str) -> Iterator[tuple[BinaryIO, os.stat_result, NpyHeader]]:

@@ -9,11 +9,10 @@ from torchloader.datasets._folder import IMG_EXTENSIONS, find_classes
 from torchloader.datasets.path import PathDataset
 from torchloader.readers.arrays import NpyReader
 from torchloader.readers.image import ImageReader
-from torchloader.readers.suffix import IMAGE_SUFFIXES, SuffixReader
 from torchloader.readers.resize import Resize
+from torchloader.readers.suffix import IMAGE_SUFFIXES, SuffixReader
 
 __all__ = ["PackSource", "open_source"]
-
 
 
 class PackSource:

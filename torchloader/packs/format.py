@@ -83,7 +83,9 @@ class Manifest:
         """The manifest of the packed directory ``root``; errors name the file and the fix."""
         path = os.path.join(root, MANIFEST)
         if not os.path.isdir(root):
-            raise FileNotFoundError(f"'{root}' is not a folder; pack a data set there with `torchloader pack SRC '{root}'`")
+            raise FileNotFoundError(
+                f"'{root}' is not a folder; pack a data set there with `torchloader pack SRC '{root}'`"
+            )
         foreign = foreign_files(root) if not os.path.exists(path) else []
         if foreign:
             raise FileNotFoundError(
@@ -102,7 +104,8 @@ class Manifest:
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read '{path}': {exc}; re-run `torchloader pack` with --overwrite") from exc
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-            raise ValueError(f"'{path}' is not a torchloader pack manifest (format={raw.get('format') if isinstance(raw, dict) else None!r})")
+            found = raw.get("format") if isinstance(raw, dict) else None
+            raise ValueError(f"'{path}' is not a torchloader pack manifest (format={found!r})")
         if raw.get("version") != VERSION:
             raise ValueError(
                 f"'{path}' is pack format version {raw.get('version')!r}; this torchloader "
@@ -174,6 +177,7 @@ def _checksum(fields: dict[str, Any]) -> str:
 
 def _check_fields(m: Manifest) -> None:
     """Refuse a manifest whose fields have the wrong kind or do not fit together."""
+
     def is_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
@@ -190,16 +194,24 @@ def _check_fields(m: Manifest) -> None:
         raise ValueError(f"shards must be a list (got {m.shards!r})")
     position = 0
     for shard in m.shards:
-        if not (is_name(shard.file) and is_int(shard.start) and is_int(shard.stop) and is_int(shard.nbytes)
-                and isinstance(shard.sha256, str) and shard.start == position and shard.stop >= shard.start):
+        if not (
+            is_name(shard.file)
+            and is_int(shard.start)
+            and is_int(shard.stop)
+            and is_int(shard.nbytes)
+            and isinstance(shard.sha256, str)
+            and shard.start == position
+            and shard.stop >= shard.start
+        ):
             raise ValueError(f"shard {shard!r} is not the next range of a file in the directory")
         position = shard.stop  # (a count the shards do not add up to: verify_pack names it)
     if m.classes is not None and not (isinstance(m.classes, list) and all(isinstance(c, str) for c in m.classes)):
         raise ValueError(f"classes must be a list of names (got {m.classes!r})")
     for name in ("labels", "sources"):
         entry = getattr(m, name)
-        if entry is not None and not (isinstance(entry, dict) and is_name(entry.get("file"))
-                                      and isinstance(entry.get("sha256"), str)):  # fmt: skip
+        if entry is not None and not (
+            isinstance(entry, dict) and is_name(entry.get("file")) and isinstance(entry.get("sha256"), str)
+        ):
             raise ValueError(f"{name} must be {{'file': <name in the directory>, 'sha256': ...}} (got {entry!r})")
     if m.checksum is not None and not isinstance(m.checksum, str):
         raise ValueError(f"checksum must be a string (got {m.checksum!r})")
@@ -248,7 +260,9 @@ def read_sources(root: str) -> list[str]:
     manifest = Manifest.read(root)
     if manifest.sources is None:
         return []
-    with open(os.path.join(root, manifest.sources["file"]), encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+    with open(
+        os.path.join(root, manifest.sources["file"]), encoding="utf-8", errors="surrogateescape", newline="\n"
+    ) as f:
         lines = f.read().split("\n")[:-1]
     if not manifest.sources.get("escaped"):
         return lines
@@ -290,8 +304,7 @@ def _check_array(path: str, shape: tuple, dtype: str, sha256: str) -> list[str]:
         return [f"'{path}' cannot be read: {type(exc).__name__}: {exc}"]
     if tuple(array.shape) != tuple(shape) or array.dtype != np.dtype(dtype):
         return [
-            f"'{path}' holds {array.dtype} {tuple(array.shape)}, the manifest says "
-            f"{np.dtype(dtype)} {tuple(shape)}"
+            f"'{path}' holds {array.dtype} {tuple(array.shape)}, the manifest says {np.dtype(dtype)} {tuple(shape)}"
         ]
     if sha256_of(path) != sha256:
         return [f"'{path}' has a different checksum than the manifest: its bytes changed"]

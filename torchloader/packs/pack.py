@@ -156,8 +156,15 @@ def _finish(dst: str, dataset: Any, shards: list[ShardWritten], stored: Stored, 
     sources = write_sources(dst, [dataset.path(int(i)) for i in order])
     _remove_stale(dst, {info.file for info in infos})
     manifest = Manifest(
-        position, list(stored.shape), stored.dtype, infos, dataset.classes, label_info, options,
-        skipped, sources,
+        position,
+        list(stored.shape),
+        stored.dtype,
+        infos,
+        dataset.classes,
+        label_info,
+        options,
+        skipped,
+        sources,
     )
     manifest.write(dst)  # last, atomically: only now does the folder load as a data set
     return manifest

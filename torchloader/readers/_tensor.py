@@ -23,10 +23,7 @@ def to_tensor(value: Any, *, what: str = "reader output") -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
     if not isinstance(value, np.ndarray):
-        raise TypeError(
-            f"{what} must be a torch.Tensor or numpy.ndarray "
-            f"(got {type(value).__name__})"
-        )
+        raise TypeError(f"{what} must be a torch.Tensor or numpy.ndarray (got {type(value).__name__})")
     if value.dtype.hasobject:
         raise TypeError(f"{what} is an object array; only numeric arrays can be loaded")
     if not value.dtype.isnative:

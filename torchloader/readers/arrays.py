@@ -13,9 +13,9 @@ import os
 import numpy as np
 import torch
 
-from torchloader.readers._tensor import to_tensor
-from torchloader.readers._npy_header import map_npy, read_npy_header
 from torchloader.readers._files import open_regular
+from torchloader.readers._npy_header import map_npy, read_npy_header
+from torchloader.readers._tensor import to_tensor
 
 __all__ = ["NpyReader", "NpzReader", "PtReader"]
 
@@ -75,10 +75,7 @@ class NpzReader:
             key = self.key
             if key is None:
                 if len(keys) != 1:
-                    raise KeyError(
-                        f"{path!r} holds {len(keys)} arrays {keys}; pick one with "
-                        f"reader=NpzReader(key=...)"
-                    )
+                    raise KeyError(f"{path!r} holds {len(keys)} arrays {keys}; pick one with reader=NpzReader(key=...)")
                 key = keys[0]
             elif key not in archive.files:
                 raise KeyError(f"{path!r} has no array {key!r} (it has {keys})")
@@ -102,7 +99,6 @@ class PtReader:
             value = torch.load(f, map_location="cpu", weights_only=True)
         if not isinstance(value, torch.Tensor):
             raise TypeError(
-                f"{path!r} holds a {type(value).__name__}, expected a tensor; "
-                f"pass a reader that picks the tensor out"
+                f"{path!r} holds a {type(value).__name__}, expected a tensor; pass a reader that picks the tensor out"
             )
         return value

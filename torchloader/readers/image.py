@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from torchloader.readers._tensor import to_tensor
 from torchloader.readers._decode import pillow_pixels
-from torchloader.readers._orientation import jpeg_transposes
 from torchloader.readers._files import open_regular, read_bytes
+from torchloader.readers._orientation import jpeg_transposes
+from torchloader.readers._tensor import to_tensor
 
 try:  # libjpeg-turbo without Pillow's per-image overhead
     import simplejpeg

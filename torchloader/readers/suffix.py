@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Union
 
 import numpy as np
 import torch
@@ -14,7 +13,7 @@ from torchloader.readers.image import ImageReader
 
 __all__ = ["IMAGE_SUFFIXES", "Reader", "SuffixReader"]
 
-Reader = Callable[[str], Union[torch.Tensor, np.ndarray]]
+Reader = Callable[[str], torch.Tensor | np.ndarray]
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 
 
@@ -54,10 +53,7 @@ class SuffixReader:
         self.readers = _default_readers(ImageReader() if image is None else image)
         for suffix, reader in (readers or {}).items():
             if not suffix.startswith(".") or not callable(reader):
-                raise ValueError(
-                    f"readers must map a suffix like '.png' to a callable "
-                    f"(got {suffix!r}: {reader!r})"
-                )
+                raise ValueError(f"readers must map a suffix like '.png' to a callable (got {suffix!r}: {reader!r})")
             self.readers[suffix.lower()] = reader
 
     @property

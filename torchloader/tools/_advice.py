@@ -100,8 +100,10 @@ def _load(dataset: str, fits: bool, budget: str, shell: str, reasons: list[str])
 def _unbatchable(p: Probe) -> Advice:
     if p.samples == 0:
         return Advice("none: no probed file could be read", reasons=["see the unreadable files above"])
-    return Advice("none as they are: the arrays differ in shape; make them one shape first",
-                  reasons=["no loader batches samples of different shapes"])  # fmt: skip
+    return Advice(
+        "none as they are: the arrays differ in shape; make them one shape first",
+        reasons=["no loader batches samples of different shapes"],
+    )
 
 
 def _dataset(p: Probe) -> str:
@@ -119,8 +121,11 @@ def _dataset(p: Probe) -> str:
 
 
 def _with_imports(line: str) -> str:
-    names = [n for n in ("ChunkedLoader", "PackedDataset", "PathDataset", "PreloadedDataset", "Resize")
-             if f"{n}(" in line or f"{n}." in line]  # fmt: skip
+    names = [
+        n
+        for n in ("ChunkedLoader", "PackedDataset", "PathDataset", "PreloadedDataset", "Resize")
+        if f"{n}(" in line or f"{n}." in line
+    ]
     head = "import pathlib; " if "pathlib." in line else ""
     return f"{head}from torchloader import {', '.join(names)}; {line}"
 

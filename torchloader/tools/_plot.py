@@ -7,8 +7,14 @@ from typing import Any
 
 __all__ = ["plot"]
 
-_COLOURS = {"bound": "#777777", "limit": "#aaaaaa", "peer": "#4c9a52", "dataloader": "#d08a2e",
-            "seed": "#d08a2e", "ram-collate": "#d08a2e"}  # fmt: skip
+_COLOURS = {
+    "bound": "#777777",
+    "limit": "#aaaaaa",
+    "peer": "#4c9a52",
+    "dataloader": "#d08a2e",
+    "seed": "#d08a2e",
+    "ram-collate": "#d08a2e",
+}
 
 
 def plot(results: Sequence[Any], out: str, *, title: str = "samples/s") -> None:

@@ -42,19 +42,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from torchloader.chunked.loader import ChunkedLoader
+from torchloader._core.layout import storage_order
+from torchloader._core.samples import split_sample
+from torchloader._core.sizes import nbytes
 from torchloader._core.units import format_bytes, parse_bytes
-from torchloader.tools._plot import plot
-from torchloader.tools.report import available_ram
-from torchloader.tools.memory import PeakMemory
-from torchloader.packs._source import open_source
+from torchloader.chunked.loader import ChunkedLoader
 from torchloader.datasets.packed import PackedDataset
 from torchloader.datasets.path import PathDataset
-from torchloader._core.layout import storage_order
 from torchloader.datasets.preloaded import PreloadedDataset
-from torchloader._core.samples import split_sample
+from torchloader.packs._source import open_source
 from torchloader.packs.format import MANIFEST
-from torchloader._core.sizes import nbytes
+from torchloader.tools._plot import plot
+from torchloader.tools.memory import PeakMemory
+from torchloader.tools.report import available_ram
 
 __all__ = [
     "BOUND",
@@ -118,7 +118,9 @@ class Epochs:
         return iter(self.batches(self.epoch))
 
 
-def time_epochs(make: Callable[[], Iterable[Any]], samples: int, *, epochs: int = 1, warmup: int = 1) -> tuple[float, int | None]:
+def time_epochs(
+    make: Callable[[], Iterable[Any]], samples: int, *, epochs: int = 1, warmup: int = 1
+) -> tuple[float, int | None]:
     """Samples/s (median of ``epochs`` timed epochs after ``warmup``) and peak memory.
 
     ``make()`` builds the loader inside the measurement, so its workers and
@@ -161,16 +163,20 @@ def open_for_bench(path: str, *, limit: int | None = None) -> Dataset:
     if limit is not None and limit < len(ds):
         step = len(ds) / limit
         keep = (np.arange(limit) * step).astype(np.int64)
-        ds = PathDataset(ds.paths[keep], None if ds.labels is None else ds.labels[keep],
-                         reader=ds.reader, classes=ds.classes)  # fmt: skip
+        ds = PathDataset(
+            ds.paths[keep], None if ds.labels is None else ds.labels[keep], reader=ds.reader, classes=ds.classes
+        )
     return ds
 
 
-def _loader(mode: str, ds: Any, workers: int, batch_size: int, budget: int, preloaded: Any) -> Callable[[], Iterable[Any]]:
+def _loader(
+    mode: str, ds: Any, workers: int, batch_size: int, budget: int, preloaded: Any
+) -> Callable[[], Iterable[Any]]:
     persistent = workers > 0
     if mode == "dataloader":
-        return lambda: DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                  persistent_workers=persistent)  # fmt: skip
+        return lambda: DataLoader(
+            ds, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=persistent
+        )
     if mode == "preload":  # loaded inside the measurement: the data in RAM is its memory
         return lambda: preloaded().dataloader(batch_size, num_workers=workers, persistent_workers=persistent)
     if mode in ("path", "packed"):
@@ -249,9 +255,14 @@ def _bound(ds: Any, batch_size: int, epochs: int) -> Measurement:
 
 
 def gather_bound(
-    x: torch.Tensor, batch_size: int, *, seconds: float = 0.0, min_epochs: int = BOUND_RUNS,
-    warmup: int = BOUND_WARMUP, clock: Callable[[], float] = time.perf_counter,
-) -> float:  # fmt: skip
+    x: torch.Tensor,
+    batch_size: int,
+    *,
+    seconds: float = 0.0,
+    min_epochs: int = BOUND_RUNS,
+    warmup: int = BOUND_WARMUP,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
     """Samples/s of a bare ``index_select`` loop over ``x`` in RAM, shuffled.
 
     A limit, so the best epoch, not the median: of at least ``min_epochs`` (and
@@ -277,12 +288,17 @@ def gather_bound(
     return best
 
 
-def format_table(results: Sequence[Measurement], *, baseline: str = "dataloader", baseline_name: str = "DataLoader") -> str:
+def format_table(
+    results: Sequence[Measurement], *, baseline: str = "dataloader", baseline_name: str = "DataLoader"
+) -> str:
     """A Markdown table with ratios to the bound and to the ``baseline`` mode's
     rows (the plain DataLoader) with the same number of workers."""
     bound = next((r.samples_per_s for r in results if r.mode == "bound"), None)
     plain = {r.workers: r.samples_per_s for r in results if r.mode == baseline and r.samples_per_s}
-    lines = [f"| mode | samples/s | vs bound | vs {baseline_name}, same workers | peak memory |", "|---|---|---|---|---|"]
+    lines = [
+        f"| mode | samples/s | vs bound | vs {baseline_name}, same workers | peak memory |",
+        "|---|---|---|---|---|",
+    ]
     skipped: dict[str, str] = {}
     over = False
     for r in results:

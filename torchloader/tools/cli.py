@@ -31,8 +31,8 @@ def _env() -> dict[str, Any]:
     import torch
 
     from torchloader import __version__
-    from torchloader.readers import image as readers
     from torchloader._core.units import format_bytes
+    from torchloader.readers import image as readers
 
     shm = shutil.disk_usage("/dev/shm").total if os.path.isdir("/dev/shm") else None
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
@@ -69,8 +69,8 @@ def _echo(text: object = "", *, err: bool = False) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from torchloader.tools.report import inspect_data
     from torchloader.errors import SampleLoadError
+    from torchloader.tools.report import inspect_data
 
     try:
         report = inspect_data(args.path, on_error=args.on_error)
@@ -101,10 +101,17 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         size = args.size[0] if len(args.size) == 1 else (args.size[0], args.size[1])
     try:
         summary = pack(
-            args.src, args.dst, size=size, crop=args.crop, mode=args.mode,
-            shard_size=args.shard_size, workers=args.workers, on_error=args.on_error,
-            overwrite=args.overwrite, progress=not args.quiet,
-        )  # fmt: skip
+            args.src,
+            args.dst,
+            size=size,
+            crop=args.crop,
+            mode=args.mode,
+            shard_size=args.shard_size,
+            workers=args.workers,
+            on_error=args.on_error,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
     except SampleLoadError as exc:  # a bad file is a user error too: no traceback
         _echo(f"torchloader pack: {exc}\n(--on-error skip leaves unreadable files out)", err=True)
         return 1
@@ -127,9 +134,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from torchloader.tools.bench import bench, format_table, plot
 
     results = bench(
-        args.path, modes=args.modes, workers=args.workers, batch_size=args.batch_size,
-        epochs=args.epochs, ram_budget=args.ram_budget, limit=args.limit, progress=not args.quiet,
-    )  # fmt: skip
+        args.path,
+        modes=args.modes,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        ram_budget=args.ram_budget,
+        limit=args.limit,
+        progress=not args.quiet,
+    )
     if args.json:
         _echo(json.dumps([r.as_dict() for r in results], indent=2))
     else:
@@ -147,8 +160,9 @@ def _add_bench(commands: Any) -> None:
     bench = commands.add_parser("bench", help="time every loading mode on your data")
     bench.add_argument("path", help="image folder, .csv, folder of .npy, or packed directory")
     bench.add_argument("--modes", nargs="+", choices=list(MODES), help="default: all that apply")
-    bench.add_argument("--workers", type=int, nargs="+", default=sorted({0, cores}),
-                       help=f"worker counts to try (default: 0 {cores})")  # fmt: skip
+    bench.add_argument(
+        "--workers", type=int, nargs="+", default=sorted({0, cores}), help=f"worker counts to try (default: 0 {cores})"
+    )
     bench.add_argument("--batch-size", type=int, default=256)
     bench.add_argument("--epochs", type=int, default=1, help="timed epochs after a warm-up (median)")
     bench.add_argument("--ram-budget", default="256MiB", help="ChunkedLoader's budget (default 256MiB)")
@@ -168,9 +182,13 @@ def _add_pack(commands: Any) -> None:
     pack.add_argument("--mode", default="RGB", choices=("RGB", "L", "RGBA"), help="image channels")
     pack.add_argument("--shard-size", default="1GiB", help="bytes per shard file (default 1GiB)")
     pack.add_argument("--workers", type=int, default=None, help="processes (default: the cores)")
-    pack.add_argument("--on-error", default="raise", choices=("raise", "skip"),
-                      help="a file that cannot be read: raise (default) stops the pack; "
-                           "skip leaves it out and names it in the summary")  # fmt: skip
+    pack.add_argument(
+        "--on-error",
+        default="raise",
+        choices=("raise", "skip"),
+        help="a file that cannot be read: raise (default) stops the pack; "
+        "skip leaves it out and names it in the summary",
+    )
     pack.add_argument("--overwrite", action="store_true", help="replace a different pack in DST")
     pack.add_argument("--quiet", action="store_true", help="no progress bar")
     pack.set_defaults(run=_cmd_pack)
@@ -182,9 +200,7 @@ def _add_pack(commands: Any) -> None:
 def _parser() -> argparse.ArgumentParser:
     from torchloader import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="torchloader", description="Fast PyTorch data loading: tools."
-    )
+    parser = argparse.ArgumentParser(prog="torchloader", description="Fast PyTorch data loading: tools.")
     parser.add_argument("--version", action="version", version=f"torchloader {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     env = commands.add_parser("env", help="show what this machine offers a data loader")
@@ -193,9 +209,13 @@ def _parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="size a data set and recommend how to load it")
     inspect.add_argument("path", help="image folder, .csv, folder of .npy, or packed directory")
     inspect.add_argument("--json", action="store_true", help="print JSON for scripts")
-    inspect.add_argument("--on-error", default="skip", choices=("skip", "raise"),
-                         help="a probed file that cannot be read: skip (default) counts and lists it "
-                              "and goes on; raise stops with its error (exit status 1)")  # fmt: skip
+    inspect.add_argument(
+        "--on-error",
+        default="skip",
+        choices=("skip", "raise"),
+        help="a probed file that cannot be read: skip (default) counts and lists it "
+        "and goes on; raise stops with its error (exit status 1)",
+    )
     inspect.set_defaults(run=_cmd_inspect)
     _add_pack(commands)
     _add_bench(commands)

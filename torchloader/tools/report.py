@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from torchloader._core.sizes import nbytes
 from torchloader._core.units import format_bytes
-from torchloader.tools._advice import Probe, advise
+from torchloader.datasets.packed import PackedDataset
 from torchloader.error_log import check_on_error
 from torchloader.errors import SampleLoadError
 from torchloader.packs._source import open_source
-from torchloader.datasets.packed import PackedDataset
 from torchloader.packs.format import MANIFEST
-from torchloader._core.sizes import nbytes
+from torchloader.tools._advice import Probe, advise
 
 __all__ = ["DataReport", "available_ram", "inspect_data"]
 
@@ -72,8 +72,10 @@ class DataReport:
         ]
         if self.sizes:
             h, w = self.sizes["height"], self.sizes["width"]
-            lines.append(f"  image sizes    height {h[0]}/{h[1]}/{h[2]}, width {w[0]}/{w[1]}/{w[2]} "
-                         f"(min/median/max of {self.probed - self.unreadable} probed)")  # fmt: skip
+            lines.append(
+                f"  image sizes    height {h[0]}/{h[1]}/{h[2]}, width {w[0]}/{w[1]}/{w[2]} "
+                f"(min/median/max of {self.probed - self.unreadable} probed)"
+            )
         lines += [
             f"  on disk        {format_bytes(self.bytes_on_disk)}",
             f"  decoded        {format_bytes(self.bytes_decoded)}",
@@ -118,11 +120,21 @@ def inspect_data(path: str | os.PathLike[str], *, probe: int = 32, on_error: str
     per_sample = float(np.mean([nbytes(x) for x in xs])) if xs else 0.0
     disk = sum(os.path.getsize(ds.path(i)) for i in range(len(ds)))
     report = DataReport(
-        path, "images" if source.images else "arrays", len(ds), 0, _class_counts(ds.labels, ds.classes),
-        [list(s) for s in shapes], str(xs[0].dtype).replace("torch.", "") if xs else "?",
-        disk, int(per_sample * len(ds)), available_ram(), "",
-        probed=len(picks), unreadable=len(errors), errors=errors[:LISTED],
-    )  # fmt: skip
+        path,
+        "images" if source.images else "arrays",
+        len(ds),
+        0,
+        _class_counts(ds.labels, ds.classes),
+        [list(s) for s in shapes],
+        str(xs[0].dtype).replace("torch.", "") if xs else "?",
+        disk,
+        int(per_sample * len(ds)),
+        available_ram(),
+        "",
+        probed=len(picks),
+        unreadable=len(errors),
+        errors=errors[:LISTED],
+    )
     if source.images and xs:
         report.sizes = {name: _spread([x.shape[-2 + k] for x in xs]) for k, name in enumerate(("height", "width"))}
     is_csv = os.path.isfile(path)
@@ -155,8 +167,19 @@ def _packed(path: str) -> DataReport:
     if ds.manifest.options.get("layout") == "HWC":
         shape = [shape[2], shape[0], shape[1]]  # as samples come back: C x H x W
     decoded = (ds.sample_nbytes - (8 if ds.labels is not None else 0)) * len(ds)
-    report = DataReport(path, "packed", len(ds), 0, _class_counts(ds.labels, ds.classes), [shape],
-                        str(np.dtype(ds.manifest.dtype)), disk, decoded, available_ram(), "")  # fmt: skip
+    report = DataReport(
+        path,
+        "packed",
+        len(ds),
+        0,
+        _class_counts(ds.labels, ds.classes),
+        [shape],
+        str(np.dtype(ds.manifest.dtype)),
+        disk,
+        decoded,
+        available_ram(),
+        "",
+    )
     return _advise(report, "packed", len(ds))
 
 
@@ -176,8 +199,9 @@ def _advise(report: DataReport, source: str, readable: int) -> DataReport:
     resize = None
     if r.kind == "images" and len(sizes) > 1:
         resize = (r.sizes["height"][1], r.sizes["width"][1])
-    probe = Probe(r.path, r.kind, source, readable, len(sizes) <= 1, resize, r.unreadable,
-                  r.bytes_decoded, r.available_ram)  # fmt: skip
+    probe = Probe(
+        r.path, r.kind, source, readable, len(sizes) <= 1, resize, r.unreadable, r.bytes_decoded, r.available_ram
+    )
     advice = advise(probe)
     r.recommendation, r.python, r.shell, r.reasons = advice.label, advice.python, advice.shell, advice.reasons
     if r.class_counts and max(r.class_counts.values()) > 10 * min(r.class_counts.values()):

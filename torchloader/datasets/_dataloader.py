@@ -1,0 +1,214 @@
+"""``ds.dataloader()``: a torch ``DataLoader`` that hands a dataset whole batches.
+
+The batch sampler yields :class:`WholeBatch` index arrays, the dataset builds each
+batch as ``dataset[indices]`` does (``__getitems__``), and the DataLoader's per-sample
+fetch and collate are skipped. :class:`BatchLoader` also brings back from the
+workers the samples ``on_error="skip"`` left out.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from torch.utils.data import DataLoader, default_collate
+
+from torchloader._core.randomness import mark_worker
+from torchloader._core.worker_process import reset_signal_handlers
+from torchloader.datasets.batching import IndexBatchSampler, shuffled_batches
+
+__all__ = [
+    "BatchLoader",
+    "FreezeGC",
+    "SkippedBack",
+    "WholeBatch",
+    "WholeBatchLoader",
+    "batch_dataloader",
+    "getitems",
+    "only_item",
+]
+
+
+def batch_dataloader(
+    dataset: Any,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    drop_last: bool,
+    reports_skipped: bool = False,
+    **kwargs: Any,
+) -> DataLoader:
+    """A ``DataLoader`` that hands ``dataset`` one index array per batch.
+
+    ``DataLoader(dataset, batch_sampler=..., collate_fn=...)`` whose batch sampler
+    yields :class:`WholeBatch` index arrays: the dataset's ``__getitems__`` builds
+    each batch as ``dataset[indices]`` does, and the DataLoader's per-sample fetch
+    and collate are skipped. Other keyword arguments (``num_workers``,
+    ``pin_memory``, ...) pass through. ``reports_skipped``: batches are asked for as
+    :class:`SkippedBack`, and the samples ``on_error="skip"`` left out come back from
+    the workers into ``dataset.errors``.
+
+    A batch sampler, not ``batch_size=None`` with a sampler: Accelerate re-creates
+    a DataLoader from its batch sampler (and lost this order, serving single samples,
+    with the latter), and ``loader.sampler`` is the ``ChunkedSampler`` inside, a
+    ``DistributedSampler`` that Lightning leaves in place (see NOTE [ samplers under
+    Lightning and Accelerate ]).
+    """
+    for key in ("sampler", "batch_sampler", "collate_fn"):
+        if key in kwargs:
+            raise TypeError(
+                f"dataloader() sets {key} itself; for your own {key} build "
+                f"DataLoader(ds, batch_size=None, sampler=IndexBatchSampler(...))"
+            )
+    order = shuffled_batches(dataset, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last).sampler
+    batches = _WholeBatches(order, batch_size, drop_last=drop_last)
+    if kwargs.get("num_workers", 0) > 0:
+        kwargs["worker_init_fn"] = FreezeGC(kwargs.get("worker_init_fn"))
+    loader = BatchLoader if reports_skipped else WholeBatchLoader
+    return loader(dataset, batch_sampler=batches, collate_fn=only_item, **kwargs)
+
+
+class WholeBatch(list):
+    """A batch's indices that ask ``dataset.__getitems__`` for the batch in one piece
+    (see :func:`getitems`), with the ``seed`` and ``epoch`` of :class:`EpochIndices`.
+
+    A list, not an array: Accelerate's batch sharding adds batches up as lists. Its
+    attributes travel with it when pickled (to a DataLoader worker).
+    """
+
+    def __init__(self, indices: Any, seed: int | None, epoch: int | None) -> None:
+        super().__init__(indices)
+        self.seed, self.epoch = seed, epoch
+
+
+class SkippedBack(WholeBatch):
+    """Batch indices that ask ``dataset[indices]`` for ``(batch, skipped)``: how the
+    workers of ``ds.dataloader()`` send back the samples ``on_error="skip"`` left out."""
+
+
+class _Whole:
+    """What :func:`getitems` returns for a :class:`WholeBatch`: the batch, marked as one."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: Any) -> None:
+        self.batch = batch
+
+
+def getitems(dataset: Any, indices: Any) -> list[Any]:
+    """``dataset.__getitems__(indices)``, which a DataLoader with a batch sampler calls:
+    the whole batch ``dataset[indices]`` for :class:`WholeBatch` indices, else one
+    item per index, as a DataLoader without ``__getitems__`` fetches them."""
+    if isinstance(indices, WholeBatch):
+        return [_Whole(dataset[indices])]
+    return [dataset[i] for i in indices]
+
+
+def only_item(items: list[Any]) -> Any:
+    """The ``collate_fn`` of ``ds.dataloader()``: the whole batch :func:`getitems` made,
+    or, for indices a framework rebuilt as a plain list, the items collated as usual."""
+    if len(items) == 1 and isinstance(items[0], _Whole):
+        return items[0].batch
+    return default_collate(items)
+
+
+class _WholeBatches(IndexBatchSampler):
+    def __iter__(self) -> Iterator[WholeBatch]:  # type: ignore[override]
+        for batch in super().__iter__():
+            yield WholeBatch(batch.tolist(), getattr(batch, "seed", None), getattr(batch, "epoch", None))
+
+
+class _AskingForSkipped:
+    """A batch sampler's batches as :class:`SkippedBack` requests (``BatchLoader``'s own)."""
+
+    def __init__(self, batches: Any) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[SkippedBack]:
+        for batch in self.batches:
+            yield SkippedBack(batch, batch.seed, batch.epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class WholeBatchLoader(DataLoader):
+    """A ``DataLoader`` whose batches are read whole by the dataset (``ds.dataloader()``);
+    its ``sampler`` is the order inside the batch sampler (what frameworks look at)."""
+
+    @property  # type: ignore[override]
+    def sampler(self) -> Any:
+        return self.batch_sampler.sampler  # type: ignore[union-attr]
+
+    @sampler.setter
+    def sampler(self, value: Any) -> None:
+        pass  # DataLoader.__init__ sets its default SequentialSampler: not this loader's order
+
+
+class BatchLoader(WholeBatchLoader):
+    """A :class:`WholeBatchLoader` whose batches come with the samples ``on_error="skip"``
+    left out of them; it hands out the batch and records the rest in :attr:`errors`,
+    the dataset's own log, in the main process.
+    """
+
+    @property
+    def errors(self) -> Any:
+        """The dataset's :class:`ErrorLog` (``ds.errors``)."""
+        return self.dataset.errors  # type: ignore[attr-defined]
+
+    @property
+    def _index_sampler(self) -> Any:
+        # This loader's own iterators ask for (batch, skipped); ``batch_sampler`` itself
+        # yields plain batches, so that a DataLoader a framework re-creates from it
+        # (Accelerate's) gets plain batches (the skipped samples are then recorded in
+        # the process that reads them: this one with num_workers=0).
+        return _AskingForSkipped(self.batch_sampler)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return _Unwrapped(super().__iter__(), self.errors)
+
+
+class _Unwrapped:
+    """Torch's DataLoader iterator, handing out the batches of its ``(batch, skipped)``
+    items and recording the skipped samples in ``errors``."""
+
+    def __init__(self, iterator: Any, errors: Any) -> None:
+        self._iterator = iterator
+        self._errors = errors
+
+    def __iter__(self) -> _Unwrapped:
+        return self
+
+    def __next__(self) -> Any:
+        batch, skipped = next(self._iterator)
+        if skipped:
+            self._errors.record(skipped, stacklevel=3)
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._iterator)
+
+    def __getattr__(self, name: str) -> Any:  # the workers, ... of torch's iterator
+        return getattr(self._iterator, name)
+
+
+class FreezeGC:
+    """A ``worker_init_fn`` that first moves the objects a worker inherited out of
+    the garbage collector's reach (``gc.freeze()``), then runs ``then``.
+
+    A forked worker's first full collection writes to every tracked object it
+    inherited, and so copies their pages: ~36 MiB per worker measured here, even
+    though the dataset's paths are not Python objects (benchmarks/stress_worker_memory.py).
+    """
+
+    def __init__(self, then: Callable[[int], Any] | None = None) -> None:
+        self.then = then
+
+    def __call__(self, worker_id: int) -> None:
+        gc.freeze()
+        mark_worker()
+        reset_signal_handlers()  # see NOTE [ worker processes and signals ]
+        if self.then is not None:
+            self.then(worker_id)
