@@ -29,7 +29,8 @@ from bench_decode import make_jpegs
 from common import machine, table
 from torch.utils.data import DataLoader
 
-from torchloader import ChunkedLoader, PathDataset, PreloadedDataset, format_bytes, parse_bytes
+from torchloader import ChunkedLoader, PathDataset, PreloadedDataset
+from torchloader._core.units import format_bytes, parse_bytes
 from torchloader.order.chunking import epoch_order
 from torchloader.order.quality import shuffle_buffer_order, shuffle_quality
 from torchloader.tools.bench import Epochs

@@ -26,7 +26,8 @@ from bench_chunked import BATCH, make_folder
 from common import machine, table
 from torch.utils.data import DataLoader
 
-from torchloader import ChunkedLoader, ImageReader, PackedDataset, PreloadedDataset, format_bytes, pack
+from torchloader import ChunkedLoader, ImageReader, PackedDataset, PreloadedDataset, pack
+from torchloader._core.units import format_bytes
 
 
 def evict(paths: list[str]) -> None:
@@ -74,7 +75,7 @@ def main() -> None:
         for i in range(500):
             reader(folder.path(i))
         decode_rate = 500 / (time.perf_counter() - start)
-        summary = pack(src, dst, workers=2, progress=False)
+        summary = pack(src, dst, num_workers=2, progress=False)
         ds = PackedDataset(dst)
         shards = [os.path.join(dst, s.file) for s in ds.manifest.shards]
         bound_ds = PreloadedDataset(*ds.gather(range(len(ds))))

@@ -51,9 +51,9 @@ from torchloader import (
     PathDataset,
     PreloadedDataset,
     SuffixReader,
-    format_bytes,
     pack,
 )
+from torchloader._core.units import format_bytes
 from torchloader.tools.bench import Epochs, Measurement, format_table, plot, time_epochs
 from torchloader.tools.bench import gather_bound as bench_gather_bound
 
@@ -176,7 +176,7 @@ def jpeg_section(data: str, work: str, epochs: int) -> list[Measurement]:
     packed_dir = os.path.join(work, "jpeg128.packed")
     shutil.rmtree(packed_dir, ignore_errors=True)  # time a whole pack, not a no-op re-run
     start = time.perf_counter()
-    pack(data, packed_dir, workers=cores, progress=False)
+    pack(data, packed_dir, num_workers=cores, progress=False)
     pack_seconds = time.perf_counter() - start
     packed = PackedDataset(packed_dir)
     shard = os.path.join(packed_dir, packed.manifest.shards[0].file)

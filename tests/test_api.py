@@ -35,9 +35,8 @@ def test_every_public_class_pickles(tmp_path):
         torchloader.PtReader(),
         torchloader.SuffixReader(),
         torchloader.SampleLoadError("x", index=1, path="p"),
-        torchloader.SequenceDataset([np.zeros(1)]),
+        torchloader.NotRegularFileError("p is a FIFO"),
     ]
-    objects.append(torchloader.SequenceSampler(objects[-1]))
     objects.append(torchloader.DeviceLoader([torch.zeros(2)], "cpu"))
     objects.append(torchloader.LoaderStats(chunks_loaded=3))
     objects.append(torchloader.Resize(8, crop=True))
@@ -46,10 +45,11 @@ def test_every_public_class_pickles(tmp_path):
     objects.append(torchloader.ErrorLog([objects[-1]]))
     objects.append(torchloader.SkippedSampleWarning("w"))
     np.save(tmp_path / "b.npy", np.ones(2))
-    torchloader.pack(str(tmp_path), str(tmp_path / "packed"), workers=0, progress=False)
+    torchloader.pack(str(tmp_path), str(tmp_path / "packed"), num_workers=0, progress=False)
     objects.append(torchloader.PackedDataset(tmp_path / "packed"))
     objects.append(torchloader.ChunkedLoader(objects[0], 2, chunk_size=2))  # its configuration
     objects.append(torchloader.PoorShuffleWarning("w"))
+    objects.append(torchloader.ShuffleQuality(label_entropy=0.5, spread=0.9, samples=10))
     objects.append(torchloader.TransformError("t", index=1, skippable=False))
     classes = {name for name in torchloader.__all__ if isinstance(getattr(torchloader, name), type)}
     assert {type(o).__name__ for o in objects} == classes

@@ -2,29 +2,35 @@
 
 - :class:`PreloadedDataset`: the data in RAM as tensors, each batch one gather.
 - :class:`PathDataset`: only the paths in RAM, one file read per sample.
-- :class:`ChunkedSampler`: RAM-sized contiguous chunks, shuffled per epoch and rank.
+- :class:`ChunkedSampler`: RAM-sized contiguous chunks, shuffled per epoch and rank
+  (:func:`epoch_order` is that order as a pure function; :func:`shuffle_quality` says
+  how well an order mixes).
 - :class:`ChunkedLoader`: loads those chunks into RAM under a budget, serves batches.
 - :class:`DeviceLoader`: copies the next batch to the GPU while the model works.
 - :func:`pack` and :class:`PackedDataset`: decode once into shards, then memory-map.
 - :func:`from_sequence`: a Keras-style ``Sequence`` inside a torch ``DataLoader``.
 - :class:`ErrorLog`: the samples ``on_error="skip"`` left out of their batches.
+
+The implementation lives in subpackages (``order``, ``datasets``, ``readers``,
+``chunked``, ``packs``, ``tools``, ``_core``); only the names below are the API.
 """
 
-from torchloader._core.units import format_bytes, parse_bytes
 from torchloader.chunked.loader import ChunkedLoader
 from torchloader.chunked.stats import LoaderStats
 from torchloader.datasets.batching import IndexBatchSampler
 from torchloader.datasets.packed import PackedDataset
 from torchloader.datasets.path import PathDataset
 from torchloader.datasets.preloaded import PreloadedDataset
-from torchloader.datasets.sequence import SequenceDataset, SequenceSampler, from_sequence
+from torchloader.datasets.sequence import from_sequence
 from torchloader.device import DeviceLoader
 from torchloader.error_log import ErrorLog, SkippedSample, SkippedSampleWarning
 from torchloader.errors import SampleLoadError, TransformError
-from torchloader.order.quality import PoorShuffleWarning
+from torchloader.order.chunking import epoch_order
+from torchloader.order.quality import PoorShuffleWarning, ShuffleQuality, shuffle_quality
 from torchloader.order.sampler import ChunkedSampler
 from torchloader.packs.format import verify_pack
 from torchloader.packs.pack import PackSummary, pack
+from torchloader.readers._files import NotRegularFileError
 from torchloader.readers.arrays import NpyReader, NpzReader, PtReader
 from torchloader.readers.image import ImageReader
 from torchloader.readers.resize import Resize
@@ -41,6 +47,7 @@ __all__ = [
     "ImageReader",
     "IndexBatchSampler",
     "LoaderStats",
+    "NotRegularFileError",
     "NpyReader",
     "NpzReader",
     "PackSummary",
@@ -51,16 +58,15 @@ __all__ = [
     "PtReader",
     "Resize",
     "SampleLoadError",
-    "SequenceDataset",
-    "SequenceSampler",
+    "ShuffleQuality",
     "SkippedSample",
     "SkippedSampleWarning",
     "SuffixReader",
     "TransformError",
-    "format_bytes",
+    "epoch_order",
     "from_sequence",
     "inspect_data",
     "pack",
-    "parse_bytes",
+    "shuffle_quality",
     "verify_pack",
 ]

@@ -31,8 +31,8 @@ from torchloader import (
     PathDataset,
     PreloadedDataset,
     SampleLoadError,
-    parse_bytes,
 )
+from torchloader._core.units import parse_bytes
 
 pytestmark = IGNORE_FORK_WARNING
 
@@ -399,7 +399,7 @@ def test_exactly_one_of_chunk_size_and_ram_budget(chunk_size, ram_budget):
     ("kwargs", "error", "message"),
     [
         ({"batch_size": 0}, ValueError, "batch_size must be >= 1 (got batch_size=0)"),
-        ({"batch_size": "4"}, TypeError, "'batch_size' must be <int> (got '4' that is a <str>)"),
+        ({"batch_size": "4"}, TypeError, "batch_size must be an int (got '4', a str)"),
         ({"chunk_size": 0}, ValueError, "chunk_size must be >= 1 (got chunk_size=0)"),
         ({"num_workers": -1}, ValueError, "num_workers must be >= 0 (got num_workers=-1)"),
         ({"worker_type": "fork"}, ValueError, "worker_type must be 'process' or 'thread' (got 'fork')"),

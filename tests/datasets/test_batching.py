@@ -156,11 +156,18 @@ def test_any_iterator_with_take_gets_the_fast_path():
     assert source.calls == [4, 4, 4, 4]  # the last call finds the end
 
 
-@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True, "4", None, np.float32(2)])
-def test_batch_size_must_be_a_positive_int(batch_size):
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_batch_size_must_be_at_least_one(batch_size):
     with pytest.raises(ValueError) as info:
         IndexBatchSampler(range(4), batch_size)
-    assert str(info.value) == f"batch_size must be a positive int (got {batch_size!r})"
+    assert str(info.value) == f"batch_size must be >= 1 (got batch_size={batch_size})"
+
+
+@pytest.mark.parametrize("batch_size", [2.5, True, "4", None, np.float32(2)])
+def test_batch_size_must_be_an_int(batch_size):
+    with pytest.raises(TypeError) as info:
+        IndexBatchSampler(range(4), batch_size)
+    assert str(info.value) == f"batch_size must be an int (got {batch_size!r}, a {type(batch_size).__name__})"
 
 
 def test_set_epoch_is_forwarded():

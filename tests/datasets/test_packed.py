@@ -28,7 +28,7 @@ def packed_root(tmp_path_factory):
         path = root / "src" / ("a", "b", "c")[i * 3 // N] / f"{i:02d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(china()[7 * i : 7 * i + H, 9 * i : 9 * i + W]).save(path)
-    pack(str(root / "src"), str(root / "dst"), shard_size=4 * H * W * 3, workers=0, progress=False)
+    pack(str(root / "src"), str(root / "dst"), shard_bytes=4 * H * W * 3, num_workers=0, progress=False)
     return root / "dst"
 
 
@@ -161,12 +161,12 @@ def test_gather_out_of_range_is_an_index_error_not_garbage(ds, indices, bad):
 
 @pytest.mark.parametrize(
     "indices, got",
-    [([[1, 2]], "int64 of shape (1, 2)"), ([1.0, 2.0], "float64 of shape (2,)"), (3, "int64 of shape ()")],
+    [([[1, 2]], "int64 with shape (1, 2)"), ([1.0, 2.0], "float64 with shape (2,)"), (3, "int64 with shape ()")],
 )
 def test_gather_needs_a_flat_list_of_integers(ds, indices, got):
     with pytest.raises(TypeError) as err:
         ds.gather(indices)
-    assert str(err.value) == f"indices must be a 1-D sequence of integers (got {got})"
+    assert str(err.value) == f"a batch of indices must be a one-dimensional sequence of integers (got {got})"
 
 
 def test_unlabelled_arrays_read_back_as_x_alone(tmp_path):
@@ -174,7 +174,7 @@ def test_unlabelled_arrays_read_back_as_x_alone(tmp_path):
     arrays = [np.full((2, 2), i, dtype=np.float32) for i in range(5)]
     for i, array in enumerate(arrays):
         np.save(tmp_path / "src" / f"{i}.npy", array)
-    pack(str(tmp_path / "src"), str(tmp_path / "dst"), shard_size=32, workers=0, progress=False)
+    pack(str(tmp_path / "src"), str(tmp_path / "dst"), shard_bytes=32, num_workers=0, progress=False)
 
     ds = PackedDataset(tmp_path / "dst")
 

@@ -562,12 +562,12 @@ def test_a_bad_file_in_a_batch_names_index_path_and_cause(tmp_path):
         ([], IndexError, "a batch needs at least one index"),
         (
             np.zeros((2, 2), np.int64),
-            IndexError,
+            TypeError,
             "a batch of indices must be a one-dimensional sequence of integers (got int64 with shape (2, 2))",
         ),
         (
             [0.5, 1.0],
-            IndexError,
+            TypeError,
             "a batch of indices must be a one-dimensional sequence of integers (got float64 with shape (2,))",
         ),
     ],

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from torchloader import SequenceDataset, from_sequence
+from torchloader import from_sequence
+from torchloader.datasets.sequence import SequenceDataset
 
 
 class KerasStyleLoader:
@@ -123,3 +124,15 @@ def test_going_back_an_epoch_is_refused():
     ds[(2, 0)]
     with pytest.raises(ValueError, match="epoch 1 was requested after epoch 2"):
         ds[(1, 0)]
+
+
+def test_sequence_dataset_and_sampler_pickle():
+    import pickle
+
+    from torchloader.datasets.sequence import SequenceSampler
+
+    dataset = SequenceDataset([np.zeros(1)])
+    for obj in (dataset, SequenceSampler(dataset)):
+        copy = pickle.loads(pickle.dumps(obj))
+        assert type(copy) is type(obj)
+    assert len(pickle.loads(pickle.dumps(dataset))) == len(dataset)

@@ -138,7 +138,7 @@ def packed(tmp_path):
     for i in range(N):
         (tmp_path / "src" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
         np.save(tmp_path / "src" / f"c{i % 2}" / f"{i:02d}.npy", np.full((2, 2), i, np.uint8))
-    pack(str(tmp_path / "src"), str(tmp_path / "packed"), workers=0, progress=False)
+    pack(str(tmp_path / "src"), str(tmp_path / "packed"), num_workers=0, progress=False)
     return tmp_path / "packed"
 
 

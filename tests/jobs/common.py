@@ -33,7 +33,7 @@ def write_data(root: str) -> None:
         rows.append(f"{i:03d}.npy,{i}")
     with open(os.path.join(files, "index.csv"), "w") as f:
         f.write("\n".join(rows) + "\n")
-    pack(os.path.join(files, "index.csv"), os.path.join(root, "packed"), workers=0, progress=False)
+    pack(os.path.join(files, "index.csv"), os.path.join(root, "packed"), num_workers=0, progress=False)
 
 
 def dataset(root: str) -> PathDataset:

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from torchloader import ChunkedSampler
 from torchloader._core.units import parse_bytes
 from torchloader.order import chunking
 from torchloader.order.chunking import chunk_size_for_budget, epoch_order, epoch_ranges
@@ -238,14 +239,34 @@ def test_empty_data_set_gives_an_empty_order():
     assert order.dtype == np.int64
 
 
-@pytest.mark.parametrize(("n", "chunk_size", "num_replicas"), [(-1, 4, 1), (10, 0, 1), (10, -2, 1), (10, 4, 0)])
-def test_epoch_order_rejects_bad_sizes(n, chunk_size, num_replicas):
-    with pytest.raises(ValueError) as info:
+@pytest.mark.parametrize(
+    ("n", "chunk_size", "num_replicas", "error", "message"),
+    [
+        (-1, 4, 1, ValueError, "n must be >= 0 (got n=-1)"),
+        (10, 0, 1, ValueError, "chunk_size must be >= 1 (got chunk_size=0)"),
+        (10, -2, 1, ValueError, "chunk_size must be >= 1 (got chunk_size=-2)"),
+        (10, 4, 0, ValueError, "num_replicas must be >= 1 (got num_replicas=0)"),
+        (10, 2.0, 1, TypeError, "chunk_size must be an int (got 2.0, a float)"),
+        (10.0, 2, 1, TypeError, "n must be an int (got 10.0, a float)"),
+    ],
+)
+def test_epoch_order_rejects_bad_sizes(n, chunk_size, num_replicas, error, message):
+    with pytest.raises(error) as info:
         epoch_order(n, chunk_size, num_replicas=num_replicas)
-    assert str(info.value) == (
-        f"need n >= 0, chunk_size >= 1 and num_replicas >= 1 "
-        f"(got n={n}, chunk_size={chunk_size}, num_replicas={num_replicas})"
-    )
+    assert str(info.value) == message
+
+
+def test_epoch_order_and_the_sampler_give_the_same_text_for_the_same_mistake():
+    with pytest.raises(ValueError) as pure:
+        epoch_order(10, 4, num_replicas=2, rank=2)
+    with pytest.raises(ValueError) as sampler:
+        ChunkedSampler(range(10), chunk_size=4, num_replicas=2, rank=2)
+    assert str(pure.value) == str(sampler.value) == "rank must be in [0, 1] for num_replicas=2 (got rank=2)"
+    with pytest.raises(ValueError) as pure:
+        epoch_order(10, 4, block_size=4)
+    with pytest.raises(ValueError) as sampler:
+        ChunkedSampler(range(10), chunk_size=4, block_size=4)
+    assert str(pure.value) == str(sampler.value)
 
 
 @pytest.mark.parametrize("rank", [-1, 2, 3])

@@ -91,12 +91,12 @@ def test_neither_chunk_size_nor_ram_budget_is_an_error():
 def test_bad_types_are_named(name, value, type_name):
     kwargs = {"chunk_size": 4, name: value}
     message = _error(TypeError, lambda: ChunkedSampler(range(10), **kwargs))
-    assert message == f"'{name}' must be <int> (got {value!r} that is a <{type_name}>)"
+    assert message == f"{name} must be an int (got {value!r}, a {type_name})"
 
 
 @pytest.mark.parametrize(
     ("name", "value", "minimum"),
-    [("chunk_size", 0, 1), ("chunk_size", -3, 1), ("seed", -1, 0), ("num_replicas", 0, 1), ("rank", -1, 0)],
+    [("chunk_size", 0, 1), ("chunk_size", -3, 1), ("seed", -1, 0), ("num_replicas", 0, 1)],
 )
 def test_out_of_range_values_are_named(name, value, minimum):
     kwargs = {"chunk_size": 4, name: value}
@@ -242,6 +242,12 @@ def test_set_epoch_during_a_pass_wins_over_the_auto_advance():
     assert s.epoch == 5
 
 
+@pytest.mark.parametrize("rank", [-1, 1])
+def test_a_rank_outside_the_replicas_is_named_with_the_range(rank):
+    message = _error(ValueError, lambda: ChunkedSampler(range(10), chunk_size=4, num_replicas=1, rank=rank))
+    assert message == f"rank must be in [0, 0] for num_replicas=1 (got rank={rank})"
+
+
 @pytest.mark.parametrize("epoch", [-1, "1", 1.0])
 def test_set_epoch_checks_its_argument(epoch):
     with pytest.raises((TypeError, ValueError)) as info:
@@ -250,7 +256,7 @@ def test_set_epoch_checks_its_argument(epoch):
         assert str(info.value) == "epoch must be >= 0 (got epoch=-1)"
     else:
         kind = type(epoch).__name__
-        assert str(info.value) == f"'epoch' must be <int> (got {epoch!r} that is a <{kind}>)"
+        assert str(info.value) == f"epoch must be an int (got {epoch!r}, a {kind})"
 
 
 @pytest.mark.parametrize("n", [1, 7, 10, 33])
@@ -474,7 +480,7 @@ def test_state_dict_after_set_epoch_starts_that_epoch():
     [
         (11, ValueError, "consumed=11 is more than len(sampler)=10, the indices of one epoch on this rank"),
         (-1, ValueError, "consumed must be >= 0 (got consumed=-1)"),
-        ("3", TypeError, "'consumed' must be <int> (got '3' that is a <str>)"),
+        ("3", TypeError, "consumed must be an int (got '3', a str)"),
     ],
 )
 def test_bad_consumed_is_an_error(consumed, exc_type, message):

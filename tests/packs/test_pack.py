@@ -1,7 +1,7 @@
 """Tests for torchloader/packs/pack.py and _writer.py: ``pack`` and ``PackSummary``.
 
 Sources are a few crops of the sample photograph (PNG and JPEG) or small .npy
-files in ``tmp_path``; every pack runs in this process (``workers=0``) except
+files in ``tmp_path``; every pack runs in this process (``num_workers=0``) except
 where parallel writing itself is under test.
 """
 
@@ -50,7 +50,7 @@ def npy_folder(root, arrays):
 
 
 def run(src, dst, **kwargs):
-    kwargs.setdefault("workers", 0)
+    kwargs.setdefault("num_workers", 0)
     kwargs.setdefault("progress", False)
     return pack(src, str(dst), **kwargs)
 
@@ -111,7 +111,7 @@ def test_npy_arrays_come_back_exactly_in_any_dtype(tmp_path, dtype):
     arrays = [(rng.standard_normal((3, 2, 5)) * 1000).astype(dtype) for _ in range(7)]
     src = npy_folder(tmp_path / "arrays", arrays)
 
-    run(src, tmp_path / "dst", shard_size=3 * 2 * 5 * np.dtype(dtype).itemsize * 3)
+    run(src, tmp_path / "dst", shard_bytes=3 * 2 * 5 * np.dtype(dtype).itemsize * 3)
     ds = PackedDataset(tmp_path / "dst")
 
     assert len(ds) == 7 and len(ds.manifest.shards) == 3
@@ -152,7 +152,7 @@ def test_a_csv_packs_its_rows_in_order_with_their_labels(tmp_path):
 def test_shards_are_uint8_nhwc_npy_files_of_shard_size(tmp_path):
     src = image_folder(tmp_path / "src", count=5)
 
-    summary = run(src, tmp_path / "dst", size=(4, 6), shard_size=2 * 4 * 6 * 3)
+    summary = run(src, tmp_path / "dst", size=(4, 6), shard_bytes=2 * 4 * 6 * 3)
 
     shards = [np.load(tmp_path / "dst" / f"shard-{k:05d}.npy", allow_pickle=False) for k in range(3)]
     assert [s.shape for s in shards] == [(2, 4, 6, 3), (2, 4, 6, 3), (1, 4, 6, 3)]
@@ -173,7 +173,7 @@ def test_shards_are_uint8_nhwc_npy_files_of_shard_size(tmp_path):
 def test_the_manifest_describes_the_pack(tmp_path):
     src = image_folder(tmp_path / "src", count=5)
 
-    run(src, tmp_path / "dst", size=(4, 6), crop=True, shard_size="160B")
+    run(src, tmp_path / "dst", size=(4, 6), crop=True, shard_bytes="160B")
     manifest = Manifest.read(str(tmp_path / "dst"))
 
     assert (manifest.format, manifest.version) == ("torchloader.pack", 1)
@@ -184,7 +184,7 @@ def test_the_manifest_describes_the_pack(tmp_path):
         "size": [4, 6],
         "crop": True,
         "mode": "RGB",
-        "shard_size": 160,
+        "shard_bytes": 160,
         "layout": "HWC",
     }
     # 160 bytes hold two 72-byte samples: shards cover [0, 5) in order, without gaps
@@ -220,14 +220,14 @@ def test_two_workers_write_the_same_files_as_none(tmp_path, monkeypatch):
     src = image_folder(tmp_path / "src", count=9)
     corrupt(tmp_path / "src")
     monkeypatch.setattr(pack_writer, "_BLOCK_BYTES", 2 * 5 * 7 * 3)  # blocks of 2 inside shards of 4
-    options = dict(size=(5, 7), shard_size=4 * 5 * 7 * 3, on_error="skip")
-    serial = run(src, tmp_path / "serial", workers=0, **options)
+    options = dict(size=(5, 7), shard_bytes=4 * 5 * 7 * 3, on_error="skip")
+    serial = run(src, tmp_path / "serial", num_workers=0, **options)
     (tmp_path / "pids").mkdir()
     monkeypatch.setenv("TORCHLOADER_TEST_PIDS", str(tmp_path / "pids"))
     monkeypatch.setattr(pack_writer, "_write_block", write_block_in_company)
 
     with deadline(60):
-        parallel = run(src, tmp_path / "parallel", workers=2, **options)
+        parallel = run(src, tmp_path / "parallel", num_workers=2, **options)
 
     assert len(os.listdir(tmp_path / "pids")) == 2 and str(os.getpid()) not in os.listdir(tmp_path / "pids")
 
@@ -245,7 +245,7 @@ def test_on_error_skip_leaves_unreadable_files_out_and_keeps_samples_aligned(tmp
     src = image_folder(tmp_path / "src")
     bad = corrupt(tmp_path / "src")
 
-    summary = run(src, tmp_path / "dst", size=(6, 8), on_error="skip", shard_size=3 * 6 * 8 * 3)
+    summary = run(src, tmp_path / "dst", size=(6, 8), on_error="skip", shard_bytes=3 * 6 * 8 * 3)
     ds = PackedDataset(tmp_path / "dst")
 
     kept = sources(tmp_path / "dst")
@@ -283,7 +283,7 @@ def test_a_shard_whose_every_file_is_unreadable_is_left_out(tmp_path):
         else:
             np.save(src / f"{i}.npy", np.full(2, i, np.int64))
 
-    summary = run(str(src.parent), tmp_path / "dst", shard_size=2 * 16, on_error="skip")
+    summary = run(str(src.parent), tmp_path / "dst", shard_bytes=2 * 16, on_error="skip")
     ds = PackedDataset(tmp_path / "dst")
 
     assert summary.samples == 4 and len(summary.skipped) == 2
@@ -348,14 +348,14 @@ def test_a_corrupt_file_stops_the_pack_and_leaves_nothing_that_loads(tmp_path):
     dst = tmp_path / "dst"
 
     with pytest.raises(SampleLoadError) as err:
-        run(src, dst, size=4, shard_size=2 * 4 * 4 * 3)
+        run(src, dst, size=4, shard_bytes=2 * 4 * 4 * 3)
     assert str(err.value).startswith("could not load sample 3 from ")
     assert_not_loadable(str(dst))
     assert not [name for name in listing(dst) if name.endswith(".partial")]
 
     os.remove(tmp_path / "src" / "cat" / "truncated.jpg")
     os.remove(bad)
-    summary = run(src, dst, size=4, shard_size=2 * 4 * 4 * 3)
+    summary = run(src, dst, size=4, shard_bytes=2 * 4 * 4 * 3)
     assert summary.samples == 6 and not summary.already_packed
     assert len(PackedDataset(dst)) == 6
 
@@ -368,7 +368,7 @@ def test_a_corrupt_file_in_a_worker_stops_the_pack_the_same_way(tmp_path, monkey
     monkeypatch.setattr(pack_writer, "_BLOCK_BYTES", 2 * 4 * 4 * 3)
 
     with deadline(60), pytest.raises(SampleLoadError) as err:
-        run(src, tmp_path / "dst", size=4, workers=2)
+        run(src, tmp_path / "dst", size=4, num_workers=2)
     assert str(err.value) == (
         f"could not load sample 6 from '{bad}': UnidentifiedImageError: cannot identify image file '{bad}'"
     )
@@ -391,13 +391,13 @@ def test_a_pack_interrupted_after_some_shards_does_not_load_and_a_rerun_complete
 
     monkeypatch.setattr(pack_writer, "_finish_shard", crash_at_the_third_shard)
     with pytest.raises(KeyboardInterrupt):
-        run(src, dst, size=4, shard_size=2 * 4 * 4 * 3)
+        run(src, dst, size=4, shard_bytes=2 * 4 * 4 * 3)
     assert listing(dst) == ["shard-00000.npy", "shard-00001.npy"]  # written, but no manifest
     assert_not_loadable(str(dst))
 
     monkeypatch.setattr(pack_writer, "_finish_shard", finish)
-    run(src, dst, size=4, shard_size=2 * 4 * 4 * 3)
-    run(src, tmp_path / "whole", size=4, shard_size=2 * 4 * 4 * 3)
+    run(src, dst, size=4, shard_bytes=2 * 4 * 4 * 3)
+    run(src, tmp_path / "whole", size=4, shard_bytes=2 * 4 * 4 * 3)
     assert listing(dst) == listing(tmp_path / "whole")
     assert Manifest.read(str(dst)).shards == Manifest.read(str(tmp_path / "whole")).shards
 
@@ -423,12 +423,25 @@ def test_rerunning_the_same_pack_is_a_no_op(tmp_path):
     first = run(src, tmp_path / "dst", size=4)
     times = {name: os.stat(tmp_path / "dst" / name).st_mtime_ns for name in listing(tmp_path / "dst")}
 
-    again = run(src, tmp_path / "dst", size=(4, 4), workers=2, on_error="skip")
+    again = run(src, tmp_path / "dst", size=(4, 4), num_workers=2, on_error="skip")
 
     assert again.already_packed and not first.already_packed
     assert (again.samples, again.bytes) == (first.samples, first.bytes)
     assert str(again) == "already packed: 6 samples, 416 B"
     assert {name: os.stat(tmp_path / "dst" / name).st_mtime_ns for name in listing(tmp_path / "dst")} == times
+
+
+def test_a_pack_of_version_0_1_with_its_shard_size_option_is_reused(tmp_path):
+    # torchloader 0.1 called shard_bytes shard_size, in pack() and in the manifest
+    src = image_folder(tmp_path / "src")
+    run(src, tmp_path / "dst", size=4, shard_bytes=160)
+    old = Manifest.read(str(tmp_path / "dst"))
+    old.options["shard_size"] = old.options.pop("shard_bytes")
+    old.write(str(tmp_path / "dst"))
+
+    assert run(src, tmp_path / "dst", size=4, shard_bytes=160).already_packed
+    with pytest.raises(FileExistsError, match=r"differs in shard_bytes"):
+        run(src, tmp_path / "dst", size=4, shard_bytes=320)
 
 
 @pytest.mark.parametrize(
@@ -437,8 +450,8 @@ def test_rerunning_the_same_pack_is_a_no_op(tmp_path):
         ({"size": 5}, "size"),
         ({"size": 4, "crop": True}, "crop"),
         ({"size": 4, "mode": "L"}, "mode"),
-        ({"size": 4, "shard_size": "1MiB"}, "shard_size"),
-        ({"size": (4, 5), "crop": True, "shard_size": 100}, "crop, shard_size, size"),
+        ({"size": 4, "shard_bytes": "1MiB"}, "shard_bytes"),
+        ({"size": (4, 5), "crop": True, "shard_bytes": 100}, "crop, shard_bytes, size"),
     ],
 )
 def test_a_different_pack_into_the_same_folder_is_refused(tmp_path, change, differs):
@@ -463,7 +476,7 @@ def test_another_source_into_the_same_folder_is_refused(tmp_path):
 
 def test_overwrite_replaces_a_different_pack_and_its_old_shards(tmp_path):
     src = image_folder(tmp_path / "src")
-    run(src, tmp_path / "dst", size=4, shard_size=2 * 4 * 4 * 3)
+    run(src, tmp_path / "dst", size=4, shard_bytes=2 * 4 * 4 * 3)
     assert len(PackedDataset(tmp_path / "dst").manifest.shards) == 3
 
     summary = run(src, tmp_path / "dst", size=(5, 3), overwrite=True)
@@ -512,14 +525,24 @@ def test_progress_shows_a_bar_on_stderr_and_can_be_turned_off(tmp_path, capsys):
 def test_on_error_must_be_raise_or_skip(tmp_path):
     with pytest.raises(ValueError) as err:
         run(image_folder(tmp_path / "src"), tmp_path / "dst", on_error="ignore")
-    assert str(err.value) == "on_error must be 'raise' or 'skip' (got 'ignore')"
+    assert str(err.value) == (
+        "on_error must be 'raise' (stop at the first sample that cannot be read) or "
+        "'skip' (leave it out of its batch and list it) (got 'ignore')"
+    )
 
 
-@pytest.mark.parametrize("workers", [-1, 1.5, True])
-def test_workers_must_be_a_count(tmp_path, workers):
-    with pytest.raises(ValueError) as err:
-        run(image_folder(tmp_path / "src"), tmp_path / "dst", workers=workers)
-    assert str(err.value) == f"workers must be an int >= 0 (got {workers!r}); 0 packs in this process"
+@pytest.mark.parametrize(
+    ("workers", "error", "message"),
+    [
+        (-1, ValueError, "num_workers must be >= 0 (got num_workers=-1)"),
+        (1.5, TypeError, "num_workers must be an int (got 1.5, a float)"),
+        (True, TypeError, "num_workers must be an int (got True, a bool)"),
+    ],
+)
+def test_num_workers_must_be_a_count(tmp_path, workers, error, message):
+    with pytest.raises(error) as err:
+        run(image_folder(tmp_path / "src"), tmp_path / "dst", num_workers=workers)
+    assert str(err.value) == message
     assert not (tmp_path / "dst").exists()
 
 
@@ -563,7 +586,7 @@ def _forked_pack(src, dst):
 
 def _pack_in_new_session(src, dst):
     os.setsid()
-    pack(src, dst, shard_size="48KiB", workers=2, progress=False)
+    pack(src, dst, shard_bytes="48KiB", num_workers=2, progress=False)
 
 
 N_KILL = 1500

@@ -58,8 +58,8 @@ def _forked(target, *args):
     return process
 
 
-def _pack_quietly(src, dst, shard_size):
-    pack(src, dst, shard_size=shard_size, workers=0, progress=False)
+def _pack_quietly(src, dst, shard_bytes):
+    pack(src, dst, shard_bytes=shard_bytes, num_workers=0, progress=False)
 
 
 # --- two packs into one folder ---------------------------------------------------------
@@ -67,7 +67,7 @@ def _pack_quietly(src, dst, shard_size):
 
 def test_two_packs_racing_into_one_folder_both_succeed_with_one_correct_pack(tmp_path):
     src = photos(tmp_path / "src", count=120)
-    pack(src, tmp_path / "reference", shard_size="24KiB", workers=0, progress=False)
+    pack(src, tmp_path / "reference", shard_bytes="24KiB", num_workers=0, progress=False)
     for trial in range(3):  # before the lock, 4 of 15 such races left zeroed images behind
         dst = tmp_path / f"dst{trial}"
         racers = [_forked(_pack_quietly, str(src), str(dst), "24KiB") for _ in range(2)]
@@ -91,14 +91,14 @@ def _first_pack(done, dst, go):
 def _second_pack(log, src, dst):
     handler = logging.FileHandler(log)
     logging.getLogger("torchloader").addHandler(handler)
-    summary = pack(src, dst, workers=0, progress=False)
+    summary = pack(src, dst, num_workers=0, progress=False)
     handler.flush()
     os._exit(0 if summary.already_packed else 3)
 
 
 def test_a_second_pack_waits_for_the_first_then_reuses_what_it_made(tmp_path):
     src = photos(tmp_path / "src", count=6)
-    pack(src, tmp_path / "done", workers=0, progress=False)
+    pack(src, tmp_path / "done", num_workers=0, progress=False)
     dst, log, go = tmp_path / "dst", tmp_path / "log", tmp_path / "go"
     dst.mkdir()
     # (processes of their own: a forked child shares its parent's flock, as pack's own workers do)
@@ -128,7 +128,7 @@ def test_a_shard_written_into_by_someone_else_is_refused_not_published(tmp_path,
 
     monkeypatch.setattr(pack_writer, "_certified_sha256", clobbered)
     with pytest.raises(RuntimeError) as err:
-        pack(src, tmp_path / "dst", workers=0, progress=False)
+        pack(src, tmp_path / "dst", num_workers=0, progress=False)
     partial = tmp_path / "dst" / "shard-00000.npy.partial"
     assert str(err.value) == (
         f"'{partial}' does not hold the samples 0..7 this pack decoded: another process wrote "
@@ -144,7 +144,7 @@ def test_a_shard_written_into_by_someone_else_is_refused_not_published(tmp_path,
 def test_a_destination_holding_other_files_is_refused_even_with_overwrite(tmp_path):
     src = photos(tmp_path / "src", count=4)
     with pytest.raises(FileExistsError) as err:
-        pack(src, src, workers=0, progress=False, overwrite=True)  # into the image folder itself
+        pack(src, src, num_workers=0, progress=False, overwrite=True)  # into the image folder itself
     assert str(err.value) == (
         f"'{src}' holds files that are not part of a pack (a, b); pack into a new or empty "
         f"folder, e.g. '{src}.packed' (a pack owns its folder, and --overwrite replaces a "
@@ -169,11 +169,11 @@ def test_verify_on_a_folder_that_is_not_a_pack_does_not_suggest_packing_into_it(
 def test_a_reader_opened_before_a_rebuild_refuses_the_new_files(tmp_path):
     src = photos(tmp_path / "src", count=8)
     dst = tmp_path / "dst"
-    pack(src, dst, workers=0, progress=False)
+    pack(src, dst, num_workers=0, progress=False)
     mapped, unmapped = PackedDataset(dst), PackedDataset(dst)
     before = mapped.gather(np.arange(8))
 
-    pack(src, dst, size=8, overwrite=True, workers=0, progress=False)  # other pixels, same folder
+    pack(src, dst, size=8, overwrite=True, num_workers=0, progress=False)  # other pixels, same folder
 
     after = mapped.gather(np.arange(8))  # maps made before the rebuild: the pack it opened
     assert all(torch.equal(a, b) for a, b in zip(before, after))
@@ -190,10 +190,10 @@ def test_a_reader_opened_before_a_rebuild_refuses_the_new_files(tmp_path):
 def test_dataloader_workers_of_a_later_epoch_refuse_a_rebuilt_pack(tmp_path):
     src = photos(tmp_path / "src", count=8)
     dst = tmp_path / "dst"
-    pack(src, dst, workers=0, progress=False)
+    pack(src, dst, num_workers=0, progress=False)
     loader = DataLoader(PackedDataset(dst), batch_size=4, num_workers=1, multiprocessing_context="fork")
     assert len(list(loader)) == 2  # epoch 0
-    pack(src, dst, size=8, overwrite=True, workers=0, progress=False)
+    pack(src, dst, size=8, overwrite=True, num_workers=0, progress=False)
     batches = iter(loader)  # epoch 1: a new worker maps the files anew
     with pytest.raises(ValueError, match="was packed again"):
         next(batches)
@@ -213,7 +213,7 @@ def flip_last_byte(path):
 
 @pytest.fixture
 def packed(tmp_path):
-    pack(photos(tmp_path / "src", count=8), tmp_path / "dst", shard_size="2KiB", workers=0, progress=False)
+    pack(photos(tmp_path / "src", count=8), tmp_path / "dst", shard_bytes="2KiB", num_workers=0, progress=False)
     return tmp_path / "dst"
 
 
@@ -261,7 +261,7 @@ def test_names_with_newlines_and_backslashes_keep_one_line_per_sample(tmp_path):
     src = photos(tmp_path / "src", count=2)
     os.rename(src / "a" / "000.png", src / "a" / "x\ny.png")
     os.rename(src / "b" / "001.png", src / "b" / "back\\slash\r.png")
-    pack(src, tmp_path / "dst", workers=0, progress=False)
+    pack(src, tmp_path / "dst", num_workers=0, progress=False)
     assert read_sources(str(tmp_path / "dst")) == [str(src / "a" / "x\ny.png"), str(src / "b" / "back\\slash\r.png")]
     assert (tmp_path / "dst" / "sources.txt").read_bytes().count(b"\n") == 2
 
@@ -271,7 +271,7 @@ def test_a_skipped_file_whose_name_is_not_utf8_is_listed_and_the_pack_completes(
     bad = os.path.join(os.fsencode(src / "a"), b"bad\xff.png")
     with open(bad, "wb") as f:
         f.write(b"not an image")
-    summary = pack(src, tmp_path / "dst", workers=0, progress=False, on_error="skip")
+    summary = pack(src, tmp_path / "dst", num_workers=0, progress=False, on_error="skip")
     assert summary.samples == 2 and [s["path"] for s in summary.skipped] == [os.fsdecode(bad)]
     assert "skipped " + os.fsdecode(bad) in str(summary)
     assert os.fsdecode(bad) not in read_sources(str(tmp_path / "dst"))

@@ -47,7 +47,7 @@ def rows_by_key(results):
 @IGNORE_FORK_WARNING
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
 def test_every_mode_that_applies_is_measured_with_every_worker_count(folder):
-    results = bench(folder, workers=[0, 2], batch_size=8, progress=False)
+    results = bench(folder, num_workers=[0, 2], batch_size=8, progress=False)
 
     assert results[0].name == f"{BOUND[:-1]}, best of {BOUND_RUNS} epochs after {BOUND_WARMUP} warm-up epochs)"
     assert results[0].mode == "bound" and results[0].samples_per_s > 0
@@ -71,10 +71,12 @@ def test_every_mode_that_applies_is_measured_with_every_worker_count(folder):
 
 
 def test_a_packed_directory_is_measured_as_packed(folder, tmp_path):
-    pack(folder, str(tmp_path / "p"), workers=0, progress=False)
+    pack(folder, str(tmp_path / "p"), num_workers=0, progress=False)
 
     rows = rows_by_key(
-        bench(str(tmp_path / "p"), modes=["packed", "path", "dataloader"], workers=[0], batch_size=8, progress=False)
+        bench(
+            str(tmp_path / "p"), modes=["packed", "path", "dataloader"], num_workers=[0], batch_size=8, progress=False
+        )
     )
 
     assert rows[("packed", 0)].samples_per_s > 0

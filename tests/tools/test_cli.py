@@ -55,14 +55,14 @@ def packed(tmp_path, *options):
 def test_pack_writes_a_dataset_and_prints_the_summary(tmp_path, capsys):
     src, dst = image_folder(tmp_path / "src"), str(tmp_path / "dst")
 
-    status = main(["pack", src, dst, "--size", "8", "6", "--shard-size", "300B", "--workers", "0", "--quiet"])
+    status = main(["pack", src, dst, "--size", "8", "6", "--shard-bytes", "300B", "--num-workers", "0", "--quiet"])
 
     out, err = capsys.readouterr()
     assert status == 0 and err == ""
     assert out.startswith("packed 4 samples, ") and out.count("\n") == 1
     ds = PackedDataset(dst)
     assert len(ds) == 4 and ds[0][0].shape == (3, 8, 6) and ds.classes == ["cat", "dog"]
-    assert ds.manifest.options["shard_size"] == 300 and len(ds.manifest.shards) == 2
+    assert ds.manifest.options["shard_bytes"] == 300 and len(ds.manifest.shards) == 2
 
 
 def test_pack_size_n_is_a_square_and_crop_is_recorded(tmp_path, capsys):
@@ -136,9 +136,7 @@ def test_pack_of_a_missing_source_fails_with_the_message(tmp_path, capsys):
 def test_pack_refuses_a_negative_worker_count(tmp_path, capsys):
     src = image_folder(tmp_path / "src")
     assert main(["pack", src, str(tmp_path / "dst"), "--workers", "-1"]) == 1
-    assert (
-        capsys.readouterr().err == "torchloader pack: workers must be an int >= 0 (got -1); 0 packs in this process\n"
-    )
+    assert capsys.readouterr().err == "torchloader pack: num_workers must be >= 0 (got num_workers=-1)\n"
 
 
 def test_verify_of_an_intact_pack_succeeds(tmp_path, capsys):

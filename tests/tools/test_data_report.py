@@ -173,7 +173,7 @@ def test_the_preload_line_for_a_folder_of_arrays_runs(tmp_path, in_process):
 
 
 def test_a_packed_directory_reads_its_manifest(images, tmp_path):
-    pack(images, tmp_path / "packed", size=8, workers=0, progress=False)
+    pack(images, tmp_path / "packed", size=8, num_workers=0, progress=False)
     report = inspect_data(tmp_path / "packed")
     assert (report.kind, report.samples, report.shapes) == ("packed", 9, [[3, 8, 8]])
     assert report.bytes_decoded == 9 * 3 * 8 * 8

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from torchloader._core.checks import check_chunk_args
 from torchloader._core.units import format_bytes
+from torchloader.order._arguments import check_chunk_args
 
 __all__ = ["BUFFERS", "loader_chunk_size"]
 

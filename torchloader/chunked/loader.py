@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from torchloader._core.checks import check_non_negative_int as _check_int
+from torchloader._core.checks import check_int
 from torchloader._core.shared_memory import check_room
 from torchloader.chunked._budget import BUFFERS as _BUFFERS
 from torchloader.chunked._budget import loader_chunk_size
@@ -124,10 +124,10 @@ class ChunkedLoader:
             raise ValueError(
                 f"dataset {dataset!r:.200} is empty (0 samples); a ChunkedLoader needs at least one sample"
             )
-        self.batch_size = _check_int("batch_size", batch_size, minimum=1)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.device = None if device is None else check_device(device)
         self.drop_last = bool(drop_last)
-        self.num_workers = _check_int("num_workers", num_workers)
+        self.num_workers = check_int("num_workers", num_workers)
         if worker_type not in ("process", "thread"):
             raise ValueError(f"worker_type must be 'process' or 'thread' (got {worker_type!r})")
         self.worker_type = worker_type

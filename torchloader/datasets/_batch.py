@@ -17,7 +17,6 @@ whose every sample failed is empty, with the shape of the data set's samples.
 
 from __future__ import annotations
 
-import operator
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,49 +30,10 @@ from torchloader._core.samples import ShapeMismatch, describe, mismatch_message,
 from torchloader.error_log import SkippedSample
 from torchloader.errors import SampleLoadError
 
-__all__ = ["as_index_array", "check_index", "first_readable", "is_batch", "read_batch"]
+__all__ = ["first_readable", "read_batch"]
 
 # the layout of a sample each dataset served in this process: the shape of an empty batch
 _LAYOUTS: weakref.WeakKeyDictionary[Any, SampleLayout] = weakref.WeakKeyDictionary()
-
-
-def is_batch(index: Any) -> bool:
-    """Whether ``ds[index]`` asks for a batch (a list, tuple, slice, array or tensor)."""
-    if isinstance(index, (list, tuple, slice)):
-        return True
-    return isinstance(index, (np.ndarray, torch.Tensor)) and index.ndim >= 1
-
-
-def check_index(index: Any, length: int) -> int:
-    """``index`` as an ``int`` in ``[0, length)`` (negative ones count from the end)."""
-    try:
-        index = operator.index(index)
-    except TypeError:
-        raise TypeError(
-            f"index must be an integer (got {type(index).__name__}); for a batch pass a list or array of indices"
-        ) from None
-    if not -length <= index < length:
-        raise IndexError(f"index {index} is out of range for {length} samples")
-    return index + length if index < 0 else index
-
-
-def as_index_array(indices: Any, length: int) -> np.ndarray:
-    """``indices`` (list, array, tensor or slice) as ``int64``, checked against ``length``."""
-    if isinstance(indices, slice):
-        return np.arange(*indices.indices(length), dtype=np.int64)
-    if isinstance(indices, torch.Tensor):
-        indices = indices.numpy()
-    array = np.asarray(indices)
-    if array.ndim != 1 or not (array.dtype.kind in "iu" or array.size == 0):
-        raise IndexError(
-            f"a batch of indices must be a one-dimensional sequence of integers "
-            f"(got {array.dtype} with shape {array.shape})"
-        )
-    array = array.astype(np.int64, copy=False)
-    if array.size and (array.min() < -length or array.max() >= length):
-        bad = array[(array < -length) | (array >= length)][0]
-        raise IndexError(f"index {bad} is out of range for {length} samples")
-    return np.where(array < 0, array + length, array)
 
 
 def read_batch(dataset: Any, indices: np.ndarray, *, skip: bool = False) -> tuple[Any, list[SkippedSample]]:

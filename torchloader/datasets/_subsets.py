@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Subset
 
-from torchloader.datasets._batch import as_index_array
+from torchloader._core.indices import as_index_array
 
 __all__ = ["ReadThrough", "looked_through"]
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import BatchSampler, DistributedSampler
 
+from torchloader._core.checks import check_int
 from torchloader.order.sampler import ChunkedSampler
 
 __all__ = ["EpochIndices", "IndexBatchSampler", "shuffled_batches"]
@@ -76,8 +77,7 @@ class IndexBatchSampler(BatchSampler, DistributedSampler):
     """
 
     def __init__(self, sampler: Iterable[int], batch_size: int, *, drop_last: bool = False) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int (got {batch_size!r})")
+        check_int("batch_size", batch_size, minimum=1)
         self.sampler = sampler
         self.batch_size = batch_size
         self.drop_last = drop_last

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
+from torchloader._core.indices import as_index_array, check_index, is_batch
 from torchloader._core.layout import SampleLayout, stored_view
 from torchloader._core.randomness import apply_transform, reading_batch
 from torchloader._core.samples import split_sample
-from torchloader.datasets._batch import as_index_array, check_index, is_batch
 from torchloader.datasets._dataloader import batch_dataloader, getitems
 from torchloader.packs._maps import PackFiles
 from torchloader.packs.format import Manifest
@@ -162,7 +162,7 @@ class PackedDataset(Dataset):
         samples are, e.g. a ``ChunkedLoader`` buffer) the rows are written there
         and ``out`` is returned, or None where ``x``'s memory order does not allow it.
         """
-        return self._gather(self._check_indices(indices), out)
+        return self._gather(as_index_array(indices, len(self)), out)
 
     def _gather(self, indices: np.ndarray, out: tuple[torch.Tensor, torch.Tensor | None] | None) -> Any:
         """``gather`` of indices already checked (int64 in ``[0, len)``)."""
@@ -206,17 +206,6 @@ class PackedDataset(Dataset):
             rows = np.flatnonzero(which == k)
             out[rows] = shards[k][indices[rows] - self.manifest.shards[k].start]
         return out
-
-    def _check_indices(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        """``indices`` as int64 in ``[0, len)`` (negative ones count from the end)."""
-        array = np.asarray(indices)
-        if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
-            raise TypeError(f"indices must be a 1-D sequence of integers (got {array.dtype} of shape {array.shape})")
-        array = array.astype(np.int64)
-        outside = array[(array < -len(self)) | (array >= len(self))]
-        if outside.size:
-            raise IndexError(f"index {outside[0]} is out of range for {len(self)} samples")
-        return np.where(array < 0, array + len(self), array)
 
     def _tensor(self, array: np.ndarray, *, batch: bool) -> torch.Tensor:
         tensor = torch.from_numpy(array)

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from torchloader._core.indices import as_index_array, check_index, is_batch
 from torchloader._core.layout import stored_view
 from torchloader._core.randomness import apply_transform, reading_batch
 from torchloader._core.samples import ShapeMismatch, describe
-from torchloader.datasets._batch import as_index_array, check_index, is_batch, read_batch
+from torchloader.datasets._batch import read_batch
 from torchloader.datasets._csv import read_csv_table
 from torchloader.datasets._dataloader import SkippedBack, batch_dataloader, getitems
 from torchloader.datasets._folder import IMG_EXTENSIONS, scan_folder

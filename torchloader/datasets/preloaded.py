@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from torchloader._core.indices import as_index_array
 from torchloader._core.layout import SampleLayout, storage_order
 from torchloader._core.shared_memory import new_shared
 from torchloader.datasets._dataloader import batch_dataloader, getitems
@@ -105,11 +106,7 @@ class PreloadedDataset(Dataset):
         if isinstance(indices, slice) and out is None:
             xb = self.x[indices]
             return xb if self.y is None else (xb, self.y[indices])
-        if isinstance(indices, slice):
-            indices = range(*indices.indices(len(self)))
-        index = torch.as_tensor(indices, dtype=torch.int64)
-        if index.ndim != 1:
-            raise IndexError(f"indices must be one-dimensional (got shape {tuple(index.shape)})")
+        index = torch.from_numpy(as_index_array(indices, len(self)))
         if out is None:
             return self._take(index)
         if not all(

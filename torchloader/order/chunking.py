@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from torchloader._core.checks import check_block, check_int, check_rank
 from torchloader._core.units import format_bytes, parse_bytes
 
 __all__ = ["chunk_size_for_budget", "epoch_order", "epoch_ranges"]
@@ -90,18 +91,11 @@ def epoch_ranges(
 
 
 def _check_order_args(n: int, chunk_size: int, num_replicas: int, rank: int, block_size: int | None = None) -> None:
-    if block_size is not None and not 1 <= block_size < chunk_size:
-        raise ValueError(
-            f"block_size must be in [1, chunk_size) (got block_size={block_size}, "
-            f"chunk_size={chunk_size}); leave it None for chunks of one block"
-        )
-    if n < 0 or chunk_size < 1 or num_replicas < 1:
-        raise ValueError(
-            f"need n >= 0, chunk_size >= 1 and num_replicas >= 1 "
-            f"(got n={n}, chunk_size={chunk_size}, num_replicas={num_replicas})"
-        )
-    if not 0 <= rank < num_replicas:
-        raise ValueError(f"rank must be in [0, {num_replicas - 1}] for num_replicas={num_replicas} (got rank={rank})")
+    check_int("n", n)
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+    check_rank(rank, check_int("num_replicas", num_replicas, minimum=1))
+    if block_size is not None:
+        check_block(block_size, chunk_size)
 
 
 def _cut(starts: np.ndarray, stops: np.ndarray, begin: int, end: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DistributedSampler
 
-from torchloader._core.checks import check_block, check_chunking, check_non_negative_int, check_replicas
+from torchloader._core.checks import check_block, check_int
+from torchloader.order._arguments import check_chunking, check_replicas
 from torchloader.order._frameworks import sharded_by_framework
 from torchloader.order.chunking import epoch_order
 
@@ -83,7 +84,7 @@ class ChunkedSampler(DistributedSampler):
         self._replicas = (num_replicas, rank)
         self._global = False  # this pass: all ranks' order (a framework splits it)
         self.shuffle = bool(shuffle)
-        self.seed = check_non_negative_int("seed", seed)
+        self.seed = check_int("seed", seed)
         self.drop_last = bool(drop_last)
         self.block_size = None if block_size is None else check_block(block_size, self.chunk_size)
         self.epoch = 0
@@ -130,7 +131,7 @@ class ChunkedSampler(DistributedSampler):
         position, so the usual ``for epoch in ...: sampler.set_epoch(epoch)``
         loop resumes mid-epoch.
         """
-        epoch = check_non_negative_int("epoch", epoch)
+        epoch = check_int("epoch", epoch)
         if epoch != self.epoch:
             self._start = 0
         self.epoch = epoch
@@ -244,7 +245,7 @@ class ChunkedSampler(DistributedSampler):
         self._start = consumed
 
     def _check_consumed(self, consumed: Any) -> int:
-        consumed = check_non_negative_int("consumed", consumed)
+        consumed = check_int("consumed", consumed)
         if consumed > self.length():
             raise ValueError(
                 f"consumed={consumed} is more than len(sampler)={self.length()}, the indices of one epoch on this rank"

@@ -6,7 +6,7 @@ set fits in one shard. The main process creates each shard's temporary file at
 its full size; a worker decodes a block and writes it straight into its rows
 (no pickling of pixels back to the main process); once all blocks of a shard
 are in, the main process drops the rows of skipped samples, syncs, checksums
-and renames it. The shard layout depends on ``shard_size`` alone, so any number
+and renames it. The shard layout depends on ``shard_bytes`` alone, so any number
 of workers writes the same bytes.
 
 The checksum certifies the decoded pixels, not whatever the file holds later:
@@ -95,10 +95,10 @@ def _sample(dataset: Any, index: int) -> np.ndarray:
 
 
 def write_shards(
-    dataset: Any, dst: str, stored: Stored, shard_size: int, on_error: str, workers: int, progress: bool
+    dataset: Any, dst: str, stored: Stored, shard_bytes: int, on_error: str, workers: int, progress: bool
 ) -> list[ShardWritten]:
     """Write every sample of ``dataset`` into shards in ``dst``; see the module docstring."""
-    per_shard = max(1, shard_size // max(1, stored.row_bytes))
+    per_shard = max(1, shard_bytes // max(1, stored.row_bytes))
     per_block = max(1, min(per_shard, _BLOCK_BYTES // max(1, stored.row_bytes)))
     shards: list[_Shard] = []
     try:

@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from torchloader._core.checks import check_int
 from torchloader._core.units import format_bytes, parse_bytes
 from torchloader.datasets._load_all import default_num_workers
+from torchloader.error_log import check_on_error
 from torchloader.packs._destination import check_destination, disk_errors, pack_lock
 from torchloader.packs._source import open_source
 from torchloader.packs._writer import ShardWritten, Stored, probe, write_shards
@@ -66,8 +68,8 @@ def pack(
     size: int | tuple[int, int] | None = None,
     crop: bool = False,
     mode: str = "RGB",
-    shard_size: int | str = "1GiB",
-    workers: int | None = None,
+    shard_bytes: int | str = "1GiB",
+    num_workers: int | None = None,
     on_error: str = "raise",
     overwrite: bool = False,
     progress: bool = True,
@@ -82,8 +84,8 @@ def pack(
             images differ in size.
         crop: keep the aspect ratio and cut the centre instead of stretching.
         mode: image channels: ``"RGB"``, ``"L"`` or ``"RGBA"``.
-        shard_size: bytes per shard file.
-        workers: processes (default: the usable cores; 0 packs in this process).
+        shard_bytes: bytes per shard file (``"1GiB"``, ``256 * 2**20``).
+        num_workers: processes (default: the usable cores; 0 packs in this process).
         on_error: ``"raise"`` stops at the first unreadable file; ``"skip"`` leaves
             it out and lists it in the summary and the manifest.
         overwrite: replace a different pack already in ``dst``.
@@ -95,10 +97,12 @@ def pack(
     Example:
         >>> pack("data/train", "data/train.packed", size=128)  # doctest: +SKIP
     """
-    _check_arguments(on_error, workers)
+    check_on_error(on_error)
+    if num_workers is not None:
+        check_int("num_workers", num_workers)
     src, dst = os.fspath(src), os.fspath(dst)
     dataset, options = open_source(src, size=size, crop=crop, mode=mode)
-    options["shard_size"] = parse_bytes(shard_size)
+    options["shard_bytes"] = parse_bytes(shard_bytes)
     check_destination(dst)
     os.makedirs(dst, exist_ok=True)
     with pack_lock(dst):  # another pack into dst: wait, then reuse or refuse what it made
@@ -108,20 +112,13 @@ def pack(
         start = time.perf_counter()
         stored = probe(dataset)
         options["layout"] = stored.layout
-        workers = default_num_workers() if workers is None else workers
+        workers = default_num_workers() if num_workers is None else num_workers
         with disk_errors(dst, len(dataset) * stored.row_bytes):
-            shards = write_shards(dataset, dst, stored, options["shard_size"], on_error, workers, progress)
+            shards = write_shards(dataset, dst, stored, options["shard_bytes"], on_error, workers, progress)
             manifest = _finish(dst, dataset, shards, stored, options)
     seconds = time.perf_counter() - start
     total = sum(s.nbytes for s in manifest.shards)
     return PackSummary(manifest.count, total, seconds, manifest.skipped)
-
-
-def _check_arguments(on_error: str, workers: int | None) -> None:
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip' (got {on_error!r})")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-        raise ValueError(f"workers must be an int >= 0 (got {workers!r}); 0 packs in this process")
 
 
 def _existing(dst: str, options: dict[str, Any], overwrite: bool) -> PackSummary | None:
@@ -131,7 +128,10 @@ def _existing(dst: str, options: dict[str, Any], overwrite: bool) -> PackSummary
         os.remove(os.path.join(dst, MANIFEST))  # from here on it no longer loads
         return None
     old = Manifest.read(dst)
-    differs = sorted(k for k in options if old.options.get(k) != options[k])
+    before = dict(old.options)
+    if "shard_size" in before:  # the name of shard_bytes in packs of torchloader 0.1
+        before.setdefault("shard_bytes", before.pop("shard_size"))
+    differs = sorted(k for k in options if before.get(k) != options[k])
     if not differs:
         return PackSummary(old.count, sum(s.nbytes for s in old.shards), 0.0, old.skipped, True)
     raise FileExistsError(

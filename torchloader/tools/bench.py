@@ -25,7 +25,7 @@ maps files (packed shards); memory that earlier rows left allocated is part of
 the starting point.
 
 Example:
-    >>> results = bench("data/train", modes=["path"], workers=[0])  # doctest: +SKIP
+    >>> results = bench("data/train", modes=["path"], num_workers=[0])  # doctest: +SKIP
     >>> print(format_table(results))  # doctest: +SKIP
 """
 
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from torchloader._core.checks import check_int
 from torchloader._core.layout import storage_order
 from torchloader._core.samples import split_sample
 from torchloader._core.sizes import nbytes
@@ -207,14 +208,14 @@ def bench(
     path: str,
     *,
     modes: Sequence[str] | None = None,
-    workers: Sequence[int] = (0, 2),
+    num_workers: Sequence[int] = (0, 2),
     batch_size: int = 256,
     epochs: int = 1,
     ram_budget: str | int = "256MiB",
     limit: int | None = None,
     progress: bool = True,
 ) -> list[Measurement]:
-    """Time each of ``modes`` (default: all of :data:`MODES`) with each worker count."""
+    """Time each of ``modes`` (default: all of :data:`MODES`) with each of ``num_workers``."""
     modes = list(MODES) if modes is None else list(modes)
     unknown = [m for m in modes if m not in MODES]
     if unknown:
@@ -228,7 +229,8 @@ def bench(
             cache["all"] = PreloadedDataset.from_dataset(ds, progress=False)
         return cache["all"]
 
-    plan = [(m, w) for m in modes for w in workers]
+    counts = [check_int("num_workers", w) for w in num_workers]
+    plan = [(m, w) for m in modes for w in counts]
     from tqdm.auto import tqdm
 
     results = [_bound(ds, batch_size, epochs)]

@@ -106,8 +106,8 @@ def _cmd_pack(args: argparse.Namespace) -> int:
             size=size,
             crop=args.crop,
             mode=args.mode,
-            shard_size=args.shard_size,
-            workers=args.workers,
+            shard_bytes=args.shard_bytes,
+            num_workers=args.num_workers,
             on_error=args.on_error,
             overwrite=args.overwrite,
             progress=not args.quiet,
@@ -136,7 +136,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     results = bench(
         args.path,
         modes=args.modes,
-        workers=args.workers,
+        num_workers=args.num_workers,
         batch_size=args.batch_size,
         epochs=args.epochs,
         ram_budget=args.ram_budget,
@@ -161,7 +161,12 @@ def _add_bench(commands: Any) -> None:
     bench.add_argument("path", help="image folder, .csv, folder of .npy, or packed directory")
     bench.add_argument("--modes", nargs="+", choices=list(MODES), help="default: all that apply")
     bench.add_argument(
-        "--workers", type=int, nargs="+", default=sorted({0, cores}), help=f"worker counts to try (default: 0 {cores})"
+        "--num-workers",
+        "--workers",
+        type=int,
+        nargs="+",
+        default=sorted({0, cores}),
+        help=f"worker counts to try (default: 0 {cores})",
     )
     bench.add_argument("--batch-size", type=int, default=256)
     bench.add_argument("--epochs", type=int, default=1, help="timed epochs after a warm-up (median)")
@@ -180,8 +185,8 @@ def _add_pack(commands: Any) -> None:
     pack.add_argument("--size", type=int, nargs="+", metavar="N", help="resize to H W (or N x N)")
     pack.add_argument("--crop", action="store_true", help="keep the aspect ratio, cut the centre")
     pack.add_argument("--mode", default="RGB", choices=("RGB", "L", "RGBA"), help="image channels")
-    pack.add_argument("--shard-size", default="1GiB", help="bytes per shard file (default 1GiB)")
-    pack.add_argument("--workers", type=int, default=None, help="processes (default: the cores)")
+    pack.add_argument("--shard-bytes", "--shard-size", default="1GiB", help="bytes per shard file (default 1GiB)")
+    pack.add_argument("--num-workers", "--workers", type=int, default=None, help="processes (default: the cores)")
     pack.add_argument(
         "--on-error",
         default="raise",
