@@ -8,8 +8,6 @@ each without its left-out samples: nothing shifted, replaced or dropped.
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 import torch
 from hypothesis import given, settings
@@ -22,9 +20,8 @@ from torchloader.error_log import SkippedSample
 
 def cut(chunk_sizes, batch_size, bad, drop_last=False, labels=True, capacity_extra=0):
     """Run the cutter over chunks of the given sizes (positions laid end to end)."""
-    handed: deque = deque()
-    cutter = BatchCutter(batch_size, handed)
-    batches, start = [], 0
+    cutter = BatchCutter(batch_size)
+    cuts, start = [], 0
     for size in chunk_sizes:
         capacity = size + capacity_extra  # a buffer may be larger than its chunk
         x = torch.full((capacity, 2), -1, dtype=torch.int64)
@@ -34,11 +31,11 @@ def cut(chunk_sizes, batch_size, bad, drop_last=False, labels=True, capacity_ext
             y = torch.full((capacity,), -1, dtype=torch.int64)
             y[:size] = torch.arange(start, start + size) + 1000
         skipped = [(p - start, SkippedSample(p, None, "bad")) for p in sorted(bad) if start <= p < start + size]
-        batches += list(cutter.batches_of(ChunkBuffer(x, y), size, skipped))
+        cuts += list(cutter.batches_of(ChunkBuffer(x, y), size, skipped))
         start += size
     if cutter.pending and not drop_last:
-        batches.append(cutter.finish())
-    return batches, [(n, [r.index for r in records]) for n, records in handed]
+        cuts.append(cutter.finish())
+    return [c.batch for c in cuts], [(c.positions, [r.index for r in c.skipped]) for c in cuts]
 
 
 def positions(batch):
@@ -84,7 +81,7 @@ def test_batches_are_the_order_cut_into_positions_without_the_left_out_samples(
 def test_a_batch_inside_a_chunk_with_nothing_left_out_is_a_view_of_the_buffer():
     x = torch.arange(8).unsqueeze(1)
     skipped = [(5, SkippedSample(5, None, "bad"))]
-    batches = list(BatchCutter(4, deque()).batches_of(ChunkBuffer(x, None), 8, skipped))
+    batches = [c.batch for c in BatchCutter(4).batches_of(ChunkBuffer(x, None), 8, skipped)]
     assert batches[0].data_ptr() == x.data_ptr()  # no copy
     assert batches[1].tolist() == [[4], [6], [7]]  # a copy, without slot 5
 
@@ -92,7 +89,7 @@ def test_a_batch_inside_a_chunk_with_nothing_left_out_is_a_view_of_the_buffer():
 def test_a_batch_that_lost_samples_keeps_the_buffer_s_memory_order():
     base = torch.arange(6 * 2 * 2 * 3).reshape(6, 2, 2, 3)  # stored channels-last
     x = base.permute(0, 3, 1, 2)
-    batch = next(BatchCutter(6, deque()).batches_of(ChunkBuffer(x, None), 6, [(1, SkippedSample(1, None, "b"))]))
+    batch = next(BatchCutter(6).batches_of(ChunkBuffer(x, None), 6, [(1, SkippedSample(1, None, "b"))])).batch
     assert batch.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(batch, x[[0, 2, 3, 4, 5]])
 
@@ -101,8 +98,9 @@ def test_a_straddling_batch_with_an_all_bad_piece_keeps_the_memory_order():
     def chunk(start):
         return ChunkBuffer((torch.arange(4 * 3) + 12 * start).reshape(4, 1, 1, 3).permute(0, 3, 1, 2), None)
 
-    cutter = BatchCutter(6, deque())
+    cutter = BatchCutter(6)
     first = list(cutter.batches_of(chunk(0), 4, [(k, SkippedSample(k, None, "b")) for k in range(4)]))
     second = list(cutter.batches_of(chunk(1), 4, []))
     assert first == [] and len(second) == 1
-    assert second[0].shape == (2, 3, 1, 1) and second[0].is_contiguous(memory_format=torch.channels_last)
+    batch = second[0].batch
+    assert batch.shape == (2, 3, 1, 1) and batch.is_contiguous(memory_format=torch.channels_last)

@@ -48,12 +48,12 @@ class Numbered:
 
 def _filler(ds, workers=0):
     filler = ChunkFiller(ds, workers)
-    filler.layout(0)
+    filler.layout  # noqa: B018 - reads the first sample now, as a ChunkedLoader does when it is built
     return filler
 
 
 def _buffer(filler, n):
-    return filler.first[1].allocate(n, pin=False)
+    return filler.layout.allocate(n, pin=False)
 
 
 def _first(ds):
@@ -234,10 +234,22 @@ def test_a_thread_error_is_raised_after_every_thread_has_let_go_of_the_buffer():
     assert len(ds.reads) < 20  # the rest of the chunk was dropped, not read
 
 
-def test_the_layout_comes_from_the_first_sample_read():
+def test_the_layout_comes_from_the_first_sample_read_once():
     ds = Numbered(5, shape=(4,))
     filler = ChunkFiller(ds, 0)
-    layout = filler.layout(3)
-    assert filler.layout(0) is layout  # taken once
-    assert filler.first == (3, layout)
+    layout = filler.layout
+    assert filler.layout is layout  # taken once
+    assert filler.first == (0, layout)
     assert layout.x_shape == (4,) and layout.y_dtype == torch.int64
+
+
+def test_a_fill_needs_no_call_before_it():
+    # the layout is read when first needed: fill() before anything else works
+    ds = Numbered(6, shape=(4,))
+    buffer = ChunkFiller(ds, 0).layout.allocate(6, pin=False)
+    filler = ChunkFiller(ds, 2)
+    try:
+        assert filler.fill(buffer, np.arange(6)[::-1].copy(), threading.Event()) == []
+    finally:
+        filler.close()
+    assert buffer.x[:, 0].tolist() == [5, 4, 3, 2, 1, 0]

@@ -28,7 +28,6 @@ class Failing:
 
     def __init__(self, fail=0):
         self.inner, self.fail, self.calls = ChunkFiller(DS, 0), fail, 0
-        self.inner.layout(0)
 
     def fill(self, buffer, indices, stop, epoch=None):
         self.calls += 1
@@ -46,8 +45,7 @@ def _plan(*chunks, epoch=0):
 def running(plan, filler=None, chunk_size=4):
     if filler is None:
         filler = ChunkFiller(DS, 0)
-        filler.layout(0)
-    layout = (filler.inner if isinstance(filler, Failing) else filler).first[1]
+    layout = (filler.inner if isinstance(filler, Failing) else filler).layout
     pool = BufferPool(layout, chunk_size, slots=2, pin=False)
     stats = LoaderStats()
     producer = Producer(iter(plan), pool, filler, stats)

@@ -53,7 +53,6 @@ def npy_dataset(folder, n, bad=None):
 @contextlib.contextmanager
 def started(ds, workers=2):
     filler = ProcessFiller(ds, workers)
-    filler.layout(0)
     filler.start()
     try:
         yield filler
@@ -62,7 +61,7 @@ def started(ds, workers=2):
 
 
 def _buffer(filler, n):
-    return filler.first[1].allocate(n, pin=False, shared=True)
+    return filler.layout.allocate(n, pin=False, shared=True)
 
 
 def test_workers_fill_a_shuffled_chunk_like_reading_it_in_order(tmp_path):
@@ -92,7 +91,6 @@ def test_close_is_safe_before_start_and_twice(tmp_path):
     filler = ProcessFiller(npy_dataset(tmp_path, 2), 2)
     filler.close()
     assert nothing_held()
-    filler.layout(0)
     filler.start()  # a close before start leaves it startable
     workers = list(filler._workers)
     assert len(workers) == 2 and all(w.is_alive() for w in workers)
@@ -106,9 +104,8 @@ def test_close_is_safe_before_start_and_twice(tmp_path):
 def test_a_dataset_with_gather_is_filled_in_process_without_workers():
     ds = PreloadedDataset(torch.arange(10) * 2, torch.arange(10))
     filler = ProcessFiller(ds, 2)
-    filler.layout(0)
     filler.start()
-    buffer = filler.first[1].allocate(3, pin=False)
+    buffer = filler.layout.allocate(3, pin=False)
 
     filler.fill(buffer, np.array([4, 0, 9]), threading.Event())
 
@@ -237,7 +234,6 @@ def test_spawned_workers_get_the_dataset_buffers_and_stop_flag_by_pickle(tmp_pat
     """The default start method is not fork everywhere (macOS; Linux from Python 3.14)."""
     ds = npy_dataset(tmp_path, 8)
     filler = ProcessFiller(ds, 1, multiprocessing_context="spawn")
-    filler.layout(0)
     try:
         with deadline(60):
             filler.start()

@@ -224,9 +224,13 @@ def test_a_dataloader_with_two_workers_gives_the_same_batches(ds):
 class CountingPacked(PackedDataset):
     gathers = items = 0
 
-    def gather(self, indices, **kwargs):
+    def gather(self, indices):
         type(self).gathers += 1
-        return super().gather(indices, **kwargs)
+        return super().gather(indices)
+
+    def gather_into(self, indices, out):
+        type(self).gathers += 1
+        return super().gather_into(indices, out)
 
     def __getitem__(self, index):
         type(self).items += 1
@@ -349,13 +353,14 @@ def test_gather_into_out_writes_the_rows_there(ds, indices):
     # a buffer laid out like the samples (a C x H x W view of H x W x C memory)
     out_x = torch.empty((len(indices), *x0.permute(1, 2, 0).shape), dtype=x0.dtype).permute(0, 3, 1, 2)
     out_y = torch.empty(len(indices), dtype=torch.int64)
-    assert ds.gather(indices, out=(out_x, out_y)) == (out_x, out_y)
+    assert ds.gather_into(indices, (out_x, out_y)) is True
     assert torch.equal(out_x, xb) and torch.equal(out_y, yb)
 
 
-def test_gather_into_out_of_another_memory_order_returns_none(ds):
-    out_x = torch.empty((2, *ds[0][0].shape), dtype=torch.uint8)  # contiguous C x H x W
-    assert ds.gather([0, 1], out=(out_x, None)) is None
+def test_gather_into_out_of_another_memory_order_declines_and_writes_nothing(ds):
+    out_x = torch.full((2, *ds[0][0].shape), 7, dtype=torch.uint8)  # contiguous C x H x W
+    assert ds.gather_into([0, 1], (out_x, None)) is False
+    assert (out_x == 7).all()
 
 
 def test_a_shuffled_contiguous_range_is_read_as_one_slice(ds, monkeypatch):

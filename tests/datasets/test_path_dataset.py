@@ -628,30 +628,31 @@ def test_dataloader_sets_its_own_sampler(tmp_path):
         ds.dataloader(2, sampler=[0, 1, 2])
 
 
-def test_read_into_writes_the_given_slots_and_returns_the_labels(tmp_path):
+def test_read_samples_into_writes_the_given_slots_and_returns_the_labels(tmp_path):
     ds = PathDataset(npy_files(tmp_path, 3), [4, 5, 6])
     out = torch.zeros(4, 2, 3, dtype=torch.int32)
 
-    labels = ds.read_into([2, 0], out, slots=[3, 1])
+    labels = ds.read_samples_into([2, 0], out, slots=[3, 1])
 
     assert labels.tolist() == [6, 4] and labels.dtype == torch.int64
     assert out[:, 0, 0].tolist() == [0, 0, 0, 2]
-    assert ds.read_into([1], out).tolist() == [5] and out[0, 0, 0] == 1
+    assert ds.read_samples_into([1], out).tolist() == [5] and out[0, 0, 0] == 1
 
 
-def test_read_into_refuses_a_sample_that_does_not_fit(tmp_path):
+def test_read_samples_into_refuses_a_sample_that_does_not_fit(tmp_path):
     ds = PathDataset(npy_files(tmp_path, 3), [4, 5, 6])
 
     with pytest.raises(ValueError, match=r"^sample 2 has x \(2, 3\) torch.int32, which does not fit"):
-        ds.read_into([2], torch.zeros(1, 3, 2, dtype=torch.int32))
+        ds.read_samples_into([2], torch.zeros(1, 3, 2, dtype=torch.int32))
 
 
-def test_read_into_without_labels_returns_none_and_with_target_transform_applies_it(tmp_path):
+def test_read_samples_into_without_labels_returns_none_and_with_target_transform_applies_it(tmp_path):
     paths = npy_files(tmp_path, 2)
     out = torch.zeros(2, 2, 3, dtype=torch.int32)
 
-    assert PathDataset(paths).read_into([0, 1], out) is None
-    assert PathDataset(paths, [1, 2], target_transform=lambda y: y * 3).read_into([0, 1], out).tolist() == [3, 6]
+    assert PathDataset(paths).read_samples_into([0, 1], out) is None
+    tripled = PathDataset(paths, [1, 2], target_transform=lambda y: y * 3)
+    assert tripled.read_samples_into([0, 1], out).tolist() == [3, 6]
 
 
 # --- pickling, repr, unusual names ----------------------------------------------

@@ -235,9 +235,8 @@ def test_gather_into_a_buffer_laid_out_like_the_samples(make):
     out_x = torch.empty_like(x[:3])
     out_y = torch.empty(3, dtype=y.dtype)
 
-    result = ds.gather([5, 0, 2], out=(out_x, out_y))
+    assert ds.gather_into([5, 0, 2], (out_x, out_y)) is True
 
-    assert result[0] is out_x and result[1] is out_y
     assert torch.equal(out_x, x[[5, 0, 2]]) and out_y.tolist() == y[[5, 0, 2]].tolist()
 
 
@@ -245,7 +244,9 @@ def test_gather_into_a_buffer_of_another_layout_declines():
     x, y = channels_last()
     out_x = torch.empty((2, *x.shape[1:]), dtype=x.dtype)  # contiguous, x is channels-last
 
-    assert PreloadedDataset(x, y).gather([0, 1], out=(out_x, None)) is None
+    out_x.fill_(7)
+    assert PreloadedDataset(x, y).gather_into([0, 1], (out_x, None)) is False
+    assert (out_x == 7).all()  # nothing written
 
 
 def test_from_dataset_keeps_images_in_their_decoded_memory_order():

@@ -2,7 +2,7 @@
 
 Two chunk buffers share the budget, less a reserve for what loading costs
 besides them (each worker process's own pages, a batch that straddles two
-chunks, allocator slack: 20-40 MiB measured with 2 workers): an eighth of the
+chunks, allocator slack: 21-38 MiB measured with 2 workers, BENCHMARKS.md): an eighth of the
 budget, at most 12 MiB per process. A chunk holds whole batches, so that no
 batch straddles two chunks (and is copied).
 """

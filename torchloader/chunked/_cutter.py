@@ -11,9 +11,8 @@ so every rank of a distributed job takes the same number of steps.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -22,22 +21,26 @@ from torchloader._core.layout import ChunkBuffer, rows_of
 from torchloader.error_log import SkippedSample
 from torchloader.error_log import SkippedSlots as Skipped
 
-__all__ = ["BatchCutter"]
+__all__ = ["BatchCutter", "Cut"]
 
 Piece = tuple[torch.Tensor, "torch.Tensor | None"]
 
 
+class Cut(NamedTuple):
+    """A batch as cut from the chunks, with what it stands for in the epoch's order."""
+
+    batch: Any  # x, or (x, y)
+    positions: int  # positions of the order it covers: samples served or left out
+    skipped: list[SkippedSample]  # the samples left out of it
+
+
 class BatchCutter:
-    """Cuts the chunks of one pass into batches of ``batch_size`` positions.
+    """Cuts the chunks of one pass into batches of ``batch_size`` positions, each a
+    :class:`Cut` that says how many positions it covers (so the consumer can count
+    where in the order it stands) and which samples were left out of it."""
 
-    ``handed`` receives, per batch, its positions (samples served or left out),
-    so the consumer can count where in the order it stands, and the records of
-    the samples left out of it, to be listed when the batch is handed out.
-    """
-
-    def __init__(self, batch_size: int, handed: deque[tuple[int, list[SkippedSample]]]) -> None:
+    def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
-        self.handed = handed
         self._pieces: list[Piece] = []
         self._positions = 0  # positions of the order the pieces cover
         self._skipped: list[SkippedSample] = []  # of the pieces
@@ -47,7 +50,7 @@ class BatchCutter:
         """Whether a batch begun in earlier chunks is still unfinished."""
         return self._positions > 0
 
-    def batches_of(self, buffer: ChunkBuffer, size: int, skipped: Skipped | None = None) -> Iterator[Any]:
+    def batches_of(self, buffer: ChunkBuffer, size: int, skipped: Skipped | None = None) -> Iterator[Cut]:
         """The batches that end in the first ``size`` slots of ``buffer``; the
         ``(slot, record)`` of ``skipped`` are the samples that were left out."""
         skipped = skipped or []
@@ -62,20 +65,20 @@ class BatchCutter:
             if self._positions == self.batch_size:
                 yield self.finish()
         while pos + self.batch_size <= size:
-            self.handed.append((self.batch_size, _records(skipped, pos, pos + self.batch_size)))
-            yield _batch(*_take(buffer, pos, pos + self.batch_size, keep, copy=False))
+            batch = _batch(*_take(buffer, pos, pos + self.batch_size, keep, copy=False))
+            yield Cut(batch, self.batch_size, _records(skipped, pos, pos + self.batch_size))
             pos += self.batch_size
         if pos < size:  # the start of a batch that ends in a later chunk
             self._carry(buffer, pos, size, keep, skipped)
 
-    def finish(self) -> Any:
+    def finish(self) -> Cut:
         """The batch made of the pieces carried so far (which are then dropped)."""
         pieces = [p for p in self._pieces if len(p[0])] or self._pieces[:1]  # cat keeps the memory order
-        self.handed.append((self._positions, self._skipped))
+        cut = Cut(None, self._positions, self._skipped)
         self._pieces, self._positions, self._skipped = [], 0, []
         x = torch.cat([p[0] for p in pieces])
         y = None if pieces[0][1] is None else torch.cat([p[1] for p in pieces])  # type: ignore[misc]
-        return _batch(x, y)
+        return cut._replace(batch=_batch(x, y))
 
     def _carry(self, buffer: ChunkBuffer, a: int, b: int, keep: np.ndarray | None, skipped: Skipped) -> None:
         self._pieces.append(_take(buffer, a, b, keep, copy=True))

@@ -1,28 +1,23 @@
 """Fill a RAM chunk: the samples at given indices, written into a preallocated buffer.
 
-Two ways, chosen by the dataset:
+Which way a dataset is read is NOTE [ how a chunk is filled ] in
+``torchloader/protocols.py``. Read sample by sample, ``num_workers`` threads each
+take a run of the chunk's indices in storage order (so reads are as sequential as
+the chunk allows) and write each sample straight into its shuffled slot
+(``ProcessFiller`` does the same with processes). Decoding in Pillow, simplejpeg
+and NumPy's file reads release the GIL, and a thread writes into the (pinned)
+buffer with no inter-process copy. Measured on 2 cores: 2 threads read 128x128
+JPEGs at 1.5x one thread.
 
-- a dataset with ``gather(indices)`` (``PreloadedDataset``, packed shards) reads the
-  whole chunk in one batched call;
-- any other map-style dataset is read sample by sample by ``num_workers``
-  threads, each taking a run of the chunk's indices in storage order (so reads
-  are as sequential as the chunk allows) and copying each sample straight into
-  its shuffled slot (``ProcessFiller`` does the same with processes). Decoding
-  in Pillow, simplejpeg and NumPy's file reads release the GIL, and a thread
-  writes into the (pinned) buffer with no inter-process copy. Measured on 2
-  cores: 2 threads read 128x128 JPEGs at 1.5x one thread.
-
-A plain ``torch.utils.data.Subset`` (``random_split``'s parts) is read through to
-the dataset it wraps (see ``torchloader/datasets/_subsets.py``); the workers are sent that
-dataset, not the subset's list of indices. A dataset with a ``transform`` is read
-sample by sample, as ``ds[i]`` applies it, even if it has a ``gather``.
+The workers are sent the dataset read, not a plain ``Subset``'s list of indices
+(see ``torchloader/datasets/_subsets.py``).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import Any
 
 import numpy as np
 import torch
@@ -36,11 +31,18 @@ from torchloader.datasets._subsets import ReadThrough
 from torchloader.error_log import SkippedSample
 from torchloader.error_log import SkippedSlots as Skipped
 from torchloader.errors import SampleLoadError
+from torchloader.protocols import (
+    MapDataset,
+    SupportsGather,
+    SupportsGatherInto,
+    SupportsReadSamplesInto,
+    transforms_samples,
+)
 
 __all__ = ["ChunkFiller", "Skipped", "check_sample", "fill_batched", "fill_slots", "read_sample", "storage_runs"]
 
 
-def read_sample(dataset: Any, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def read_sample(dataset: MapDataset, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``dataset[index]`` as ``(x, y)`` tensors; any failure names the index.
 
     A sample the dataset fails to give may be skipped (``on_error="skip"``); one
@@ -73,7 +75,7 @@ def check_sample(first: tuple[int, SampleLayout], index: int, x: torch.Tensor, y
 
 
 def fill_slots(
-    dataset: Any,
+    dataset: MapDataset,
     first: tuple[int, SampleLayout],
     buffer: ChunkBuffer,
     slots: np.ndarray,
@@ -84,8 +86,8 @@ def fill_slots(
 ) -> None:
     """Write ``dataset[indices[k]]`` into slot ``slots[k]`` of ``buffer``, for every k.
 
-    A dataset with ``read_into(indices, out, slots)`` (``PathDataset``) writes the
-    samples straight into their slots (JPEGs decoded there), a run at a time.
+    A dataset that :class:`~torchloader.protocols.SupportsReadSamplesInto`
+    (``PathDataset``) writes the samples straight into their slots, a run at a time.
     Given a ``skipped`` list, a sample that cannot be read goes there instead.
     ``reading``: the ``(seed, epoch)`` the samples are read for, from which their
     transforms are seeded (see NOTE [ per-sample randomness ]).
@@ -95,7 +97,7 @@ def fill_slots(
 
 
 def _fill_slots(
-    dataset: Any,
+    dataset: MapDataset,
     first: tuple[int, SampleLayout],
     buffer: ChunkBuffer,
     slots: np.ndarray,
@@ -103,7 +105,7 @@ def _fill_slots(
     stop: threading.Event | None,
     skipped: Skipped | None,
 ) -> None:
-    if getattr(dataset, "read_into", None) is not None:
+    if isinstance(dataset, SupportsReadSamplesInto):
         _fill_by_read_into(dataset, first, buffer, slots, indices, stop, skipped)
         return
     filled, ys = [], []  # labels go in with one write per run: a copy per 0-dim tensor costs ~7 us
@@ -125,11 +127,11 @@ def _fill_slots(
         buffer.y[torch.tensor(filled)] = torch.stack(ys)
 
 
-RUN = 32  # samples per read_into call: a stop request is seen within one run
+RUN = 32  # samples per read_samples_into call: a stop request is seen within one run
 
 
 def _fill_by_read_into(
-    dataset: Any,
+    dataset: SupportsReadSamplesInto,
     first: tuple[int, SampleLayout],
     buffer: ChunkBuffer,
     slots: np.ndarray,
@@ -144,7 +146,7 @@ def _fill_by_read_into(
             return
         run = slots[start : start + RUN]
         try:
-            ys = dataset.read_into(indices[start : start + RUN].tolist(), buffer.x, run.tolist(), **options)
+            ys = dataset.read_samples_into(indices[start : start + RUN].tolist(), buffer.x, run.tolist(), **options)
         except ShapeMismatch as exc:
             expected = describe(torch.empty(layout.x_shape, dtype=layout.x_dtype), None)
             raise ValueError(mismatch_message(exc.index, exc.what, first_index, expected)) from None
@@ -152,16 +154,12 @@ def _fill_by_read_into(
             buffer.y[torch.from_numpy(run)] = ys
 
 
-def fill_batched(dataset: Any, buffer: ChunkBuffer, indices: np.ndarray) -> None:
-    """Fill a buffer with one ``dataset.gather(indices)`` call.
-
-    A dataset whose ``gather`` takes ``out=(x, y)`` (``PackedDataset``) reads
-    straight into the buffer: one copy, no temporary batch.
-    """
+def fill_batched(dataset: SupportsGather, buffer: ChunkBuffer, indices: np.ndarray) -> None:
+    """Fill a buffer with one gather of ``indices``: straight into the buffer where the
+    dataset :class:`~torchloader.protocols.SupportsGatherInto` it, else a copy."""
     n = len(indices)
-    if getattr(dataset, "gather_into_supported", False):
-        out = (buffer.x[:n], None if buffer.y is None else buffer.y[:n])
-        if dataset.gather(indices, out=out) is not None:
+    if isinstance(dataset, SupportsGatherInto):
+        if dataset.gather_into(indices, (buffer.x[:n], None if buffer.y is None else buffer.y[:n])):
             return
     x, y = split_sample(dataset.gather(indices))
     buffer.x[:n].copy_(x)
@@ -176,27 +174,34 @@ def storage_runs(indices: np.ndarray, parts: int) -> list[np.ndarray]:
 
 
 class ChunkFiller:
-    """Reads samples of ``dataset`` into chunk buffers with ``num_workers`` threads."""
+    """Reads samples of ``dataset`` into chunk buffers with ``num_workers`` threads.
+
+    ``layout`` (the first sample's) is read when first asked for, by the loader or by
+    the first ``fill``: there is no order of calls to get wrong.
+    """
 
     shared_buffers = False  # threads write into ordinary (pinned) memory
 
-    def __init__(self, dataset: Any, num_workers: int, *, skip: bool = False, seed: int = 0) -> None:
+    def __init__(self, dataset: MapDataset, num_workers: int, *, skip: bool = False, seed: int = 0) -> None:
         self.through = ReadThrough(dataset)
         self.dataset = self.through.dataset
         self.num_workers = num_workers
         self.skip = skip  # on_error="skip": fill() returns the samples it left out
         self.seed = seed  # of the loader: per-sample transforms draw from (seed, epoch, index)
-        self.batched = callable(getattr(self.dataset, "gather", None)) and not _transforms(self.dataset)
+        self.batched = isinstance(self.dataset, SupportsGather) and not transforms_samples(self.dataset)
         self._threads: ThreadPoolExecutor | None = None  # started on first use
-        self.first: tuple[int, SampleLayout] | None = None
 
-    def layout(self, index: int) -> SampleLayout:
-        """The layout every sample must have, taken from sample ``index`` (or, when
-        skipping, the first one from there on that can be read)."""
-        if self.first is None:  # a sample passed over here is listed when its batch is served
-            candidates = self.through.own(np.arange(index, self.through.size if self.skip else index + 1))
-            with reading_epoch(self.seed, 0):  # a random transform seeded as in epoch 0, not from the loop's generators
-                self.first = first_readable(lambda i: read_sample(self.dataset, i), candidates, skip=self.skip)
+    @functools.cached_property
+    def first(self) -> tuple[int, SampleLayout]:
+        """The index and layout of sample 0 (or, when skipping, of the first sample that
+        can be read); a sample passed over here is listed when its batch is served."""
+        candidates = self.through.own(np.arange(0, self.through.size if self.skip else 1))
+        with reading_epoch(self.seed, 0):  # a random transform seeded as in epoch 0, not from the loop's generators
+            return first_readable(lambda i: read_sample(self.dataset, i), candidates, skip=self.skip)
+
+    @property
+    def layout(self) -> SampleLayout:
+        """The layout every sample must have: the first sample's."""
         return self.first[1]
 
     def fill(
@@ -216,7 +221,6 @@ class ChunkFiller:
     def _fill(
         self, buffer: ChunkBuffer, indices: np.ndarray, stop: threading.Event, reading: tuple[int, int] | None
     ) -> Skipped:
-        assert self.first is not None
         if self.batched:
             fill_batched(self.dataset, buffer, indices)
             return []
@@ -247,11 +251,6 @@ class ChunkFiller:
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
             self._threads = None
-
-
-def _transforms(dataset: Any) -> bool:
-    """Whether ``dataset[i]`` transforms what a batched ``gather`` would return as stored."""
-    return getattr(dataset, "transform", None) is not None or getattr(dataset, "target_transform", None) is not None
 
 
 class _Either(threading.Event):

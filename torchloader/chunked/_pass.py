@@ -16,19 +16,16 @@ closes the producer on the way out only while it is still the loader's latest.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from torchloader.chunked._cutter import BatchCutter
+from torchloader.chunked._cutter import BatchCutter, Cut
 from torchloader.device import DeviceLoader
-from torchloader.error_log import SkippedSample
 
 if TYPE_CHECKING:
     from torchloader.chunked.loader import ChunkedLoader
 
 __all__ = ["LoaderPass"]
-
-Handed = deque[tuple[int, list[SkippedSample]]]  # per batch made: its positions, the samples left out
 
 
 class LoaderPass:
@@ -52,32 +49,29 @@ class LoaderPass:
         return not self.done and not self.closed
 
     def batches(self, loader: ChunkedLoader) -> Iterator[Any]:
-        handed: Handed = deque()
-        host = self._host_batches(loader, handed)
-        batches: Iterator[Any] = host
-        if loader.device is not None:
-            batches = iter(DeviceLoader(host, loader.device, transform=loader.transform))
-        elif loader.transform is not None:
-            batches = map(loader.transform, host)
-        return self._handed_out(loader, host, batches, handed)
+        host = self._host_batches(loader)
+        cuts: Iterator[Cut] = host
+        transform = None if loader.transform is None else _on_batch(loader.transform)
+        if loader.device is not None:  # a Cut's batch goes to the device; its counts stay as they are
+            cuts = iter(DeviceLoader(host, loader.device, transform=transform))
+        elif transform is not None:
+            cuts = map(transform, host)
+        return self._handed_out(loader, host, cuts)
 
-    def _handed_out(
-        self, loader: ChunkedLoader, host: Generator, batches: Iterator[Any], handed: Handed
-    ) -> Iterator[Any]:
+    def _handed_out(self, loader: ChunkedLoader, host: Generator, cuts: Iterator[Cut]) -> Iterator[Any]:
         """Count what the caller got (a ``DeviceLoader`` makes batches one ahead)."""
         end = loader.last_position()
         try:
             if self.position >= end:  # resumed at the end of its epoch: nothing left
                 self._end(loader)
-            for batch in batches:
-                positions, skipped = handed.popleft()
-                self.position += positions
-                if skipped:
-                    loader.stats.add_skipped(len(skipped))
-                    loader.errors.record(skipped, where="loader.errors", stacklevel=4)
+            for cut in cuts:
+                self.position += cut.positions
+                if cut.skipped:
+                    loader.stats.add_skipped(len(cut.skipped))
+                    loader.errors.record(cut.skipped, where="loader.errors", stacklevel=4)
                 if self.position >= end:  # the last batch: the epoch is done once it is handed out
                     self._end(loader)
-                yield batch
+                yield cut.batch
         finally:
             self.closed = True
             host.close()  # a break: stop loading now, not when the generators are collected
@@ -86,8 +80,8 @@ class LoaderPass:
         self.done = True
         loader.sampler.end_pass(self.epoch)
 
-    def _host_batches(self, loader: ChunkedLoader, handed: Handed) -> Iterator[Any]:
-        cutter = BatchCutter(loader.batch_size, handed)
+    def _host_batches(self, loader: ChunkedLoader) -> Iterator[Cut]:
+        cutter = BatchCutter(loader.batch_size)
         held = None  # the chunk being served, until its buffer goes back to the pool
         try:
             if self.start < len(loader.sampler):
@@ -111,3 +105,8 @@ class LoaderPass:
             if loader.latest_pass is self:  # a later pass may have taken the producer over
                 loader.close_producer()
             raise
+
+
+def _on_batch(transform: Callable[[Any], Any]) -> Callable[[Cut], Cut]:
+    """``transform`` applied to a :class:`Cut`'s batch."""
+    return lambda cut: cut._replace(batch=transform(cut.batch))

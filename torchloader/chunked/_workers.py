@@ -42,12 +42,13 @@ from torchloader._core.randomness import mark_worker, seed_worker
 from torchloader._core.worker_process import PARENT_CHECK_SECONDS, ParentWatch, reset_signal_handlers
 from torchloader.chunked._fill import ChunkFiller, Skipped, fill_batched, fill_slots, storage_runs
 from torchloader.errors import SampleLoadError
+from torchloader.protocols import MapDataset
 
 __all__ = ["ProcessFiller"]
 
 
 def _worker_loop(
-    dataset: Any,
+    dataset: MapDataset,
     first: tuple[int, SampleLayout],
     tasks: Any,
     results: Any,
@@ -132,7 +133,7 @@ class ProcessFiller(ChunkFiller):
 
     def __init__(
         self,
-        dataset: Any,
+        dataset: MapDataset,
         num_workers: int,
         *,
         skip: bool = False,
@@ -152,7 +153,6 @@ class ProcessFiller(ChunkFiller):
         """Start the workers (from the main thread, before any loading thread runs)."""
         if self._workers or self.batched:
             return
-        assert self.first is not None
         context = self._context
         if context is None or isinstance(context, str):
             context = mp.get_context(context)

@@ -8,10 +8,9 @@ the loader yields exactly the batches ``DataLoader(dataset, batch_size,
 sampler=ChunkedSampler(...))`` would, only read chunk-wise: a batch is a view of
 the buffer (one that straddles two chunks is copied).
 
-RAM: ``ram_budget`` covers the whole process tree's loading memory: two chunk
-buffers and a reserve for the workers (see ``torchloader/chunked/_budget.py``).
-Batches kept alive past the next chunk keep their buffer alive (see
-``torchloader/_core/layout.py``); nothing else grows with the data.
+RAM: ``ram_budget`` covers the whole process tree's loading memory (how, in
+``torchloader/chunked/_budget.py``). Batches kept alive past the next chunk keep
+their buffer alive (NOTE [ reusing a chunk buffer ]); nothing else grows with the data.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from torchloader.device import check_device, check_pin_memory
 from torchloader.error_log import ErrorLog, error_policy
 from torchloader.order.quality import PoorShuffleWarning, ShuffleQuality, order_quality, poor_shuffle_message
 from torchloader.order.sampler import ChunkedSampler
+from torchloader.protocols import MapDataset
 
 __all__ = ["ChunkedLoader"]
 
@@ -46,12 +46,12 @@ class ChunkedLoader:
 
     Args:
         dataset: a map-style dataset of ``x`` or ``(x, y)`` samples of one shape
-            (``PathDataset``, ``PreloadedDataset``, ...). A dataset with a
-            ``gather(indices)`` method fills a chunk with one batched read.
+            (``PathDataset``, ``PreloadedDataset``, ...). What else it offers decides
+            how a chunk is filled (one gather, or a read per sample; see
+            :mod:`torchloader.protocols`), and a dataset of your own can offer it too.
         batch_size: samples per batch.
         chunk_size: samples per RAM chunk; or give ``ram_budget`` instead.
-        ram_budget: bytes (or ``"8GiB"``) for loading: two chunk buffers and a
-            reserve for the workers (an eighth, at most 12 MiB per process).
+        ram_budget: bytes (or ``"8GiB"``) for all loading memory, workers included.
         shuffle, seed, num_replicas, rank, block_size: as for :class:`ChunkedSampler`
             (``block_size`` builds a chunk from blocks in random places: far better
             mixed batches on data stored sorted by class, see ``shuffle_quality``).
@@ -66,27 +66,14 @@ class ChunkedLoader:
         transform: applied to each batch, on ``device`` when one is given.
         pin_memory: pin the chunk buffers (default: when CUDA is available).
 
-    Epochs: every pass is a new epoch (also one left early, as Lightning does
-    after ``len(loader)`` batches), unless ``set_epoch`` (on the loader or on
-    ``loader.sampler``) or ``load_state_dict`` said which comes next. The ranks
-    are looked up when a pass starts, so a loader made before the process group
-    (before ``Accelerator()``, outside ``Trainer.fit``) still splits the data.
-    A random ``transform`` of the dataset (``PathDataset(transform=...)``) draws
-    each sample's randomness from ``(seed, epoch, index)``: the same batches with
-    any number or kind of workers (see ``torchloader/_core/randomness.py``).
-
-    One pass at a time: a second iterator raises while another has batches
-    left. Pickles and deep copies hold the configuration and epoch position
-    (like a DataLoader's), not the workers. Batches far worse mixed than a full
-    shuffle (see ``shuffle_quality``) are warned about once, with the fix.
-
-    A dataset with ``on_error="skip"`` (``PathDataset(..., on_error="skip")``) has
-    samples that cannot be read left out of their batch, which is then shorter
-    (batch boundaries and ``len(loader)`` do not move, so ranks stay in step);
-    they are counted in ``loader.stats.samples_skipped`` and listed in
-    ``loader.errors`` (the dataset's ``errors`` when it has one; a plain
-    ``Subset``'s are those of the data set it wraps; a ``Subset`` subclass is read
-    as it is, and what its ``__getitem__`` raises, raises).
+    Every pass is a new epoch (one left early too, as Lightning leaves it after
+    ``len(loader)`` batches) unless ``set_epoch`` or ``load_state_dict`` said which
+    comes next; ranks are looked up when a pass starts. One pass at a time: a second
+    iterator raises while another has batches left. A dataset's random ``transform``
+    draws from ``(seed, epoch, index)``, so batches do not depend on the workers.
+    With ``on_error="skip"`` an unreadable sample is left out of its batch (which is
+    shorter; ``len(loader)`` does not move) and listed in ``loader.errors``. Pickles
+    hold the configuration and position, not the workers. Details: docs/chunked.md.
 
     Example:
         >>> from torchloader import PreloadedDataset
@@ -98,7 +85,7 @@ class ChunkedLoader:
 
     def __init__(
         self,
-        dataset: Any,
+        dataset: MapDataset,
         batch_size: int,
         *,
         chunk_size: int | None = None,
@@ -119,11 +106,7 @@ class ChunkedLoader:
         self._config = {  # for copies and pickles: the arguments, less the dataset and batch_size
             k: v for k, v in locals().items() if k not in ("self", "dataset", "batch_size")
         } | {"multiprocessing_context": _portable_context(multiprocessing_context)}
-        self.dataset = dataset
-        if len(dataset) == 0:  # not a file that failed: say so before reading sample 0
-            raise ValueError(
-                f"dataset {dataset!r:.200} is empty (0 samples); a ChunkedLoader needs at least one sample"
-            )
+        self.dataset = _not_empty(dataset)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.device = None if device is None else check_device(device)
         self.drop_last = bool(drop_last)
@@ -134,7 +117,7 @@ class ChunkedLoader:
         skip, errors = error_policy(looked_through(dataset)[1])  # of the dataset read
         self.errors = errors if errors is not None else ErrorLog()
         self.filler = self._filler(skip, seed, multiprocessing_context)
-        self.layout = self.filler.layout(0)
+        self.layout = self.filler.layout  # reads the first sample
         chunk_size = loader_chunk_size(
             chunk_size,
             ram_budget,
@@ -153,19 +136,21 @@ class ChunkedLoader:
             block_size=block_size,
         )
         self.transform = transform
-        pin = check_pin_memory(pin_memory)
+        self.pool = self._pool(chunk_size, check_pin_memory(pin_memory))
+        self.stats = LoaderStats()
+        self.latest_pass: LoaderPass | None = None  # see torchloader/chunked/_pass.py
+        self._producer: Producer | None = None
+        self._producer_epoch = -1  # the epoch whose first chunk the producer holds
+        self._warned_shuffle = False
+
+    def _pool(self, chunk_size: int, pin: bool) -> BufferPool:
         shared = self.filler.shared_buffers and not self.filler.batched
         if shared:  # see torchloader/_core/shared_memory.py: fail now, not mid-epoch
             check_room(
                 _BUFFERS * chunk_size * self.layout.nbytes,
                 f"ChunkedLoader's {_BUFFERS} chunk buffers for {self.num_workers} worker processes",
             )
-        self.pool = BufferPool(self.layout, chunk_size, slots=_BUFFERS, pin=pin, shared=shared)
-        self.stats = LoaderStats()
-        self.latest_pass: LoaderPass | None = None  # see torchloader/chunked/_pass.py
-        self._producer: Producer | None = None
-        self._producer_epoch = -1  # the epoch whose first chunk the producer holds
-        self._warned_shuffle = False
+        return BufferPool(self.layout, chunk_size, slots=_BUFFERS, pin=pin, shared=shared)
 
     def _filler(self, skip: bool, seed: int, multiprocessing_context: Any) -> ChunkFiller:
         if self.worker_type == "process" and self.num_workers > 0:
@@ -316,7 +301,13 @@ class ChunkedLoader:
         )
 
 
-def _rebuild(dataset: Any, batch_size: int, config: dict[str, Any], state: dict[str, Any]) -> ChunkedLoader:
+def _not_empty(dataset: MapDataset) -> MapDataset:
+    if len(dataset) == 0:  # not a file that failed: say so before reading sample 0
+        raise ValueError(f"dataset {dataset!r:.200} is empty (0 samples); a ChunkedLoader needs at least one sample")
+    return dataset
+
+
+def _rebuild(dataset: MapDataset, batch_size: int, config: dict[str, Any], state: dict[str, Any]) -> ChunkedLoader:
     loader = ChunkedLoader(dataset, batch_size, **config)
     loader.load_state_dict(state)
     return loader

@@ -3,7 +3,7 @@
 A ``DataLoader`` with ``batch_size=256`` builds a batch by calling
 ``dataset[i]`` 256 times and stacking the results: every sample is decoded into
 a temporary array, wrapped in a tensor and copied once more by the stack. A
-dataset with ``read_into(indices, out)`` (``PathDataset``) skips both: the batch
+dataset with ``read_samples_into(indices, out)`` (``PathDataset``) skips both: the batch
 buffer is allocated once, with the first sample's memory order (a ``C x H x W``
 image decoded as ``H x W x C`` gets channels-last slots, so no transposition),
 and each JPEG is decoded by libjpeg-turbo directly into its slot. In a
@@ -29,6 +29,7 @@ from torchloader._core.layout import SampleLayout, rows_of
 from torchloader._core.samples import ShapeMismatch, describe, mismatch_message, split_sample
 from torchloader.error_log import SkippedSample
 from torchloader.errors import SampleLoadError
+from torchloader.protocols import MapDataset, SupportsReadSamplesInto
 
 __all__ = ["first_readable", "read_batch"]
 
@@ -36,12 +37,14 @@ __all__ = ["first_readable", "read_batch"]
 _LAYOUTS: weakref.WeakKeyDictionary[Any, SampleLayout] = weakref.WeakKeyDictionary()
 
 
-def read_batch(dataset: Any, indices: np.ndarray, *, skip: bool = False) -> tuple[Any, list[SkippedSample]]:
+def read_batch(
+    dataset: SupportsReadSamplesInto, indices: np.ndarray, *, skip: bool = False
+) -> tuple[Any, list[SkippedSample]]:
     """``x`` or ``(x, y)`` of the samples at ``indices``, each read into its slot,
     and the samples left out (``skip``: those that cannot be read; else it raises).
 
     The first sample that loads, ``dataset[i]``, fixes the layout;
-    ``dataset.read_into(rest, slots)`` writes the others and returns their labels.
+    ``dataset.read_samples_into(rest, out)`` writes the others and returns their labels.
     """
     if len(indices) == 0:
         raise IndexError("a batch needs at least one index")
@@ -60,7 +63,7 @@ def read_batch(dataset: Any, indices: np.ndarray, *, skip: bool = False) -> tupl
     ys = None
     if n > 1:
         try:
-            ys = dataset.read_into(indices[k + 1 :].tolist(), buffer.x[1:], skipped=bad)
+            ys = dataset.read_samples_into(indices[k + 1 :].tolist(), buffer.x[1:], skipped=bad)
         except ShapeMismatch as exc:
             raise ValueError(mismatch_message(exc.index, exc.what, int(indices[k]), describe(x0, None))) from None
     if buffer.y is not None:
@@ -77,7 +80,7 @@ def read_batch(dataset: Any, indices: np.ndarray, *, skip: bool = False) -> tupl
 
 
 def _first_that_loads(
-    dataset: Any, indices: list[int], skipped: list[SkippedSample] | None
+    dataset: MapDataset, indices: list[int], skipped: list[SkippedSample] | None
 ) -> tuple[int, tuple[torch.Tensor, torch.Tensor | None] | None]:
     """The position of the first sample that loads and the sample (None if none does)."""
     for k, index in enumerate(indices):
@@ -113,7 +116,7 @@ def first_readable(
     )
 
 
-def _empty_batch(dataset: Any) -> Any:
+def _empty_batch(dataset: MapDataset) -> Any:
     """A batch of no samples, shaped as the samples ``dataset`` served in this
     process, or else as the first of its samples that can be read."""
     layout = _LAYOUTS.get(dataset)

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, default_collate
 from torchloader._core.randomness import mark_worker
 from torchloader._core.worker_process import reset_signal_handlers
 from torchloader.datasets.batching import IndexBatchSampler, shuffled_batches
+from torchloader.protocols import MapDataset
 
 __all__ = [
     "BatchLoader",
@@ -31,7 +32,7 @@ __all__ = [
 
 
 def batch_dataloader(
-    dataset: Any,
+    dataset: MapDataset,
     batch_size: int,
     *,
     shuffle: bool,
@@ -97,7 +98,7 @@ class _Whole:
         self.batch = batch
 
 
-def getitems(dataset: Any, indices: Any) -> list[Any]:
+def getitems(dataset: MapDataset, indices: Any) -> list[Any]:
     """``dataset.__getitems__(indices)``, which a DataLoader with a batch sampler calls:
     the whole batch ``dataset[indices]`` for :class:`WholeBatch` indices, else one
     item per index, as a DataLoader without ``__getitems__`` fetches them."""

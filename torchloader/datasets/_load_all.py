@@ -20,6 +20,7 @@ from torchloader._core.samples import describe as _describe
 from torchloader._core.samples import mismatch_message
 from torchloader._core.samples import split_sample as _split
 from torchloader._core.system import usable_cores
+from torchloader.protocols import MapDataset
 
 __all__ = ["default_num_workers", "load_all"]
 
@@ -42,7 +43,7 @@ class _Mismatch(NamedTuple):
 class _Indexed(Dataset):
     """``(index, sample)`` so the group knows where it starts."""
 
-    def __init__(self, dataset: Any) -> None:
+    def __init__(self, dataset: MapDataset) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:
@@ -74,7 +75,7 @@ def _collate(items: list[tuple[int, Any]]) -> _Group | _Mismatch:
 
 
 def load_all(
-    dataset: Any,
+    dataset: MapDataset,
     allocate: Allocate,
     *,
     num_workers: int | None = None,

@@ -28,6 +28,7 @@ import numpy as np
 from torch.utils.data import Subset
 
 from torchloader._core.indices import as_index_array
+from torchloader.protocols import MapDataset
 
 __all__ = ["ReadThrough", "looked_through"]
 
@@ -43,7 +44,7 @@ class ReadThrough:
         ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [7, 9])
     """
 
-    def __init__(self, dataset: Any) -> None:
+    def __init__(self, dataset: MapDataset) -> None:
         self.size = len(dataset)
         self.chain, self.dataset = looked_through(dataset)
         self.mapping: np.ndarray | None = None  # outer index -> index of dataset
@@ -67,7 +68,7 @@ class ReadThrough:
         return self.mapping[indices]
 
 
-def looked_through(dataset: Any) -> tuple[list[Subset], Any]:
+def looked_through(dataset: MapDataset) -> tuple[list[Subset], Any]:
     """The plain ``Subset`` wrappers of ``dataset`` that a loader looks through
     (outermost first), and the dataset under them: the one it reads, and whose
     ``on_error`` and ``errors`` apply (``dataset`` itself when it is no plain subset)."""
@@ -78,7 +79,7 @@ def looked_through(dataset: Any) -> tuple[list[Subset], Any]:
     return chain, dataset
 
 
-def _plain_subset(dataset: Any) -> bool:
+def _plain_subset(dataset: MapDataset) -> bool:
     """A ``Subset`` whose items are exactly ``dataset[indices[i]]``, with integer indices."""
     if not isinstance(dataset, Subset):
         return False

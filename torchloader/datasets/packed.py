@@ -24,6 +24,7 @@ from torchloader._core.samples import split_sample
 from torchloader.datasets._dataloader import batch_dataloader, getitems
 from torchloader.packs._maps import PackFiles
 from torchloader.packs.format import Manifest
+from torchloader.protocols import transforms_samples
 
 __all__ = ["PackedDataset"]
 
@@ -118,16 +119,16 @@ class PackedDataset(Dataset):
         )
 
     def _batch(self, indices: np.ndarray) -> Any:
-        if self.transform is not None or self.target_transform is not None:
+        if transforms_samples(self):
             return default_collate([self[i] for i in indices.tolist()])  # as ds[i] each
         if get_worker_info() is None or not len(indices):
-            return self._gather(indices, None)
+            return self._gather(indices)
         # In a DataLoader worker: read into shared memory, so that sending the batch
         # to the main process copies nothing more (as torch's collate does).
         if self._layout is None:  # one sample's layout, read once per process
             self._layout = SampleLayout.of(*split_sample(self[0]))
         buffer = self._layout.allocate(len(indices), pin=False, shared=True)
-        self._gather(indices, (buffer.x, buffer.y))
+        self.gather_into(indices, (buffer.x, buffer.y))  # its own layout: always written
         return buffer.x if buffer.y is None else (buffer.x, buffer.y)
 
     def dataloader(
@@ -146,40 +147,34 @@ class PackedDataset(Dataset):
         """
         return batch_dataloader(self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, **kwargs)
 
-    gather_into_supported = True  # gather(..., out=...) writes into given tensors
-
-    def gather(
-        self,
-        indices: Sequence[int] | np.ndarray,
-        *,
-        out: tuple[torch.Tensor, torch.Tensor | None] | None = None,
-    ) -> Any:
+    def gather(self, indices: Sequence[int] | np.ndarray) -> Any:
         """The samples at ``indices`` as one batch: one fancy-indexed read per shard.
 
         Rows come straight from the memory map into the batch in the requested
         order (measured here: faster than sorting the reads and scattering them).
-        With ``out=(x, y)`` (tensors shaped like the batch, ``x`` laid out as the
-        samples are, e.g. a ``ChunkedLoader`` buffer) the rows are written there
-        and ``out`` is returned, or None where ``x``'s memory order does not allow it.
         """
-        return self._gather(as_index_array(indices, len(self)), out)
+        return self._gather(as_index_array(indices, len(self)))
 
-    def _gather(self, indices: np.ndarray, out: tuple[torch.Tensor, torch.Tensor | None] | None) -> Any:
+    def gather_into(self, indices: Sequence[int] | np.ndarray, out: tuple[torch.Tensor, torch.Tensor | None]) -> bool:
+        """Write the rows at ``indices`` straight into ``out=(x, y)`` (tensors shaped like
+        the batch, ``x`` laid out as the samples are, e.g. a ``ChunkedLoader`` buffer);
+        False, with nothing written, where ``x``'s memory order or dtype does not allow it."""
+        indices = as_index_array(indices, len(self))
+        dtype = torch.from_numpy(np.empty(0, self.manifest.dtype)).dtype
+        target = stored_view(out[0], dtype, channels_last=self._images and out[0].ndim == 4)
+        if target is None:
+            return False
+        self._read_rows(indices, target)
+        if out[1] is not None and self._labels is not None:
+            out[1].copy_(torch.from_numpy(np.asarray(self._labels[indices])))
+        return True
+
+    def _gather(self, indices: np.ndarray) -> Any:
         """``gather`` of indices already checked (int64 in ``[0, len)``)."""
-        target = None
-        if out is not None:  # written in place where out is laid out as the shards are
-            dtype = torch.from_numpy(np.empty(0, self.manifest.dtype)).dtype
-            target = stored_view(out[0], dtype, channels_last=self._images and out[0].ndim == 4)
-            if target is None:
-                return None
-        x = self._read_rows(indices, target)
-        labels = None if self._labels is None else np.asarray(self._labels[indices])
-        if out is not None:
-            if out[1] is not None and labels is not None:
-                out[1].copy_(torch.from_numpy(labels))
-            return out
-        x = self._tensor(x, batch=True)
-        return x if labels is None else (x, torch.from_numpy(labels))
+        x = self._tensor(self._read_rows(indices, None), batch=True)
+        if self._labels is None:
+            return x
+        return x, torch.from_numpy(np.asarray(self._labels[indices]))
 
     def _read_rows(self, indices: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         shards = self._open()

@@ -24,12 +24,12 @@ from torchloader._core.layout import stored_view
 from torchloader._core.randomness import apply_transform, reading_batch
 from torchloader._core.samples import ShapeMismatch, describe
 from torchloader.datasets._batch import read_batch
-from torchloader.datasets._csv import read_csv_table
 from torchloader.datasets._dataloader import SkippedBack, batch_dataloader, getitems
-from torchloader.datasets._folder import IMG_EXTENSIONS, scan_folder
+from torchloader.datasets._from_files import FromFiles
 from torchloader.datasets._labels import encode_labels
-from torchloader.error_log import ErrorLog, SkippedSample, check_on_error, skip_limit
+from torchloader.error_log import ErrorLog, SkippedSample, SkippedSlots, check_on_error, skip_limit
 from torchloader.errors import SampleLoadError
+from torchloader.protocols import IntoReader
 from torchloader.readers._tensor import to_tensor
 from torchloader.readers.suffix import Reader, SuffixReader
 
@@ -38,7 +38,7 @@ __all__ = ["PathDataset"]
 PathLike = str | os.PathLike[str]
 
 
-class PathDataset(Dataset):
+class PathDataset(FromFiles, Dataset):
     """Samples read from files, one file per ``__getitem__``.
 
     Args:
@@ -109,73 +109,6 @@ class PathDataset(Dataset):
             return None
         return {name: i for i, name in enumerate(self.classes)}
 
-    @classmethod
-    def from_folder(
-        cls,
-        root: PathLike,
-        *,
-        extensions: Sequence[str] | None = None,
-        allow_empty: bool = False,
-        allow_nested_only: bool = False,
-        reader: Reader | None = None,
-        **options: Any,
-    ) -> PathDataset:
-        """One class per sub-folder, ``root/<class>/.../<file>``: the ``classes``,
-        ``class_to_idx`` and samples (order included) ``ImageFolder`` gives: regular
-        files (links followed, at any depth in a class folder) ending in ``extensions``.
-        FIFOs, devices, broken links and files directly in ``root`` are not listed.
-
-        Args:
-            root: folder with one sub-folder per class.
-            extensions: suffixes to keep, case-insensitive (default: torchvision's
-                ``IMG_EXTENSIONS``, .jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp;
-                e.g. ``(".npy",)`` for arrays, or add ``".gif"``).
-            allow_empty: accept class folders without matching files.
-            allow_nested_only: accept a root that looks one level too high
-                (``root/train/cat/1.jpg``; see ``torchloader.datasets._folder.scan_folder``).
-            reader, **options: as for ``PathDataset`` (``transform``,
-                ``target_transform``, ``on_error``, ``max_skipped``).
-        Raises FileNotFoundError (no folder, no class folders or files, an empty class)
-        or ValueError (a ``torchloader pack`` folder in the tree, a root too high).
-
-        Example:
-            >>> ds = PathDataset.from_folder("data/train")  # doctest: +SKIP
-            >>> ds.classes  # doctest: +SKIP
-            ['cat', 'dog']
-        """
-        extensions = IMG_EXTENSIONS if extensions is None else extensions
-        classes, paths, labels = scan_folder(
-            root, extensions, allow_empty=allow_empty, allow_nested_only=allow_nested_only
-        )
-        reader = SuffixReader() if reader is None else reader
-        return cls(paths, np.asarray(labels, dtype=np.int64), reader=reader, classes=classes, **options)
-
-    @classmethod
-    def from_csv(
-        cls,
-        csv_path: PathLike,
-        *,
-        path_column: str = "path",
-        label_column: str | None = "label",
-        root: PathLike | None = None,
-        **options: Any,
-    ) -> PathDataset:
-        """Paths and labels from a CSV file (UTF-8, a header row, one row per sample).
-
-        Path cells are taken exactly as written, spaces included (an empty or all-space
-        cell is refused); relative ones resolve against ``root`` (default: the CSV's
-        folder) and must stay inside it. Labels (spaces around them ignored) are all
-        integers (``7``, ``007``, ``-1``) or all class names (``classes``: their sorted
-        set); decimals (``2.0``) or integers mixed with names are refused, naming the
-        line of the first offending cell. ``label_column=None`` reads no labels. Other
-        keyword arguments are as for ``PathDataset`` (``reader``, ``transform``, ...).
-
-        Example:
-            >>> ds = PathDataset.from_csv("train.csv", root="images")  # doctest: +SKIP
-        """
-        paths, labels = read_csv_table(csv_path, path_column, label_column, root)
-        return cls(paths, labels, **options)
-
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -207,13 +140,13 @@ class PathDataset(Dataset):
         in ``ds.errors`` (what a DataLoader worker sends back to the main process)."""
         return read_batch(self, as_index_array(indices, len(self)), skip=self.on_error == "skip")
 
-    def read_into(
+    def read_samples_into(
         self,
         indices: Sequence[int],
         out: torch.Tensor,
         slots: Sequence[int] | None = None,
         *,
-        skipped: list[tuple[int, SkippedSample]] | None = None,
+        skipped: SkippedSlots | None = None,
     ) -> torch.Tensor | None:
         """Load the samples at ``indices`` into ``out[slots[k]]``; return their labels.
 
@@ -231,11 +164,11 @@ class PathDataset(Dataset):
         """
         slots = range(len(indices)) if slots is None else slots
         stored = stored_view(out, torch.uint8, channels_last=True)
-        direct = getattr(self.reader, "read_into", None) if stored is not None and self.transform is None else None
+        direct = stored is not None and self.transform is None and isinstance(self.reader, IntoReader)
         for slot, index in zip(slots, indices):
             path = os.fsdecode(self.paths[index])
             try:
-                if direct is not None and _decode_into(direct, index, path, stored[slot]):  # type: ignore[index]
+                if direct and _decode_into(self.reader.read_into, index, path, stored[slot]):  # type: ignore
                     continue
                 x = self._load(index, path)
             except SampleLoadError as exc:

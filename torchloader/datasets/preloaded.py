@@ -31,6 +31,7 @@ from torchloader.datasets._dataloader import batch_dataloader, getitems
 from torchloader.datasets._load_all import load_all
 from torchloader.datasets._preload_cache import PreloadCache
 from torchloader.datasets.batching import IndexBatchSampler, shuffled_batches
+from torchloader.protocols import MapDataset
 from torchloader.readers._tensor import to_tensor
 
 __all__ = ["PreloadedDataset"]
@@ -94,29 +95,26 @@ class PreloadedDataset(Dataset):
             return self.x[i]
         return self.x[i], self.y[i]
 
-    gather_into_supported = True  # gather(..., out=...) writes into given tensors
-
-    def gather(self, indices: Any, *, out: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> Any:
-        """The samples at ``indices`` (list, array, tensor or slice) as one batch.
-
-        With ``out=(x, y)`` (tensors shaped like the batch and laid out in memory
-        as the samples are, e.g. a ``ChunkedLoader`` buffer) the batch is gathered
-        straight into them and ``out`` is returned, or None where the layout differs.
-        """
-        if isinstance(indices, slice) and out is None:
+    def gather(self, indices: Any) -> Any:
+        """The samples at ``indices`` (list, array, tensor or slice) as one batch."""
+        if isinstance(indices, slice):
             xb = self.x[indices]
             return xb if self.y is None else (xb, self.y[indices])
+        return self._take(torch.from_numpy(as_index_array(indices, len(self))))
+
+    def gather_into(self, indices: Any, out: tuple[torch.Tensor, torch.Tensor | None]) -> bool:
+        """Gather the samples at ``indices`` straight into ``out=(x, y)`` (tensors shaped
+        like the batch and laid out in memory as the samples are, e.g. a ``ChunkedLoader``
+        buffer); False, with nothing written, where the layout differs."""
         index = torch.from_numpy(as_index_array(indices, len(self)))
-        if out is None:
-            return self._take(index)
         if not all(
             _fits(t, src) for t, src in ((out[0], self.x), (out[1], self.y)) if t is not None and src is not None
         ):
-            return None
+            return False
         _index_select(self.x, index, out[0])
         if out[1] is not None and self.y is not None:
             _index_select(self.y, index, out[1])
-        return out
+        return True
 
     def _take(self, index: torch.Tensor) -> Any:
         xb = _index_select(self.x, index)
@@ -183,7 +181,7 @@ class PreloadedDataset(Dataset):
     @classmethod
     def from_dataset(
         cls,
-        dataset: Any,
+        dataset: MapDataset,
         *,
         num_workers: int | None = None,
         cache: str | None = None,

@@ -43,10 +43,9 @@ class ChunkedSampler(DistributedSampler):
             contiguous range: each block is still one sequential read, but a
             chunk mixes far more of the data set (see ``shuffle_quality``).
 
-    Every new pass is a new epoch: the epoch advances after a complete pass,
-    and also when a pass that was left early (a ``break``, Lightning stopping
-    after ``len(loader)`` batches) is followed by another, unless
-    :meth:`set_epoch` or :meth:`load_state_dict` said which epoch comes next.
+    Every pass is a new epoch (one left early too: a ``break``, Lightning stopping
+    after ``len(loader)`` batches) unless :meth:`set_epoch` or :meth:`load_state_dict`
+    said which epoch comes next.
 
     It is a ``torch.utils.data.DistributedSampler`` (without calling its
     constructor): Lightning then leaves it in place under DDP and calls its

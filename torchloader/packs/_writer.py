@@ -31,6 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from torchloader.errors import SampleLoadError
+from torchloader.protocols import MapDataset
 
 __all__ = ["ShardWritten", "Stored", "probe", "write_shards"]
 
@@ -77,7 +78,7 @@ class _Block(NamedTuple):
     crc: int  # CRC-32 of the kept rows' bytes, as decoded
 
 
-def probe(dataset: Any) -> Stored:
+def probe(dataset: MapDataset) -> Stored:
     """Shape and dtype as stored, and the layout, from the first readable sample."""
     for index in range(len(dataset)):
         try:
@@ -88,14 +89,14 @@ def probe(dataset: Any) -> Stored:
     raise ValueError("no sample of the source could be read; nothing to pack")
 
 
-def _sample(dataset: Any, index: int) -> np.ndarray:
+def _sample(dataset: MapDataset, index: int) -> np.ndarray:
     item = dataset[index]
     x = item[0] if isinstance(item, tuple) else item  # labels come from dataset.labels
     return (x.permute(1, 2, 0) if dataset.images else x).numpy()  # images: C x H x W -> H x W x C
 
 
 def write_shards(
-    dataset: Any, dst: str, stored: Stored, shard_bytes: int, on_error: str, workers: int, progress: bool
+    dataset: MapDataset, dst: str, stored: Stored, shard_bytes: int, on_error: str, workers: int, progress: bool
 ) -> list[ShardWritten]:
     """Write every sample of ``dataset`` into shards in ``dst``; see the module docstring."""
     per_shard = max(1, shard_bytes // max(1, stored.row_bytes))
@@ -157,12 +158,12 @@ def _raw(array: np.ndarray) -> np.ndarray:
 _dataset: Any = None  # the source, in each worker process (set once by _init)
 
 
-def _init(dataset: Any) -> None:
+def _init(dataset: MapDataset) -> None:
     global _dataset
     _dataset = dataset
 
 
-def _results(dataset: Any, tasks: list[tuple], workers: int) -> Iterator[_Block]:
+def _results(dataset: MapDataset, tasks: list[tuple], workers: int) -> Iterator[_Block]:
     """The finished blocks, in any order; closing this generator stops the workers."""
     if workers == 0 or len(tasks) <= 1:
         _init(dataset)

@@ -29,6 +29,7 @@ from torchloader.packs._destination import check_destination, disk_errors, pack_
 from torchloader.packs._source import open_source
 from torchloader.packs._writer import ShardWritten, Stored, probe, write_shards
 from torchloader.packs.format import MANIFEST, Manifest, ShardInfo, atomic_file, sha256_of, write_sources
+from torchloader.protocols import MapDataset
 
 __all__ = ["PackSummary", "pack"]
 
@@ -140,7 +141,7 @@ def _existing(dst: str, options: dict[str, Any], overwrite: bool) -> PackSummary
     )
 
 
-def _finish(dst: str, dataset: Any, shards: list[ShardWritten], stored: Stored, options: dict) -> Manifest:
+def _finish(dst: str, dataset: MapDataset, shards: list[ShardWritten], stored: Stored, options: dict) -> Manifest:
     infos, kept, skipped, position = [], [], [], 0
     for shard in shards:
         skipped += shard.skipped

@@ -53,6 +53,7 @@ from torchloader.datasets.path import PathDataset
 from torchloader.datasets.preloaded import PreloadedDataset
 from torchloader.packs._source import open_source
 from torchloader.packs.format import MANIFEST
+from torchloader.protocols import MapDataset
 from torchloader.tools._plot import plot
 from torchloader.tools.memory import PeakMemory
 from torchloader.tools.report import available_ram
@@ -171,7 +172,7 @@ def open_for_bench(path: str, *, limit: int | None = None) -> Dataset:
 
 
 def _loader(
-    mode: str, ds: Any, workers: int, batch_size: int, budget: int, preloaded: Any
+    mode: str, ds: MapDataset, workers: int, batch_size: int, budget: int, preloaded: Any
 ) -> Callable[[], Iterable[Any]]:
     persistent = workers > 0
     if mode == "dataloader":
@@ -186,7 +187,7 @@ def _loader(
     return lambda: ChunkedLoader(ds, batch_size, ram_budget=budget, num_workers=workers, worker_type=kind)
 
 
-def _applies(mode: str, ds: Any, workers: int) -> str | None:
+def _applies(mode: str, ds: MapDataset, workers: int) -> str | None:
     """Why ``mode`` does not apply here, or None."""
     packed = isinstance(ds, PackedDataset)
     if mode == "path" and packed:
@@ -246,7 +247,7 @@ def bench(
     return results
 
 
-def _bound(ds: Any, batch_size: int, epochs: int) -> Measurement:
+def _bound(ds: MapDataset, batch_size: int, epochs: int) -> Measurement:
     # Enough samples that the gather runs from RAM, not from the CPU caches.
     count = min(len(ds), max(BOUND_SAMPLES, BOUND_BYTES // max(1, nbytes(split_sample(ds[0])[0]))))
     picks = np.linspace(0, len(ds) - 1, count).astype(np.int64)

@@ -29,6 +29,7 @@ from torchloader.error_log import check_on_error
 from torchloader.errors import SampleLoadError
 from torchloader.packs._source import open_source
 from torchloader.packs.format import MANIFEST
+from torchloader.protocols import MapDataset
 from torchloader.tools._advice import Probe, advise
 
 __all__ = ["DataReport", "available_ram", "inspect_data"]
@@ -141,7 +142,7 @@ def inspect_data(path: str | os.PathLike[str], *, probe: int = 32, on_error: str
     return _advise(report, "csv" if is_csv else "folder" if ds.classes is not None else "npy", len(xs))
 
 
-def _read(ds: Any, picks: np.ndarray, on_error: str) -> tuple[list[Any], list[str]]:
+def _read(ds: MapDataset, picks: np.ndarray, on_error: str) -> tuple[list[Any], list[str]]:
     """The probed samples that could be read, and ``"path: cause"`` for the others."""
     xs, errors = [], []
     for i in picks:
