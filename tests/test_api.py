@@ -51,7 +51,12 @@ def test_every_public_class_pickles(tmp_path):
     objects.append(torchloader.PoorShuffleWarning("w"))
     objects.append(torchloader.ShuffleQuality(label_entropy=0.5, spread=0.9, samples=10))
     objects.append(torchloader.TransformError("t", index=1, skippable=False))
-    classes = {name for name in torchloader.__all__ if isinstance(getattr(torchloader, name), type)}
+    classes = {
+        name
+        for name in torchloader.__all__
+        if isinstance(getattr(torchloader, name), type)
+        and not getattr(getattr(torchloader, name), "_is_protocol", False)
+    }
     assert {type(o).__name__ for o in objects} == classes
     for obj in objects:
         copy = pickle.loads(pickle.dumps(obj))
@@ -79,3 +84,19 @@ def test_no_print_in_library_code():
         tree = ast.parse(path.read_text())
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
         assert not [c for c in calls if getattr(c.func, "id", None) == "print"], path.name
+
+
+def test_the_protocols_are_the_ones_in_protocols_py_and_our_datasets_meet_them(tmp_path):
+    from torchloader import protocols
+
+    exported = {n for n in torchloader.__all__ if getattr(getattr(torchloader, n), "_is_protocol", False)}
+    assert exported == {n for n in protocols.__all__ if isinstance(getattr(protocols, n), type)}
+    np.save(tmp_path / "a.npy", np.zeros(2))
+    path = torchloader.PathDataset([str(tmp_path / "a.npy")], [0])
+    preloaded = torchloader.PreloadedDataset(torch.zeros(3, 2), torch.arange(3))
+    assert isinstance(path, torchloader.SupportsReadSamplesInto) and isinstance(path, torchloader.SkipsErrors)
+    assert not isinstance(path, torchloader.SupportsGather)
+    assert isinstance(preloaded, torchloader.SupportsGatherInto) and isinstance(preloaded, torchloader.MapDataset)
+    assert isinstance(torchloader.ImageReader(), torchloader.IntoReader)
+    assert isinstance(torchloader.SuffixReader(), torchloader.IntoReader)
+    assert not isinstance(torchloader.NpyReader(), torchloader.IntoReader)

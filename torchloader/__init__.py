@@ -10,6 +10,8 @@
 - :func:`pack` and :class:`PackedDataset`: decode once into shards, then memory-map.
 - :func:`from_sequence`: a Keras-style ``Sequence`` inside a torch ``DataLoader``.
 - :class:`ErrorLog`: the samples ``on_error="skip"`` left out of their batches.
+- :class:`SupportsGather` and the other protocols: what a dataset of your own can offer
+  so that the loaders take their fast paths for it.
 
 The implementation lives in subpackages (``order``, ``datasets``, ``readers``,
 ``chunked``, ``packs``, ``tools``, ``_core``); only the names below are the API.
@@ -30,6 +32,14 @@ from torchloader.order.quality import PoorShuffleWarning, ShuffleQuality, shuffl
 from torchloader.order.sampler import ChunkedSampler
 from torchloader.packs.format import verify_pack
 from torchloader.packs.pack import PackSummary, pack
+from torchloader.protocols import (
+    IntoReader,
+    MapDataset,
+    SkipsErrors,
+    SupportsGather,
+    SupportsGatherInto,
+    SupportsReadSamplesInto,
+)
 from torchloader.readers._files import NotRegularFileError
 from torchloader.readers.arrays import NpyReader, NpzReader, PtReader
 from torchloader.readers.image import ImageReader
@@ -46,7 +56,9 @@ __all__ = [
     "ErrorLog",
     "ImageReader",
     "IndexBatchSampler",
+    "IntoReader",
     "LoaderStats",
+    "MapDataset",
     "NotRegularFileError",
     "NpyReader",
     "NpzReader",
@@ -61,7 +73,11 @@ __all__ = [
     "ShuffleQuality",
     "SkippedSample",
     "SkippedSampleWarning",
+    "SkipsErrors",
     "SuffixReader",
+    "SupportsGather",
+    "SupportsGatherInto",
+    "SupportsReadSamplesInto",
     "TransformError",
     "epoch_order",
     "from_sequence",
