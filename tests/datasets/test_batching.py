@@ -287,11 +287,11 @@ def _record_init(worker_id):
 def test_batch_indices_keep_their_seed_and_epoch_across_pickling():
     import pickle
 
-    from torchloader.datasets._dataloader import SkippedBack
+    from torchloader.datasets._dataloader import WholeBatchWithErrors
     from torchloader.datasets.batching import EpochIndices
 
     array = pickle.loads(pickle.dumps(EpochIndices.copy_of([3, 1, 2], 7, 4)))
     assert (type(array), array.tolist(), array.seed, array.epoch) == (EpochIndices, [3, 1, 2], 7, 4)
     assert array[1:].epoch == 4  # views keep them too
-    batch = pickle.loads(pickle.dumps(SkippedBack([1, 2], 3, 5)))
-    assert (type(batch), list(batch), batch.seed, batch.epoch) == (SkippedBack, [1, 2], 3, 5)
+    batch = pickle.loads(pickle.dumps(WholeBatchWithErrors([1, 2], 3, 5)))
+    assert (type(batch), list(batch), batch.seed, batch.epoch) == (WholeBatchWithErrors, [1, 2], 3, 5)

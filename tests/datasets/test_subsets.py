@@ -59,7 +59,7 @@ def test_nested_subsets_are_looked_through_to_the_innermost_dataset():
     ds = base()
     nested = Subset(Subset(Subset(ds, list(range(2, 18))), [15, 0, 3, 3, 9, -1]), [5, 1, 2])
     through = ReadThrough(nested)
-    assert through.dataset is ds and through.own(np.arange(3)).tolist() == [17, 2, 5]
+    assert through.dataset is ds and through.inner_indices(np.arange(3)).tolist() == [17, 2, 5]
     check(nested)
 
 

@@ -195,7 +195,7 @@ class ChunkFiller:
     def first(self) -> tuple[int, SampleLayout]:
         """The index and layout of sample 0 (or, when skipping, of the first sample that
         can be read); a sample passed over here is listed when its batch is served."""
-        candidates = self.through.own(np.arange(0, self.through.size if self.skip else 1))
+        candidates = self.through.inner_indices(np.arange(0, self.through.size if self.skip else 1))
         with reading_epoch(self.seed, 0):  # a random transform seeded as in epoch 0, not from the loop's generators
             return first_readable(lambda i: read_sample(self.dataset, i), candidates, skip=self.skip)
 
@@ -212,7 +212,7 @@ class ChunkFiller:
         ``epoch``: the one the chunk belongs to (it seeds per-sample transforms)."""
         reading = None if epoch is None else (self.seed, epoch)
         try:
-            return self._fill(buffer, self.through.own(indices), stop, reading)
+            return self._fill(buffer, self.through.inner_indices(indices), stop, reading)
         except ValueError as exc:  # two shapes: say which dataset the numbers are of
             if not self.through.note:
                 raise

@@ -22,7 +22,7 @@ from torchloader.protocols import MapDataset
 __all__ = [
     "BatchLoader",
     "FreezeGC",
-    "SkippedBack",
+    "WholeBatchWithErrors",
     "WholeBatch",
     "WholeBatchLoader",
     "batch_dataloader",
@@ -48,7 +48,7 @@ def batch_dataloader(
     each batch as ``dataset[indices]`` does, and the DataLoader's per-sample fetch
     and collate are skipped. Other keyword arguments (``num_workers``,
     ``pin_memory``, ...) pass through. ``reports_skipped``: batches are asked for as
-    :class:`SkippedBack`, and the samples ``on_error="skip"`` left out come back from
+    :class:`WholeBatchWithErrors`, and the samples ``on_error="skip"`` left out come back from
     the workers into ``dataset.errors``.
 
     A batch sampler, not ``batch_size=None`` with a sampler: Accelerate re-creates
@@ -84,7 +84,7 @@ class WholeBatch(list):
         self.seed, self.epoch = seed, epoch
 
 
-class SkippedBack(WholeBatch):
+class WholeBatchWithErrors(WholeBatch):
     """Batch indices that ask ``dataset[indices]`` for ``(batch, skipped)``: how the
     workers of ``ds.dataloader()`` send back the samples ``on_error="skip"`` left out."""
 
@@ -121,15 +121,15 @@ class _WholeBatches(IndexBatchSampler):
             yield WholeBatch(batch.tolist(), getattr(batch, "seed", None), getattr(batch, "epoch", None))
 
 
-class _AskingForSkipped:
-    """A batch sampler's batches as :class:`SkippedBack` requests (``BatchLoader``'s own)."""
+class _WithErrors:
+    """A batch sampler's batches as :class:`WholeBatchWithErrors` requests (``BatchLoader``'s own)."""
 
     def __init__(self, batches: Any) -> None:
         self.batches = batches
 
-    def __iter__(self) -> Iterator[SkippedBack]:
+    def __iter__(self) -> Iterator[WholeBatchWithErrors]:
         for batch in self.batches:
-            yield SkippedBack(batch, batch.seed, batch.epoch)
+            yield WholeBatchWithErrors(batch, batch.seed, batch.epoch)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -165,7 +165,7 @@ class BatchLoader(WholeBatchLoader):
         # yields plain batches, so that a DataLoader a framework re-creates from it
         # (Accelerate's) gets plain batches (the skipped samples are then recorded in
         # the process that reads them: this one with num_workers=0).
-        return _AskingForSkipped(self.batch_sampler)
+        return _WithErrors(self.batch_sampler)
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         return _Unwrapped(super().__iter__(), self.errors)

@@ -40,7 +40,7 @@ class ReadThrough:
     Example:
         >>> from torch.utils.data import Subset
         >>> through = ReadThrough(Subset(Subset(list(range(10)), [9, 8, 7]), [2, 0]))
-        >>> through.dataset, through.own(np.array([0, 1])).tolist()
+        >>> through.dataset, through.inner_indices(np.array([0, 1])).tolist()
         ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [7, 9])
     """
 
@@ -59,7 +59,7 @@ class ReadThrough:
             return ""
         return f" (sample numbers are those of the {type(self.dataset).__name__} the Subset wraps)"
 
-    def own(self, indices: np.ndarray) -> np.ndarray:
+    def inner_indices(self, indices: np.ndarray) -> np.ndarray:
         """``indices`` of the outer dataset as indices of :attr:`dataset`."""
         if self.mapping is None:
             return indices

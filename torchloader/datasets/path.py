@@ -24,7 +24,7 @@ from torchloader._core.layout import stored_view
 from torchloader._core.randomness import apply_transform, reading_batch
 from torchloader._core.samples import ShapeMismatch, describe
 from torchloader.datasets._batch import read_batch
-from torchloader.datasets._dataloader import SkippedBack, batch_dataloader, getitems
+from torchloader.datasets._dataloader import WholeBatchWithErrors, batch_dataloader, getitems
 from torchloader.datasets._from_files import FromFiles
 from torchloader.datasets._labels import encode_labels
 from torchloader.error_log import ErrorLog, SkippedSample, SkippedSlots, check_on_error, skip_limit
@@ -123,7 +123,7 @@ class PathDataset(FromFiles, Dataset):
     def __getitem__(self, index: Any) -> Any:
         """Sample ``index`` as ``(x, y)`` (or ``x``); a list, array, tensor or slice
         of indices gives the whole batch, read straight into one buffer."""
-        if isinstance(index, SkippedBack):  # from ds.dataloader(): for its workers
+        if isinstance(index, WholeBatchWithErrors):  # from ds.dataloader(): for its workers
             with reading_batch(index):
                 return self.load_batch(index)
         if is_batch(index):

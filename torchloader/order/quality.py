@@ -130,7 +130,7 @@ def order_quality(order: np.ndarray, dataset: object, batch_size: int) -> Shuffl
     """:func:`shuffle_quality` of ``order`` over ``dataset``, with its labels (``labels``,
     or a 1-D ``y``); a ``Subset``'s order and labels are its dataset's."""
     through = ReadThrough(dataset)
-    order, inner = through.own(order), through.dataset
+    order, inner = through.inner_indices(order), through.dataset
     labels = getattr(inner, "labels", None)
     if labels is None and getattr(getattr(inner, "y", None), "ndim", 0) == 1:
         labels = inner.y.numpy()  # type: ignore[attr-defined]
