@@ -17,7 +17,7 @@ sample of the same epoch is augmented the same way with 0, 2 or 8 workers,
 processes or threads; another epoch or sample draws anew.
 
 Costs (measured on this 2-core machine, ``benchmarks/bench_randomness.py``):
-seeding the three generators takes ~15 us per sample in a worker process. In
+seeding the three generators takes ~13 us per sample in a worker process. In
 the main process (``num_workers=0``, thread workers) the generators belong to
 the training loop too, so afterwards they are put back on a stream of their
 own: torch's state is restored (3 us) and NumPy's and Python's are re-seeded

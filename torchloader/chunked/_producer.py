@@ -45,8 +45,11 @@ class LoadedChunk:
 
 
 def chunk_plan(sampler: ChunkedSampler, epoch: int, start: int) -> Iterator[tuple[int, np.ndarray, bool]]:
-    """``(epoch, indices, last)`` of every chunk of ``sampler``'s order from
-    sample ``start`` of ``epoch`` on, epoch after epoch (``last``: the epoch's last)."""
+    """Every chunk of ``sampler``'s order as ``(epoch, indices, last)``.
+
+    It starts at sample ``start`` of ``epoch`` and goes on into the next epochs
+    without end. ``last`` marks the last chunk of an epoch.
+    """
     while True:
         order, lengths = sampler.order_of(epoch)
         stops = np.cumsum(lengths)

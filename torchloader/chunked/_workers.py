@@ -18,9 +18,11 @@ the workers drop the rest of the chunk.
 # NOTE [ forked workers and the garbage collector ]
 A forked worker shares the parent's pages until either process writes one. A
 full garbage collection in the worker writes to every tracked object the
-parent left it, so each worker copied ~37 MiB (measured, PSS) within a few
-epochs; ``gc.freeze()`` at worker start keeps them out of its collections and
-a worker stays at ~5.5 MiB of its own. Pages the parent writes after the fork
+parent left it, so each worker copied ~36 MiB within a few epochs (PSS,
+``benchmarks/stress_worker_memory.py``, BENCHMARKS.md), even though a dataset's
+paths are not Python objects; ``gc.freeze()`` at worker start keeps them out of
+its collections and a worker stays at ~5.5 MiB of its own. ``DataLoader`` workers
+get the same (``FreezeGC``). Pages the parent writes after the fork
 are still copied (10-25 MiB measured); the ``spawn`` context avoids that at
 the cost of a fresh interpreter, and torch, per worker.
 """

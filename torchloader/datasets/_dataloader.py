@@ -199,9 +199,8 @@ class FreezeGC:
     """A ``worker_init_fn`` that first moves the objects a worker inherited out of
     the garbage collector's reach (``gc.freeze()``), then runs ``then``.
 
-    A forked worker's first full collection writes to every tracked object it
-    inherited, and so copies their pages: ~36 MiB per worker measured here, even
-    though the dataset's paths are not Python objects (benchmarks/stress_worker_memory.py).
+    Why and what it saves: NOTE [ forked workers and the garbage collector ] in
+    ``torchloader/chunked/_workers.py``.
     """
 
     def __init__(self, then: Callable[[int], Any] | None = None) -> None:
