@@ -1,6 +1,6 @@
 """ChunkedLoader over a ``torch.utils.data.Subset`` of a PathDataset against the dataset itself.
 
-``random_split`` and ``train_example.py --mode chunked`` give the loader a
+``random_split`` and ``examples/train.py --mode chunked`` give the loader a
 ``Subset``; it is read through to the wrapped dataset, so both rows should match.
 Alternating runs on the same JPEGs, 2 worker processes.
 

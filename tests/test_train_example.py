@@ -1,4 +1,4 @@
-"""train_example.py: builds the digits once, learns in every mode, takes a user's folder."""
+"""examples/train.py and examples/digits.py: the digits built once, every mode learns, a user's folder trains."""
 
 from __future__ import annotations
 
@@ -17,17 +17,23 @@ from helpers import free_port
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+TRAIN = EXAMPLES / "train.py"
 
 
 def _import_example():
-    spec = importlib.util.spec_from_file_location("train_example", ROOT / "train_example.py")
+    # examples/train.py imports digits.py from its own folder, as a script run from there does
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    spec = importlib.util.spec_from_file_location("train", TRAIN)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["train_example"] = module  # so that its classes pickle to workers
+    sys.modules["train"] = module  # so that what it defines pickles to workers
     spec.loader.exec_module(module)
     return module
 
 
 te = _import_example()
+dg = sys.modules["digits"]  # examples/digits.py, as examples/train.py imported it
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +59,7 @@ def start_early() -> None:
     digits, data = str(root / "digits"), root / "skip" / "digits"
 
     def make():
-        te.build_digits(digits)
+        dg.build_digits(digits)
         shutil.copytree(digits, data, copy_function=os.link)  # hard links: 1,797 files in no time
         broken = sorted(str(p) for p in list((data / "train").rglob("*.png"))[::300])  # 5 files, any rank's
         for path in broken:
@@ -187,9 +193,9 @@ def test_a_complete_digits_folder_is_reused(digits, monkeypatch):
     def write_again(root):
         raise AssertionError("the complete folder should have been reused")
 
-    monkeypatch.setattr(te, "_write_digits", write_again)
+    monkeypatch.setattr(dg, "_write_digits", write_again)
 
-    assert te.build_digits(digits) == digits
+    assert dg.build_digits(digits) == digits
 
 
 def test_an_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
@@ -198,10 +204,10 @@ def test_an_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monke
         (Path(root) / "train" / "0" / "0000.png").write_bytes(b"half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(te, "_write_digits", interrupted)
+    monkeypatch.setattr(dg, "_write_digits", interrupted)
 
     with pytest.raises(KeyboardInterrupt):
-        te.build_digits(str(tmp_path / "digits"))
+        dg.build_digits(str(tmp_path / "digits"))
     assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary
 
 
@@ -211,7 +217,7 @@ def test_an_incomplete_digits_folder_is_refused(tmp_path):
     _write_image(root / "train" / "3" / "0007.png", (28, 28), "L", seed=0)
 
     with pytest.raises(RuntimeError) as info:
-        te.build_digits(str(root))
+        dg.build_digits(str(root))
     assert str(info.value) == (
         f"'{root}' holds 1 of the 1797 digit images, so it is not a complete digits "
         f"folder; delete it, or pass --digits-dir to build the digits elsewhere"
@@ -219,12 +225,57 @@ def test_an_incomplete_digits_folder_is_refused(tmp_path):
 
 
 def test_resize_keeps_channels_and_dtype():
+    import torchloader
+
     image = torch.randint(0, 256, (3, 20, 30), dtype=torch.uint8)
 
     resized = te.Resize(16)(image)
 
+    assert te.Resize is torchloader.Resize  # the library's, not one of the example's own
     assert (resized.shape, resized.dtype) == ((3, 16, 16), torch.uint8)
     assert te.Resize(20)(torch.zeros(1, 20, 20, dtype=torch.uint8)).shape == (1, 20, 20)
+
+
+def test_path_mode_reads_the_pixels_packed_mode_trains_on(user_folder):
+    # the same split, the same resize: --mode path and --mode packed train on the same data
+    args = te.parse_args(["--data", str(user_folder), "--image-size", "16"])
+    path_train, path_test, path_classes = te.path_loaders(args)
+    packed_train, packed_test, packed_classes = te.packed_loaders(args)
+    packed_train.close()
+
+    assert path_classes == packed_classes == ["cat", "dog"]
+    for path_set, packed_set in [(path_train.dataset, packed_train.dataset), (path_test.dataset, packed_test.dataset)]:
+        assert len(path_set) == len(packed_set)
+        for i in range(len(path_set)):
+            (x, y), (px, py) = path_set[i], packed_set[i]
+            assert torch.equal(x, px) and int(y) == int(py), i
+
+
+def test_digits_are_28x28_grey_pngs_split_80_20_in_class_folders(digits):
+    root = Path(digits)
+    train, test = sorted(root.glob("train/*/*.png")), sorted(root.glob("test/*/*.png"))
+
+    assert (len(train), len(test)) == (1438, 359)
+    assert sorted(p.name for p in (root / "train").iterdir()) == [str(d) for d in range(10)]
+    assert sorted(p.name for p in (root / "test").iterdir()) == [str(d) for d in range(10)]
+    with Image.open(train[0]) as image:
+        assert (image.mode, image.size) == ("L", (28, 28))
+
+
+def test_digits_py_run_as_a_script_reuses_a_complete_folder(digits):
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "digits.py"), digits], capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{digits}\n"
+
+
+def test_the_training_example_stays_short():
+    # one short loader function per mode, read top to bottom: no data plumbing of its own
+    assert len(TRAIN.read_text().splitlines()) <= 300
 
 
 @pytest.mark.cuda
@@ -242,20 +293,20 @@ def _torchrun_command(args):
         "--nproc_per_node=2",
         "--master_addr=127.0.0.1",
         f"--master_port={free_port()}",
-        str(ROOT / "train_example.py"),
+        str(TRAIN),
         *args,
     ]
 
 
 def _start_torchrun(name, args, cwd):
-    """``torchrun --nproc_per_node=2 train_example.py *args`` as a background job."""
+    """``torchrun --nproc_per_node=2 examples/train.py *args`` as a background job."""
     cwd.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     background.start(name, _torchrun_command(args), after="train_example", cwd=cwd, env=env)
 
 
 def _torchrun(args, cwd):
-    """``torchrun --nproc_per_node=2 train_example.py *args``, finished."""
+    """``torchrun --nproc_per_node=2 examples/train.py *args``, finished."""
     import subprocess
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
