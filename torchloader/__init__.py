@@ -17,10 +17,10 @@ The implementation lives in subpackages (``order``, ``datasets``, ``readers``,
 ``chunked``, ``packs``, ``tools``, ``_core``); only the names below are the API.
 """
 
+from torchloader._version import __version__ as __version__
 from torchloader.chunked.loader import ChunkedLoader
 from torchloader.chunked.stats import LoaderStats
 from torchloader.datasets.batching import IndexBatchSampler
-from torchloader.datasets.packed import PackedDataset
 from torchloader.datasets.path import PathDataset
 from torchloader.datasets.preloaded import PreloadedDataset
 from torchloader.datasets.sequence import from_sequence
@@ -30,6 +30,7 @@ from torchloader.errors import SampleLoadError, TransformError
 from torchloader.order.chunking import epoch_order
 from torchloader.order.quality import PoorShuffleWarning, ShuffleQuality, shuffle_quality
 from torchloader.order.sampler import ChunkedSampler
+from torchloader.packs.dataset import PackedDataset
 from torchloader.packs.format import verify_pack
 from torchloader.packs.pack import PackSummary, pack
 from torchloader.protocols import (
@@ -46,8 +47,6 @@ from torchloader.readers.image import ImageReader
 from torchloader.readers.resize import Resize
 from torchloader.readers.suffix import SuffixReader
 from torchloader.tools.report import inspect_data
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ChunkedLoader",

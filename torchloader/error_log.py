@@ -64,7 +64,7 @@ def error_policy(dataset: Any) -> tuple[bool, ErrorLog | None]:
     """Whether ``dataset`` skips (its ``on_error`` is ``"skip"``) and its ``errors``.
 
     A loader asks this of the dataset it reads: under plain ``Subset`` wrappers,
-    as :func:`torchloader.datasets._subsets.looked_through` finds it (a plain subset's
+    as :func:`torchloader._core.subsets.looked_through` finds it (a plain subset's
     skipped samples are listed with the wrapped data set's indices), never of one
     it does not read, as a subset subclass's own ``__getitem__`` may raise for
     reasons of its own."""

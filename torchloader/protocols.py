@@ -9,7 +9,7 @@ is one such offer; ``isinstance(ds, SupportsGather)`` tells whether ``ds`` makes
 ``ChunkedLoader`` fills each RAM chunk (a preallocated buffer of ``chunk_size``
 slots, in the first sample's memory order) with the first of these the dataset
 supports, after looking through plain ``torch.utils.data.Subset`` wrappers
-(``random_split``'s parts; see ``datasets/_subsets.py``):
+(``random_split``'s parts; see ``_core/subsets.py``):
 
 1. :class:`SupportsGatherInto`, and no ``transform``: one
    ``gather_into(indices, out)`` writes the chunk straight into the buffer

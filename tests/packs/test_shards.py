@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from torchloader import verify_pack
-from torchloader.packs.format import FORMAT, MANIFEST, VERSION, Manifest, ShardInfo, sha256_of, write_json_atomic
+from torchloader._core.files import write_json_atomic
+from torchloader.packs.format import FORMAT, MANIFEST, VERSION, Manifest, ShardInfo, sha256_of
 
 
 def write_pack(root, sizes=(3, 2, 4), shape=(2, 3), labels=True):

@@ -10,7 +10,7 @@ buffer with no inter-process copy. Measured on 2 cores: 2 threads read 128x128
 JPEGs at 1.5x one thread.
 
 The workers are sent the dataset read, not a plain ``Subset``'s list of indices
-(see ``torchloader/datasets/_subsets.py``).
+(see ``torchloader/_core/subsets.py``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from torchloader._core.intraop import use_one_intraop_thread
 from torchloader._core.layout import ChunkBuffer, SampleLayout
 from torchloader._core.randomness import reading_epoch
 from torchloader._core.samples import ShapeMismatch, describe, mismatch_message, split_sample
+from torchloader._core.subsets import ReadThrough
 from torchloader.datasets._batch import first_readable
-from torchloader.datasets._subsets import ReadThrough
 from torchloader.error_log import SkippedSample
 from torchloader.error_log import SkippedSlots as Skipped
 from torchloader.errors import SampleLoadError

@@ -17,15 +17,39 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+import torch
 
 from torchloader.chunked._cutter import BatchCutter, Cut
+from torchloader.chunked._producer import LoadedChunk, Producer
+from torchloader.chunked.stats import LoaderStats
 from torchloader.device import DeviceLoader
-
-if TYPE_CHECKING:
-    from torchloader.chunked.loader import ChunkedLoader
+from torchloader.error_log import ErrorLog
+from torchloader.order.sampler import ChunkedSampler
 
 __all__ = ["LoaderPass"]
+
+
+class Loader(Protocol):
+    """What a pass uses of its ``ChunkedLoader`` (``torchloader/chunked/loader.py``)."""
+
+    sampler: ChunkedSampler
+    batch_size: int
+    drop_last: bool
+    device: torch.device | None
+    transform: Callable[[Any], Any] | None
+    stats: LoaderStats
+    errors: ErrorLog
+    latest_pass: LoaderPass | None
+
+    def last_position(self) -> int: ...
+
+    def producer_for(self, epoch: int, start: int) -> Producer: ...
+
+    def chunks_of(self, producer: Producer) -> Iterator[LoadedChunk]: ...
+
+    def close_producer(self) -> None: ...
 
 
 class LoaderPass:
@@ -35,7 +59,7 @@ class LoaderPass:
     running generators do, so a loader nobody iterates is freed at once.
     """
 
-    def __init__(self, loader: ChunkedLoader, epoch: int, start: int) -> None:
+    def __init__(self, loader: Loader, epoch: int, start: int) -> None:
         self.epoch = epoch
         self.generation = loader.sampler.generation  # the sampler's when it began
         self.position = start  # samples of the epoch's order handed out (or resumed past)
@@ -48,7 +72,7 @@ class LoaderPass:
         """Whether it may still hand out batches."""
         return not self.done and not self.closed
 
-    def batches(self, loader: ChunkedLoader) -> Iterator[Any]:
+    def batches(self, loader: Loader) -> Iterator[Any]:
         host = self._host_batches(loader)
         cuts: Iterator[Cut] = host
         transform = None if loader.transform is None else _on_batch(loader.transform)
@@ -58,7 +82,7 @@ class LoaderPass:
             cuts = map(transform, host)
         return self._handed_out(loader, host, cuts)
 
-    def _handed_out(self, loader: ChunkedLoader, host: Generator, cuts: Iterator[Cut]) -> Iterator[Any]:
+    def _handed_out(self, loader: Loader, host: Generator, cuts: Iterator[Cut]) -> Iterator[Any]:
         """Count what the caller got (a ``DeviceLoader`` makes batches one ahead)."""
         end = loader.last_position()
         try:
@@ -76,11 +100,11 @@ class LoaderPass:
             self.closed = True
             host.close()  # a break: stop loading now, not when the generators are collected
 
-    def _end(self, loader: ChunkedLoader) -> None:
+    def _end(self, loader: Loader) -> None:
         self.done = True
         loader.sampler.end_pass(self.epoch)
 
-    def _host_batches(self, loader: ChunkedLoader) -> Iterator[Cut]:
+    def _host_batches(self, loader: Loader) -> Iterator[Cut]:
         cutter = BatchCutter(loader.batch_size)
         held = None  # the chunk being served, until its buffer goes back to the pool
         try:

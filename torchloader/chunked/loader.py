@@ -23,6 +23,7 @@ import torch
 
 from torchloader._core.checks import check_int
 from torchloader._core.shared_memory import check_room
+from torchloader._core.subsets import looked_through
 from torchloader.chunked._budget import BUFFERS as _BUFFERS
 from torchloader.chunked._budget import loader_chunk_size
 from torchloader.chunked._buffers import BufferPool
@@ -31,7 +32,6 @@ from torchloader.chunked._pass import LoaderPass
 from torchloader.chunked._producer import LoadedChunk, Producer, chunk_plan
 from torchloader.chunked._workers import ProcessFiller
 from torchloader.chunked.stats import LoaderStats
-from torchloader.datasets._subsets import looked_through
 from torchloader.device import check_device, check_pin_memory
 from torchloader.error_log import ErrorLog, error_policy
 from torchloader.order.quality import PoorShuffleWarning, ShuffleQuality, order_quality, poor_shuffle_message

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchloader.packs.format import write_json_atomic
+from torchloader._core.files import write_json_atomic
 from torchloader.readers._tensor import to_tensor
 
 __all__ = ["PreloadCache"]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from torchloader.datasets._subsets import ReadThrough
+from torchloader._core.subsets import ReadThrough
 
 __all__ = [
     "POOR_ENTROPY",

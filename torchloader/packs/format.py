@@ -21,13 +21,12 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
+from torchloader._core.files import atomic_file, write_json_atomic
 from torchloader.errors import show_names
 
 __all__ = [
@@ -36,12 +35,10 @@ __all__ = [
     "foreign_files",
     "Manifest",
     "ShardInfo",
-    "atomic_file",
     "is_pack",
     "read_sources",
     "sha256_of",
     "verify_pack",
-    "write_json_atomic",
     "write_sources",
 ]
 
@@ -217,28 +214,6 @@ def _check_fields(m: Manifest) -> None:
         raise ValueError(f"checksum must be a string (got {m.checksum!r})")
     if not isinstance(m.options, dict) or not isinstance(m.skipped, list):
         raise ValueError("options must be a dict and skipped a list")
-
-
-def write_json_atomic(path: str, value: Any) -> None:
-    with atomic_file(path) as f:
-        json.dump(value, f, indent=1)
-
-
-@contextmanager
-def atomic_file(path: str, mode: str = "w", **options: Any) -> Iterator[IO]:
-    """A file to write ``path`` through: a temporary name, synced, then moved into
-    place; a write that fails (a full disk) removes the temporary file."""
-    temp = f"{path}.{os.getpid()}.partial"
-    try:
-        with open(temp, mode, **options) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
 
 
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}

@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 
 from torchloader._core.checks import check_int
+from torchloader._core.files import atomic_file
 from torchloader._core.units import format_bytes, parse_bytes
 from torchloader.datasets._load_all import default_num_workers
 from torchloader.error_log import check_on_error
 from torchloader.packs._destination import check_destination, disk_errors, pack_lock
 from torchloader.packs._source import open_source
 from torchloader.packs._writer import ShardWritten, Stored, probe, write_shards
-from torchloader.packs.format import MANIFEST, Manifest, ShardInfo, atomic_file, sha256_of, write_sources
+from torchloader.packs.format import MANIFEST, Manifest, ShardInfo, sha256_of, write_sources
 from torchloader.protocols import MapDataset
 
 __all__ = ["PackSummary", "pack"]

@@ -48,10 +48,10 @@ from torchloader._core.samples import split_sample
 from torchloader._core.sizes import nbytes
 from torchloader._core.units import format_bytes, parse_bytes
 from torchloader.chunked.loader import ChunkedLoader
-from torchloader.datasets.packed import PackedDataset
 from torchloader.datasets.path import PathDataset
 from torchloader.datasets.preloaded import PreloadedDataset
 from torchloader.packs._source import open_source
+from torchloader.packs.dataset import PackedDataset
 from torchloader.packs.format import MANIFEST
 from torchloader.protocols import MapDataset
 from torchloader.tools._plot import plot

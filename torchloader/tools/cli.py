@@ -30,8 +30,8 @@ def _env() -> dict[str, Any]:
     import PIL
     import torch
 
-    from torchloader import __version__
     from torchloader._core.units import format_bytes
+    from torchloader._version import __version__
     from torchloader.readers import image as readers
 
     shm = shutil.disk_usage("/dev/shm").total if os.path.isdir("/dev/shm") else None
@@ -203,7 +203,7 @@ def _add_pack(commands: Any) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from torchloader import __version__
+    from torchloader._version import __version__
 
     parser = argparse.ArgumentParser(prog="torchloader", description="Fast PyTorch data loading: tools.")
     parser.add_argument("--version", action="version", version=f"torchloader {__version__}")

@@ -24,10 +24,10 @@ import numpy as np
 
 from torchloader._core.sizes import nbytes
 from torchloader._core.units import format_bytes
-from torchloader.datasets.packed import PackedDataset
 from torchloader.error_log import check_on_error
 from torchloader.errors import SampleLoadError
 from torchloader.packs._source import open_source
+from torchloader.packs.dataset import PackedDataset
 from torchloader.packs.format import MANIFEST
 from torchloader.protocols import MapDataset
 from torchloader.tools._advice import Probe, advise

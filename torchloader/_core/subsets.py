@@ -22,13 +22,15 @@ the dataset): for new ``indices``, make a new loader.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch.utils.data import Subset
 
 from torchloader._core.indices import as_index_array
-from torchloader.protocols import MapDataset
+
+if TYPE_CHECKING:  # a type only: the protocols stand above the internals
+    from torchloader.protocols import MapDataset
 
 __all__ = ["ReadThrough", "looked_through"]
 

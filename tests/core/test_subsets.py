@@ -1,4 +1,4 @@
-"""Tests for torchloader/datasets/_subsets.py: a loader reads a plain ``Subset`` through to its dataset.
+"""Tests for torchloader/_core/subsets.py: a loader reads a plain ``Subset`` through to its dataset.
 
 The reference is always the subset itself, read as torch's DataLoader reads it:
 what ``ChunkedLoader(subset)`` yields must equal ``DataLoader(subset, sampler=loader.sampler)``,
@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from torchloader import ChunkedLoader, PackedDataset, PreloadedDataset, pack
-from torchloader.datasets._subsets import ReadThrough
+from torchloader._core.subsets import ReadThrough
 
 N = 20
 

@@ -1,4 +1,4 @@
-"""Tests for torchloader/datasets/packed.py: PackedDataset over a packed directory."""
+"""Tests for torchloader/packs/dataset.py: PackedDataset over a packed directory."""
 
 from __future__ import annotations
 
