@@ -1,1 +1,2 @@
-"""Packs: decode a folder once into shards (``torchloader pack``), the format, and its checks."""
+"""Packs: decode a folder once into shards (``torchloader pack``), the format, its checks, and
+``PackedDataset``, which memory-maps them."""
