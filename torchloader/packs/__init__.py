@@ -1,2 +1,9 @@
-"""Packs: decode a folder once into shards (``torchloader pack``), the format, its checks, and
-``PackedDataset``, which memory-maps them."""
+"""Packs: decode a folder once into shards, then memory-map them.
+
+In call order:
+
+- ``pack.py``: ``pack()``; what it reads (``_source.py``), where it may write
+  (``_destination.py``), and how the shards are written and checksummed (``_writer.py``);
+- ``format.py``: the manifest, ``sources.txt`` and ``verify_pack``;
+- ``dataset.py``: ``PackedDataset``, which maps the shards it has checked (``_maps.py``).
+"""
