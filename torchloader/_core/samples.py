@@ -8,7 +8,7 @@ import torch
 
 from torchloader.readers._tensor import to_tensor
 
-__all__ = ["ShapeMismatch", "describe", "mismatch_message", "split_sample"]
+__all__ = ["MixedShapes", "ShapeMismatch", "describe", "mismatch_message", "split_sample"]
 
 
 def split_sample(sample: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -35,6 +35,10 @@ def mismatch_message(index: int, what: str, other: int, other_what: str) -> str:
         f"share one shape and dtype to be stacked into one tensor. Resize or crop "
         f"them to one size in the dataset's transform"
     )
+
+
+class MixedShapes(ValueError):
+    """The samples of one batch differ in shape or dtype, so they cannot share one buffer."""
 
 
 class ShapeMismatch(ValueError):

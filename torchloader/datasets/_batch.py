@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import get_worker_info
 
 from torchloader._core.layout import SampleLayout, rows_of
-from torchloader._core.samples import ShapeMismatch, describe, mismatch_message, split_sample
+from torchloader._core.samples import MixedShapes, ShapeMismatch, describe, mismatch_message, split_sample
 from torchloader.error_log import SkippedSample
 from torchloader.errors import SampleLoadError
 from torchloader.protocols import MapDataset, SupportsReadSamplesInto
@@ -65,7 +65,7 @@ def read_batch(
         try:
             ys = dataset.read_samples_into(indices[k + 1 :].tolist(), buffer.x[1:], skipped=bad)
         except ShapeMismatch as exc:
-            raise ValueError(mismatch_message(exc.index, exc.what, int(indices[k]), describe(x0, None))) from None
+            raise MixedShapes(mismatch_message(exc.index, exc.what, int(indices[k]), describe(x0, None))) from None
     if buffer.y is not None:
         buffer.y[0].copy_(y0)
         if ys is not None:

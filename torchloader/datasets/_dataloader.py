@@ -9,15 +9,18 @@ workers the samples ``on_error="skip"`` left out.
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from torch.utils.data import DataLoader, default_collate
 
 from torchloader._core.randomness import mark_worker
+from torchloader._core.samples import MixedShapes
 from torchloader._core.worker_process import reset_signal_handlers
+from torchloader.datasets._rows import rows
 from torchloader.datasets.batching import IndexBatchSampler, shuffled_batches
-from torchloader.protocols import MapDataset
+from torchloader.protocols import MapDataset, transforms_samples
 
 __all__ = [
     "BatchLoader",
@@ -99,12 +102,43 @@ class _Whole:
 
 
 def getitems(dataset: MapDataset, indices: Any) -> list[Any]:
-    """``dataset.__getitems__(indices)``, which a DataLoader with a batch sampler calls:
-    the whole batch ``dataset[indices]`` for :class:`WholeBatch` indices, else one
-    item per index, as a DataLoader without ``__getitems__`` fetches them."""
+    """``dataset.__getitems__(indices)``: what every ``DataLoader`` with a ``batch_size``
+    calls with a batch's indices, then hands the list to its ``collate_fn``.
+
+    For :class:`WholeBatch` indices (``ds.dataloader()``) the list is the whole batch
+    ``dataset[indices]``. For any other batch of a dataset whose samples are read as
+    stored (no ``transform``, ``on_error="raise"``) it is one batched read,
+    ``dataset[indices]`` (JPEGs decoded into one buffer, one gather of rows), handed
+    over as views of its rows: the items ``dataset[i]`` gives, which the default collate
+    puts back together without a copy. Samples of mixed shapes, which a ``collate_fn``
+    may pad, are read one by one from then on.
+    """
     if isinstance(indices, WholeBatch):
         return [_Whole(dataset[indices])]
+    if len(indices) > 1 and _reads_as_stored(dataset) and dataset not in _MIXED:
+        try:
+            return _items(dataset[indices])
+        except MixedShapes:
+            _MIXED.add(dataset)  # in this process: the next batches go one by one
     return [dataset[i] for i in indices]
+
+
+# datasets whose samples differ in shape, in this process
+_MIXED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _reads_as_stored(dataset: MapDataset) -> bool:
+    """Whether ``dataset[indices]`` holds exactly the items ``dataset[i]`` gives."""
+    return not transforms_samples(dataset) and getattr(dataset, "on_error", "raise") == "raise"
+
+
+def _items(batch: Any) -> list[Any]:
+    """The items of a batch ``x`` or ``(x, y)``, as views of it that ``default_collate``
+    puts back together without a copy (see ``_rows.py``)."""
+    if isinstance(batch, tuple):
+        x, y = batch
+        return list(zip(rows(x), rows(y)))
+    return rows(batch)
 
 
 def only_item(items: list[Any]) -> Any:

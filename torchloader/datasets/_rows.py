@@ -1,0 +1,62 @@
+"""A batch read in one go, handed to a plain ``DataLoader`` as its rows, and put back whole.
+
+A ``DataLoader(ds, batch_size=...)`` asks ``ds.__getitems__(indices)`` for a list of
+samples and stacks them with its ``collate_fn``. Our datasets read the batch in one go
+and answer with its rows: :class:`BatchRow` views, which are tensors to everyone (a
+``collate_fn`` of your own gets tensors, as ``ds[i]`` gives them). torch's
+``default_collate`` looks a row's type up in ``default_collate_fn_map`` first, as
+torch's documentation shows for extending it; there a complete batch in its own
+order, laid out as ``torch.stack`` would lay it out (contiguous), is handed on as it
+is, without the copy. Anything else (rows of two batches, a reordered or partial
+list, a channels-last batch) is stacked as ``default_collate`` stacks tensors, so the
+DataLoader's batches are exactly what they were.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data._utils.collate import collate_tensor_fn, default_collate_fn_map
+
+__all__ = ["BatchRow", "rows"]
+
+
+class BatchRow(torch.Tensor):
+    """Row 0 of a batch: a tensor (operations on it give plain tensors) that also knows
+    the batch it is a view of. The other rows are plain views: ``collate`` looks at the
+    type of the first item only, and a subclass view costs microseconds per row."""
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+    _batch: torch.Tensor
+
+    def __reduce_ex__(self, protocol: Any) -> Any:  # pickled as the plain row, not the batch
+        return self.as_subclass(torch.Tensor).__reduce_ex__(protocol)
+
+
+def rows(batch: torch.Tensor) -> list[torch.Tensor]:
+    """The rows of ``batch`` as views (no copy), the first a :class:`BatchRow`."""
+    out = list(batch.unbind(0))
+    if out:
+        first = out[0].as_subclass(BatchRow)
+        first._batch = batch
+        out[0] = first
+    return out
+
+
+def collate_rows(batch: list[torch.Tensor], *, collate_fn_map: Any = None) -> torch.Tensor:
+    """``default_collate`` of rows: the whole batch where it is the stack of them."""
+    whole = batch[0]._batch  # type: ignore[attr-defined]
+    if len(batch) == len(whole) and whole.is_contiguous() and _in_order(batch, whole):
+        return whole
+    plain = [row.as_subclass(torch.Tensor) if isinstance(row, BatchRow) else row for row in batch]
+    return collate_tensor_fn(plain, collate_fn_map=collate_fn_map)
+
+
+def _in_order(batch: list[torch.Tensor], whole: torch.Tensor) -> bool:
+    """Whether ``batch`` is the rows of ``whole``, each in its place."""
+    base, step = whole.data_ptr(), whole.stride(0) * whole.element_size()
+    return all(row.data_ptr() == base + k * step for k, row in enumerate(batch))
+
+
+default_collate_fn_map[BatchRow] = collate_rows
