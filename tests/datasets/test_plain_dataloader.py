@@ -171,3 +171,10 @@ def test_a_row_is_a_plain_tensor_to_everything_else():
     copy = pickle.loads(pickle.dumps(row))
     assert type(copy) is torch.Tensor and copy.tolist() == row.tolist()
     assert not hasattr(copy, "_batch")  # what a view pickles (its storage), not a second reference
+
+
+def test_a_spawned_worker_puts_the_batch_back_too(folder):
+    # the worker imports torchloader when it unpickles the dataset, and with it the collate entry
+    ds = make("packed", folder)
+    options = {"num_workers": 1, "multiprocessing_context": "spawn"}
+    assert same(batches(ds, **options), batches(one_by_one(ds)))
