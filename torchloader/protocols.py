@@ -3,7 +3,11 @@
 Every dataset torchloader reads is a map-style ``torch.utils.data.Dataset``:
 ``len(ds)`` and ``ds[i] -> x`` or ``(x, y)`` tensors. A dataset of your own can
 offer more, and the loaders then take the fast path for it. Each protocol below
-is one such offer; ``isinstance(ds, SupportsGather)`` tells whether ``ds`` makes it.
+is one such offer. A loader takes it where the method is there and callable,
+``offers(ds, "gather")``: a ``__getattr__`` that forwards to a wrapped dataset counts,
+an attribute set to None does not. ``isinstance(ds, SupportsGather)`` checks the
+names only (from Python 3.12 without ``__getattr__``); the protocols are for type
+checkers and for reading.
 
 # NOTE [ how a chunk is filled ]
 ``ChunkedLoader`` fills each RAM chunk (a preallocated buffer of ``chunk_size``
@@ -25,8 +29,9 @@ supports, after looking through plain ``torch.utils.data.Subset`` wrappers
 
 The first sample the loader reads fixes the layout (shape, dtype, memory order)
 every other sample must have; it is read once, when the loader is built. A
-dataset that also :class:`SkipsErrors` with ``on_error == "skip"`` has the
-samples it cannot read left out of their batch and listed in its ``errors``.
+dataset whose ``on_error`` is ``"skip"`` has the samples it cannot read left out
+of their batch, and listed in its ``errors`` where it has an ``ErrorLog`` there
+(:class:`SkipsErrors` describes both).
 A ``transform`` or ``target_transform`` attribute that is not None means
 ``ds[i]`` is not what a gather returns, so steps 1 and 2 are not taken.
 
@@ -52,6 +57,7 @@ __all__ = [
     "SupportsGather",
     "SupportsGatherInto",
     "SupportsReadSamplesInto",
+    "offers",
     "transforms_samples",
 ]
 
@@ -129,6 +135,11 @@ class IntoReader(Protocol):
     def __call__(self, path: str) -> torch.Tensor | np.ndarray: ...
 
     def read_into(self, path: str, out: np.ndarray) -> bool: ...
+
+
+def offers(obj: Any, method: str) -> bool:
+    """Whether ``obj`` has a callable ``method``: the test every fast path is chosen by."""
+    return callable(getattr(obj, method, None))
 
 
 def transforms_samples(dataset: Any) -> bool:

@@ -69,7 +69,7 @@ assert torch.__version__.startswith("2.13.0"), torch.__version__
 import litdata  # noqa: F401
 import simplejpeg  # noqa: F401
 import webdataset  # noqa: F401
-import torchloader.bench  # noqa: F401  (benchmarks/common.py times with it)
+import torchloader.tools.bench  # noqa: F401  (benchmarks/common.py times with it)
 
 print(
     "peers venv ok:",

@@ -7,6 +7,8 @@ call what it offers, in the order the NOTE gives, and serve exactly the batches 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -25,18 +27,23 @@ class Plain:
         self.x = torch.arange(N, dtype=torch.float32).view(N, 1, 1).expand(N, 2, 3).contiguous()
         self.y = torch.arange(N)
         self.calls = {"getitem": 0, "gather": 0, "gather_into": 0, "read_samples_into": 0}
+        self.lock = threading.Lock()  # two loading threads count at once
+
+    def count(self, kind):
+        with self.lock:
+            self.calls[kind] += 1
 
     def __len__(self):
         return N
 
     def __getitem__(self, i):
-        self.calls["getitem"] += 1
+        self.count("getitem")
         return self.x[i], self.y[i]
 
 
 class Gathers(Plain):
     def gather(self, indices):
-        self.calls["gather"] += 1
+        self.count("gather")
         index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         return self.x[index], self.y[index]
 
@@ -45,7 +52,7 @@ class GathersInto(Gathers):
     writes = True  # False: declines every buffer, as for one laid out otherwise
 
     def gather_into(self, indices, out):
-        self.calls["gather_into"] += 1
+        self.count("gather_into")
         if not self.writes:
             return False
         index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
@@ -56,7 +63,7 @@ class GathersInto(Gathers):
 
 class ReadsInto(Plain):
     def read_samples_into(self, indices, out, slots=None, *, skipped=None):
-        self.calls["read_samples_into"] += 1
+        self.count("read_samples_into")
         slots = range(len(indices)) if slots is None else slots
         for slot, i in zip(slots, indices):
             out[slot].copy_(self.x[i])
@@ -72,11 +79,18 @@ def reference(ds):
 
 
 def served(ds, num_workers=0):
+    """The batches of one pass; ``ds.calls`` is then the count when the last batch came
+    (by then the loader may have loaded the next epoch's first chunk, no more)."""
     loader = ChunkedLoader(ds, BATCH, chunk_size=CHUNK, seed=5, num_workers=num_workers, worker_type="thread")
+    got, calls = [], None
     try:
-        got = batches(loader)
+        for x, y in loader:
+            got.append((x.clone(), y.clone()))
+            with ds.lock:
+                calls = dict(ds.calls)
     finally:
         loader.close()
+    ds.calls = calls
     return got
 
 
@@ -135,3 +149,82 @@ def test_a_transform_turns_the_gather_off():
     got = served(ds)
     assert ds.calls["gather"] == 0 and N + 1 <= ds.calls["getitem"] <= N + 1 + CHUNK
     assert same(got, reference(Gathers()))
+
+
+class AttributeNamedGather(Plain):
+    gather = "not a method"
+
+
+class GatherPropertyOfNone(Plain):
+    @property
+    def gather(self):
+        return None  # a wrapper whose inner dataset has none
+
+
+class GatherSwitchedOff(Gathers):
+    def __init__(self):
+        super().__init__()
+        self.gather = None
+
+
+@pytest.mark.parametrize("kind", [AttributeNamedGather, GatherPropertyOfNone, GatherSwitchedOff])
+def test_a_gather_that_is_not_callable_is_no_offer(kind):
+    ds = kind()
+    got = served(ds)
+    assert N + 1 <= ds.calls["getitem"] <= N + 1 + CHUNK  # read sample by sample, as before
+    assert same(got, reference(kind()))
+
+
+class Forwarding:
+    """A wrapper that hands every attribute on to the dataset it wraps."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        return self.inner[i]
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_wrapper_that_forwards_gather_gets_the_fast_path():
+    inner = GathersInto()
+    got = served_through(Forwarding(inner), inner)
+    assert inner.calls["gather_into"] in CHUNKS and inner.calls["getitem"] == 1
+    assert same(got, reference(GathersInto()))
+
+
+def served_through(wrapper, inner):
+    loader = ChunkedLoader(wrapper, BATCH, chunk_size=CHUNK, seed=5, worker_type="thread")
+    got, calls = [], None
+    try:
+        for x, y in loader:
+            got.append((x.clone(), y.clone()))
+            calls = dict(inner.calls)
+    finally:
+        loader.close()
+    inner.calls = calls
+    return got
+
+
+class OldContract(Plain):
+    gather_into_supported = True
+
+    def gather(self, indices, out=None):
+        return self.x[list(indices)], self.y[list(indices)]
+
+    def read_into(self, indices, out, slots=None):
+        raise AssertionError("never called")
+
+
+def test_the_methods_of_the_old_contract_are_named_in_a_warning():
+    with pytest.warns(DeprecationWarning) as caught:
+        got = served(OldContract())
+    messages = [str(w.message) for w in caught]
+    assert any("gather_into(indices, out) -> bool" in m for m in messages)
+    assert any("read_into(indices, out, slots) is no longer used" in m for m in messages)
+    assert same(got, reference(OldContract()))  # read through gather, as any gathering dataset

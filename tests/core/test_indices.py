@@ -59,11 +59,19 @@ def test_gather_refuses_a_bad_batch_with_the_same_text(datasets, kind, batch, er
     assert str(info.value) == message
 
 
-@pytest.mark.parametrize("kind", ["path", "packed"])
+@pytest.mark.parametrize("kind", ["path", "preloaded", "packed"])
 def test_a_single_index_that_is_not_an_integer_is_a_type_error(datasets, kind):
     with pytest.raises(TypeError) as info:
         datasets[kind][1.5]
     assert str(info.value) == "index must be an integer (got float); for a batch pass a list or array of indices"
+
+
+@pytest.mark.parametrize("kind", ["path", "preloaded", "packed"])
+@pytest.mark.parametrize("index", [N, -N - 1])
+def test_a_single_index_out_of_range_is_named_the_same_way(datasets, kind, index):
+    with pytest.raises(IndexError) as info:
+        datasets[kind][index]
+    assert str(info.value) == f"index {index} is out of range for {N} samples"
 
 
 def test_negative_indices_count_from_the_end_in_every_dataset(datasets):

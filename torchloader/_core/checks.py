@@ -24,8 +24,7 @@ def check_int(name: str, value: Any, *, minimum: int = 0) -> int:
         Traceback (most recent call last):
         TypeError: batch_size must be an int (got 2.5, a float)
     """
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int (got {value!r}, a {type(value).__name__})")
+    _check_type(name, value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum} (got {name}={value})")
     return int(value)
@@ -33,10 +32,10 @@ def check_int(name: str, value: Any, *, minimum: int = 0) -> int:
 
 def check_rank(rank: Any, num_replicas: int) -> int:
     """``rank`` as an ``int`` in ``[0, num_replicas)``."""
-    rank = check_int("rank", rank, minimum=-(2**63))  # the type here; the range below
+    _check_type("rank", rank)
     if not 0 <= rank < num_replicas:
         raise ValueError(f"rank must be in [0, {num_replicas - 1}] for num_replicas={num_replicas} (got rank={rank})")
-    return rank
+    return int(rank)
 
 
 def check_block(block_size: Any, chunk_size: int) -> int:
@@ -48,3 +47,8 @@ def check_block(block_size: Any, chunk_size: int) -> int:
             f"chunk_size={chunk_size}); leave it None for chunks of one block"
         )
     return block_size
+
+
+def _check_type(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int (got {value!r}, a {type(value).__name__})")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import warnings
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import numpy as np
@@ -31,13 +32,7 @@ from torchloader.datasets._batch import first_readable
 from torchloader.error_log import SkippedSample
 from torchloader.error_log import SkippedSlots as Skipped
 from torchloader.errors import SampleLoadError
-from torchloader.protocols import (
-    MapDataset,
-    SupportsGather,
-    SupportsGatherInto,
-    SupportsReadSamplesInto,
-    transforms_samples,
-)
+from torchloader.protocols import MapDataset, SupportsGather, SupportsReadSamplesInto, offers, transforms_samples
 
 __all__ = ["ChunkFiller", "Skipped", "check_sample", "fill_batched", "fill_slots", "read_sample", "storage_runs"]
 
@@ -105,7 +100,7 @@ def _fill_slots(
     stop: threading.Event | None,
     skipped: Skipped | None,
 ) -> None:
-    if isinstance(dataset, SupportsReadSamplesInto):
+    if offers(dataset, "read_samples_into"):
         _fill_by_read_into(dataset, first, buffer, slots, indices, stop, skipped)
         return
     filled, ys = [], []  # labels go in with one write per run: a copy per 0-dim tensor costs ~7 us
@@ -158,7 +153,7 @@ def fill_batched(dataset: SupportsGather, buffer: ChunkBuffer, indices: np.ndarr
     """Fill a buffer with one gather of ``indices``: straight into the buffer where the
     dataset :class:`~torchloader.protocols.SupportsGatherInto` it, else a copy."""
     n = len(indices)
-    if isinstance(dataset, SupportsGatherInto):
+    if offers(dataset, "gather_into"):
         if dataset.gather_into(indices, (buffer.x[:n], None if buffer.y is None else buffer.y[:n])):
             return
     x, y = split_sample(dataset.gather(indices))
@@ -188,7 +183,8 @@ class ChunkFiller:
         self.num_workers = num_workers
         self.skip = skip  # on_error="skip": fill() returns the samples it left out
         self.seed = seed  # of the loader: per-sample transforms draw from (seed, epoch, index)
-        self.batched = isinstance(self.dataset, SupportsGather) and not transforms_samples(self.dataset)
+        _warn_of_the_old_contract(self.dataset)
+        self.batched = offers(self.dataset, "gather") and not transforms_samples(self.dataset)
         self._threads: ThreadPoolExecutor | None = None  # started on first use
 
     @functools.cached_property
@@ -251,6 +247,25 @@ class ChunkFiller:
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
             self._threads = None
+
+
+def _warn_of_the_old_contract(dataset: MapDataset) -> None:
+    """Name the methods of torchloader 0.1's contract, which no loader calls any more."""
+    kind = type(dataset).__name__
+    if getattr(dataset, "gather_into_supported", False) and not offers(dataset, "gather_into"):
+        warnings.warn(
+            f"{kind}.gather_into_supported and gather(indices, out=...) are no longer used: define "
+            f"gather_into(indices, out) -> bool to fill chunks in place (see torchloader.SupportsGatherInto)",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+    if offers(dataset, "read_into") and not offers(dataset, "read_samples_into"):
+        warnings.warn(
+            f"{kind}.read_into(indices, out, slots) is no longer used: it is called read_samples_into "
+            f"now (see torchloader.SupportsReadSamplesInto); the samples are read one by one meanwhile",
+            DeprecationWarning,
+            stacklevel=4,
+        )
 
 
 class _Either(threading.Event):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from torchloader.readers.suffix import Reader, SuffixReader
 __all__ = ["FromFiles"]
 
 PathLike = str | os.PathLike[str]
+T = TypeVar("T")
 
 
 class FromFiles:
@@ -23,7 +24,7 @@ class FromFiles:
 
     @classmethod
     def from_folder(
-        cls,
+        cls: type[T],
         root: PathLike,
         *,
         extensions: Sequence[str] | None = None,
@@ -31,7 +32,7 @@ class FromFiles:
         allow_nested_only: bool = False,
         reader: Reader | None = None,
         **options: Any,
-    ) -> Any:
+    ) -> T:
         """One class per sub-folder, ``root/<class>/.../<file>``: the ``classes``,
         ``class_to_idx`` and samples (order included) ``ImageFolder`` gives: regular
         files (links followed, at any depth in a class folder) ending in ``extensions``.
@@ -64,14 +65,14 @@ class FromFiles:
 
     @classmethod
     def from_csv(
-        cls,
+        cls: type[T],
         csv_path: PathLike,
         *,
         path_column: str = "path",
         label_column: str | None = "label",
         root: PathLike | None = None,
         **options: Any,
-    ) -> Any:
+    ) -> T:
         """Paths and labels from a CSV file (UTF-8, a header row, one row per sample).
 
         Path cells are taken exactly as written, spaces included (an empty or all-space

@@ -77,9 +77,8 @@ class IndexBatchSampler(BatchSampler, DistributedSampler):
     """
 
     def __init__(self, sampler: Iterable[int], batch_size: int, *, drop_last: bool = False) -> None:
-        check_int("batch_size", batch_size, minimum=1)
         self.sampler = sampler
-        self.batch_size = batch_size
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.drop_last = drop_last
 
     def __iter__(self) -> Iterator[np.ndarray]:

@@ -29,7 +29,7 @@ from torchloader.datasets._from_files import FromFiles
 from torchloader.datasets._labels import encode_labels
 from torchloader.error_log import ErrorLog, SkippedSample, SkippedSlots, check_on_error, skip_limit
 from torchloader.errors import SampleLoadError
-from torchloader.protocols import IntoReader
+from torchloader.protocols import offers
 from torchloader.readers._tensor import to_tensor
 from torchloader.readers.suffix import Reader, SuffixReader
 
@@ -117,7 +117,7 @@ class PathDataset(FromFiles, Dataset):
         return os.fsdecode(self.paths[index])
 
     def __getitems__(self, indices: Any) -> list[Any]:
-        """What a DataLoader with a batch sampler fetches (see ``batching.getitems``)."""
+        """What a DataLoader with a batch sampler fetches (see ``_dataloader.getitems``)."""
         return getitems(self, indices)
 
     def __getitem__(self, index: Any) -> Any:
@@ -164,7 +164,7 @@ class PathDataset(FromFiles, Dataset):
         """
         slots = range(len(indices)) if slots is None else slots
         stored = stored_view(out, torch.uint8, channels_last=True)
-        direct = stored is not None and self.transform is None and isinstance(self.reader, IntoReader)
+        direct = stored is not None and self.transform is None and offers(self.reader, "read_into")
         for slot, index in zip(slots, indices):
             path = os.fsdecode(self.paths[index])
             try:

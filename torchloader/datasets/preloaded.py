@@ -16,7 +16,6 @@ memory-mapped ``.npy`` file and is sent to workers as its path.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from torchloader._core.indices import as_index_array
+from torchloader._core.indices import as_index_array, check_index, is_batch
 from torchloader._core.layout import SampleLayout, storage_order
 from torchloader._core.shared_memory import new_shared
 from torchloader.datasets._dataloader import batch_dataloader, getitems
@@ -83,14 +82,13 @@ class PreloadedDataset(Dataset):
         return len(self.x)
 
     def __getitems__(self, indices: Any) -> list[Any]:
-        """What a DataLoader with a batch sampler fetches (see ``batching.getitems``)."""
+        """What a DataLoader with a batch sampler fetches (see ``_dataloader.getitems``)."""
         return getitems(self, indices)
 
     def __getitem__(self, index: Any) -> Any:
-        try:
-            i = operator.index(index)
-        except TypeError:
+        if is_batch(index):
             return self.gather(index)
+        i = check_index(index, len(self))
         if self.y is None:
             return self.x[i]
         return self.x[i], self.y[i]

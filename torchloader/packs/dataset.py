@@ -97,7 +97,7 @@ class PackedDataset(Dataset):
         return self._shards
 
     def __getitems__(self, indices: Any) -> list[Any]:
-        """What a DataLoader with a batch sampler fetches (see ``batching.getitems``)."""
+        """What a DataLoader with a batch sampler fetches (see ``_dataloader.getitems``)."""
         return getitems(self, indices)
 
     def __getitem__(self, index: Any) -> Any:

@@ -101,7 +101,7 @@ def pack(
     """
     check_on_error(on_error)
     if num_workers is not None:
-        check_int("num_workers", num_workers)
+        num_workers = check_int("num_workers", num_workers)
     src, dst = os.fspath(src), os.fspath(dst)
     dataset, options = open_source(src, size=size, crop=crop, mode=mode)
     options["shard_bytes"] = parse_bytes(shard_bytes)

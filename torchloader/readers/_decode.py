@@ -1,4 +1,4 @@
-"""Pillow's side of :class:`~torchloader.readers.image.image.ImageReader`: open, orient, convert.
+"""Pillow's side of :class:`~torchloader.ImageReader`: open, orient, convert.
 
 * 16-bit greyscale (``I;16``, ``I;16B``, ``I;16L``) read as ``"RGB"``/``"L"``/
   ``"RGBA"`` is scaled to 8 bits, ``(v + 128) // 257`` (``round(v * 255 / 65535)``),

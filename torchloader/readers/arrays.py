@@ -3,7 +3,7 @@
 Nothing runs untrusted bytes as code: ``.npy``/``.npz`` load with
 ``allow_pickle=False``, ``.pt`` with ``weights_only=True``. A path that is not a
 regular file (a FIFO, a device, a directory) is refused with
-:class:`~torchloader.readers.image._files.NotRegularFileError`, never waited on.
+:class:`~torchloader.NotRegularFileError`, never waited on.
 """
 
 from __future__ import annotations
