@@ -82,6 +82,11 @@ class SampleLayout:
         )
 
     @property
+    def contiguous(self) -> bool:
+        """Whether ``x`` is stored in its own dim order (a batch of it is contiguous)."""
+        return self.x_order == tuple(range(len(self.x_shape)))
+
+    @property
     def nbytes(self) -> int:
         """Bytes of one sample, x and y."""
         size = _numel(self.x_shape) * _itemsize(self.x_dtype)

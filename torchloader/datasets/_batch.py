@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import get_worker_info
 
 from torchloader._core.layout import SampleLayout, rows_of
 from torchloader._core.samples import MixedShapes, ShapeMismatch, describe, mismatch_message, split_sample
+from torchloader.datasets._rows import in_shared_memory
 from torchloader.error_log import SkippedSample
 from torchloader.errors import SampleLoadError
 from torchloader.protocols import MapDataset, SupportsReadSamplesInto
@@ -57,7 +57,7 @@ def read_batch(
     if skip:
         _LAYOUTS[dataset] = layout
     n = len(indices) - k
-    buffer = layout.allocate(n, pin=False, shared=get_worker_info() is not None)
+    buffer = layout.allocate(n, pin=False, shared=in_shared_memory(layout.contiguous))
     buffer.x[0].copy_(x0)
     bad: list[tuple[int, SkippedSample]] | None = [] if skip else None
     ys = None

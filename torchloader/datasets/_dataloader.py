@@ -13,14 +13,14 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader, default_collate, get_worker_info
 
 from torchloader._core.randomness import mark_worker
 from torchloader._core.samples import MixedShapes
 from torchloader._core.worker_process import reset_signal_handlers
-from torchloader.datasets._rows import rows
+from torchloader.datasets._rows import for_collate, rows
 from torchloader.datasets.batching import IndexBatchSampler, shuffled_batches
-from torchloader.protocols import MapDataset, transforms_samples
+from torchloader.protocols import MapDataset, offers, transforms_samples
 
 __all__ = [
     "BatchLoader",
@@ -111,20 +111,33 @@ def getitems(dataset: MapDataset, indices: Any) -> list[Any]:
     ``dataset[indices]`` (JPEGs decoded into one buffer, one gather of rows), handed
     over as views of its rows: the items ``dataset[i]`` gives, which the default collate
     puts back together without a copy. Samples of mixed shapes, which a ``collate_fn``
-    may pad, are read one by one from then on.
+    may pad, are read one by one from then on, and so are the files of a worker whose
+    batches the collate must copy anyway (channels-last images): measured 0.9x there.
     """
     if isinstance(indices, WholeBatch):
         return [_Whole(dataset[indices])]
-    if len(indices) > 1 and _reads_as_stored(dataset) and dataset not in _MIXED:
+    if len(indices) > 1 and _reads_as_stored(dataset) and dataset not in _ONE_BY_ONE:
         try:
-            return _items(dataset[indices])
+            with for_collate():
+                batch = dataset[indices]
         except MixedShapes:
-            _MIXED.add(dataset)  # in this process: the next batches go one by one
+            _ONE_BY_ONE.add(dataset)  # in this process: the next batches go one by one
+        else:
+            if _copied_from_files(dataset, batch):
+                _ONE_BY_ONE.add(dataset)
+            return _items(batch)
     return [dataset[i] for i in indices]
 
 
-# datasets whose samples differ in shape, in this process
-_MIXED: weakref.WeakSet[Any] = weakref.WeakSet()
+# datasets read one by one in this process: samples of mixed shapes, or see _copied_from_files
+_ONE_BY_ONE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _copied_from_files(dataset: MapDataset, batch: Any) -> bool:
+    """Whether, in a worker, files went into a batch that the collate copies again (one
+    read by one was faster there: benchmarks/bench_plain_dataloader.py, BENCHMARKS.md)."""
+    x = batch[0] if isinstance(batch, tuple) else batch
+    return get_worker_info() is not None and offers(dataset, "read_samples_into") and not x.is_contiguous()
 
 
 def _reads_as_stored(dataset: MapDataset) -> bool:

@@ -14,12 +14,36 @@ DataLoader's batches are exactly what they were.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils.data._utils.collate import collate_tensor_fn, default_collate_fn_map
 
-__all__ = ["BatchRow", "rows"]
+__all__ = ["BatchRow", "for_collate", "in_shared_memory", "rows"]
+
+_FOR_COLLATE = contextvars.ContextVar("torchloader_for_collate", default=False)
+
+
+@contextlib.contextmanager
+def for_collate() -> Iterator[None]:
+    """While a batch is read to be handed to a ``collate_fn`` as rows."""
+    token = _FOR_COLLATE.set(True)
+    try:
+        yield
+    finally:
+        _FOR_COLLATE.reset(token)
+
+
+def in_shared_memory(contiguous: bool) -> bool:
+    """Whether a batch read now belongs in shared memory: in a DataLoader worker, where it
+    goes to the main process as it is; not where the collate will stack it into shared
+    memory anyway (rows of a batch that is not contiguous, e.g. channels-last images)."""
+    from torch.utils.data import get_worker_info
+
+    return get_worker_info() is not None and (contiguous or not _FOR_COLLATE.get())
 
 
 class BatchRow(torch.Tensor):

@@ -22,6 +22,7 @@ from torchloader._core.layout import SampleLayout, stored_view
 from torchloader._core.randomness import apply_transform, reading_batch
 from torchloader._core.samples import split_sample
 from torchloader.datasets._dataloader import batch_dataloader, getitems
+from torchloader.datasets._rows import in_shared_memory
 from torchloader.packs._maps import PackFiles
 from torchloader.packs.format import Manifest
 from torchloader.protocols import transforms_samples
@@ -121,12 +122,14 @@ class PackedDataset(Dataset):
     def _batch(self, indices: np.ndarray) -> Any:
         if transforms_samples(self):
             return default_collate([self[i] for i in indices.tolist()])  # as ds[i] each
-        if get_worker_info() is None or not len(indices):
+        if not len(indices) or get_worker_info() is None:
+            return self._gather(indices)
+        if self._layout is None:  # one sample's layout, read once per process
+            self._layout = SampleLayout.of(*split_sample(self[0]))
+        if not in_shared_memory(self._layout.contiguous):  # the collate copies it anyway
             return self._gather(indices)
         # In a DataLoader worker: read into shared memory, so that sending the batch
         # to the main process copies nothing more (as torch's collate does).
-        if self._layout is None:  # one sample's layout, read once per process
-            self._layout = SampleLayout.of(*split_sample(self[0]))
         buffer = self._layout.allocate(len(indices), pin=False, shared=True)
         self.gather_into(indices, (buffer.x, buffer.y))  # its own layout: always written
         return buffer.x if buffer.y is None else (buffer.x, buffer.y)
