@@ -1,8 +1,8 @@
 """``ImageReader``: one image file as a tensor.
 
 Images become ``uint8`` tensors of shape ``C x H x W``. JPEG files decode through
-libjpeg-turbo directly when the optional ``simplejpeg`` package is installed
-(``pip install 'torchloader[jpeg]'``), about 2.3x Pillow's rate per core, and
+libjpeg-turbo directly when ``simplejpeg`` is installed (a dependency where it ships
+wheels: Linux, macOS and Windows on x86-64 and ARM64), 1.9x Pillow's rate per core, and
 through Pillow otherwise. Both give identical pixels: simplejpeg is used only for
 the cases where it was checked to match Pillow bit for bit (``mode="RGB"`` of
 YCbCr and greyscale JPEGs, ``mode="L"`` of greyscale JPEGs); everything else
