@@ -1019,3 +1019,29 @@ class _SlowNpy:
 
         time.sleep(0.005)
         return np.load(path)
+
+
+def test_paths_go_to_spawned_workers_through_shared_memory(tmp_path):
+    # a pipe of 30 MiB made 8 spawned workers start one after the other (_core/shared_arrays.py)
+    import io
+    from multiprocessing.reduction import ForkingPickler
+
+    files = npy_files(tmp_path, 4)
+    ds = PathDataset([files[i % 4] for i in range(20_000)], [i % 3 for i in range(20_000)])
+    plain = pickle.dumps(ds)
+    buffer = io.BytesIO()
+    ForkingPickler(buffer).dump(ds)
+
+    assert len(plain) > ds.paths.nbytes  # an ordinary pickle carries the paths
+    assert buffer.tell() < 16_384  # torch's pickler for workers carries handles to shared memory
+    copy = pickle.loads(plain)
+    assert copy.paths.tolist() == ds.paths.tolist() and copy.labels.tolist() == ds.labels.tolist()
+    assert torch.equal(copy[19_999][0], ds[19_999][0])
+
+
+def test_a_spawned_worker_reads_a_dataset_whose_paths_came_through_shared_memory(tmp_path):
+    files = npy_files(tmp_path, 4)
+    ds = PathDataset([files[i % 4] for i in range(20_000)], [i % 3 for i in range(20_000)])
+    loader = DataLoader(ds, batch_size=8, num_workers=1, multiprocessing_context="spawn")
+    x, y = next(iter(loader))
+    assert y.tolist() == [i % 3 for i in range(8)] and torch.equal(x[5], ds[5][0])

@@ -23,6 +23,7 @@ from torchloader._core.indices import as_index_array, check_index, is_batch
 from torchloader._core.layout import stored_view
 from torchloader._core.randomness import apply_transform, reading_batch
 from torchloader._core.samples import ShapeMismatch, describe
+from torchloader._core.shared_arrays import share, unshare
 from torchloader.datasets._batch import read_batch
 from torchloader.datasets._dataloader import WholeBatchWithErrors, batch_dataloader, getitems
 from torchloader.datasets._from_files import FromFiles
@@ -236,6 +237,14 @@ class PathDataset(FromFiles, Dataset):
         if self.target_transform is None:
             return y
         return apply_transform(self.target_transform, y, index, self.path(index), target=True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the paths and labels go to spawned workers through shared memory (_core/shared_arrays.py)
+        state = {k: v for k, v in self.__dict__.items() if k != "_shared"}
+        return share(state, self.__dict__.setdefault("_shared", {}))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(unshare(state))
 
     def __repr__(self) -> str:
         labels = "None" if self.labels is None else f"{len(np.unique(self.labels))} values"
