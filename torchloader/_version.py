@@ -1,3 +1,3 @@
-"""The version, in one place for the package and its command line (pyproject.toml has the same)."""
+"""The version, in one place: the package, its command line and its metadata (pyproject.toml reads it)."""
 
 __version__ = "0.1.0"

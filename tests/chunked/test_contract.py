@@ -78,19 +78,21 @@ def reference(ds):
     return list(DataLoader(ds, batch_size=BATCH, sampler=ChunkedSampler(ds, chunk_size=CHUNK, seed=5)))
 
 
-def served(ds, num_workers=0):
-    """The batches of one pass; ``ds.calls`` is then the count when the last batch came
-    (by then the loader may have loaded the next epoch's first chunk, no more)."""
+def served(ds, num_workers=0, *, counted=None):
+    """The batches of one pass; the calls of ``counted`` (default: ``ds``) are then those
+    made when the last batch came (by then the loader may have loaded the next epoch's
+    first chunk, no more)."""
+    counted = ds if counted is None else counted
     loader = ChunkedLoader(ds, BATCH, chunk_size=CHUNK, seed=5, num_workers=num_workers, worker_type="thread")
     got, calls = [], None
     try:
         for x, y in loader:
             got.append((x.clone(), y.clone()))
-            with ds.lock:
-                calls = dict(ds.calls)
+            with counted.lock:
+                calls = dict(counted.calls)
     finally:
         loader.close()
-    ds.calls = calls
+    counted.calls = calls
     return got
 
 
@@ -193,22 +195,9 @@ class Forwarding:
 
 def test_a_wrapper_that_forwards_gather_gets_the_fast_path():
     inner = GathersInto()
-    got = served_through(Forwarding(inner), inner)
+    got = served(Forwarding(inner), counted=inner)
     assert inner.calls["gather_into"] in CHUNKS and inner.calls["getitem"] == 1
     assert same(got, reference(GathersInto()))
-
-
-def served_through(wrapper, inner):
-    loader = ChunkedLoader(wrapper, BATCH, chunk_size=CHUNK, seed=5, worker_type="thread")
-    got, calls = [], None
-    try:
-        for x, y in loader:
-            got.append((x.clone(), y.clone()))
-            calls = dict(inner.calls)
-    finally:
-        loader.close()
-    inner.calls = calls
-    return got
 
 
 class OldContract(Plain):

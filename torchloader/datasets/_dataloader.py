@@ -20,6 +20,7 @@ from torchloader._core.samples import MixedShapes
 from torchloader._core.worker_process import reset_signal_handlers
 from torchloader.datasets._rows import for_collate, rows
 from torchloader.datasets.batching import IndexBatchSampler, shuffled_batches
+from torchloader.error_log import error_policy
 from torchloader.protocols import MapDataset, offers, transforms_samples
 
 __all__ = [
@@ -142,7 +143,8 @@ def _copied_from_files(dataset: MapDataset, batch: Any) -> bool:
 
 def _reads_as_stored(dataset: MapDataset) -> bool:
     """Whether ``dataset[indices]`` holds exactly the items ``dataset[i]`` gives."""
-    return not transforms_samples(dataset) and getattr(dataset, "on_error", "raise") == "raise"
+    skips, _ = error_policy(dataset)
+    return not transforms_samples(dataset) and not skips
 
 
 def _items(batch: Any) -> list[Any]:
