@@ -19,6 +19,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset, default_collate
 
 from torchloader import PackedDataset, PathDataset, PreloadedDataset, pack
+from torchloader._core import shared_batches
+from torchloader.datasets import _dataloader
 
 pytestmark = IGNORE_FORK_WARNING
 
@@ -151,16 +153,55 @@ def test_the_default_collate_hands_on_a_contiguous_batch_without_a_copy():
     assert type(x) is torch.Tensor and x.tolist() == ds.x[[7, 2, 5]].tolist() and y.tolist() == [7, 2, 5]
 
 
-def test_rows_in_another_order_or_of_a_channels_last_batch_are_stacked_as_before():
+def test_rows_in_another_order_or_changed_by_a_collate_are_stacked_as_before():
     ds = PreloadedDataset(torch.arange(40, dtype=torch.float32).view(10, 4), torch.arange(10))
     items = ds.__getitems__([7, 2, 5])[::-1]
     x, _ = default_collate(items)
     assert x.tolist() == ds.x[[5, 2, 7]].tolist() and x.data_ptr() != items[0][0].data_ptr()
 
+    square = PreloadedDataset(torch.arange(3 * 2 * 2, dtype=torch.float32).view(3, 2, 2))
+    rows = square.__getitems__([0, 1, 2])
+    rows[1] = rows[1].t()  # same memory, another view: not the batch's row
+    x = default_collate(rows)
+    assert torch.equal(x, torch.stack([square[0], square[1].t(), square[2]]))
+
+
+def test_the_default_collate_hands_on_a_channels_last_batch_as_it_was_read():
     images = torch.arange(4 * 2 * 3 * 3, dtype=torch.uint8).view(4, 2, 3, 3).permute(0, 3, 1, 2)  # channels-last
-    channels_last = PreloadedDataset(images)
-    x = default_collate(channels_last.__getitems__([3, 0]))
-    assert x.is_contiguous() and torch.equal(x, images[[3, 0]])  # what torch.stack gives
+    ds = PreloadedDataset(images)
+    x = default_collate(ds.__getitems__([3, 0]))
+    assert torch.equal(x, images[[3, 0]]) and x.stride() == ds[[3, 0]].stride()
+
+
+def test_through_torchs_fetch_and_default_collate_the_batch_is_ds_of_indices(folder, monkeypatch):
+    ds = make("path", folder)
+    made = []
+    rows = _dataloader.rows
+    monkeypatch.setattr(_dataloader, "rows", lambda batch: made.append(len(batch)) or rows(batch))
+    x, y = next(iter(DataLoader(ds, batch_size=4)))
+    want_x, want_y = ds[[0, 1, 2, 3]]
+    assert torch.equal(x, want_x) and x.stride() == want_x.stride() and not x.is_contiguous()  # channels-last
+    assert torch.equal(y, want_y) and made == []  # no row was made
+
+    x, _ = next(iter(DataLoader(ds, batch_size=4, collate_fn=lambda items: default_collate(items))))
+    assert torch.equal(x, want_x) and x.stride() == want_x.stride() and made == [4, 4]  # rows, put back whole
+
+
+@pytest.mark.parametrize("kind", ["path", "preloaded", "packed"])
+def test_batches_kept_from_workers_never_change(folder, kind, monkeypatch):
+    # A worker reuses the shared memory of a batch once the main process lets it go
+    # (NOTE [ reused shared batches ]); batches kept, not copied, must stay as read.
+    leases = []  # made in this process as lent batches arrive (the workers' reducer is left alone)
+    lease = shared_batches._Lease.__init__
+    monkeypatch.setattr(shared_batches._Lease, "__init__", lambda self, *args: leases.append(1) or lease(self, *args))
+    ds = make(kind, folder)
+    loader = DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context="fork", persistent_workers=True)
+    want = [tuple(t.clone() for t in batch) for batch in DataLoader(one_by_one(ds), batch_size=2)]
+    copies = [tuple(t.clone() for t in batch) for batch in loader]  # each let go at once
+    every_other = [batch for k, batch in enumerate(loader) if k % 2 == 0]  # the others let go
+    kept = list(loader)  # more batches than a worker has slots: fresh memory past them
+    assert same(copies, want) and same(every_other, want[::2]) and same(kept, want)
+    assert len(leases) > 2 * shared_batches.MAX_SLOTS  # more than the workers' slots: slots were reused
 
 
 def test_a_row_is_a_plain_tensor_to_everything_else():

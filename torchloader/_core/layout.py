@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from torchloader._core.shared_memory import new_shared
+from torchloader._core.shared_batches import take
 
 __all__ = ["ChunkBuffer", "SampleLayout", "memory_order", "rows_of", "storage_order", "stored_view"]
 
@@ -110,7 +110,7 @@ def _empty(shape: tuple[int, ...], dtype: torch.dtype | None, *, pin: bool, shar
     if not shared:
         return torch.empty(shape, dtype=dtype, pin_memory=pin)
     nbytes = _numel(shape) * _itemsize(dtype)
-    storage = new_shared(nbytes)  # no copy, unlike share_memory_()
+    storage = take(nbytes)  # no copy, unlike share_memory_(); a reused slot in a worker's read
     tensor = torch.empty(0, dtype=dtype).set_(storage, 0, shape)
     if pin and nbytes:  # page-lock the shared pages in place for fast H2D copies
         torch.cuda.cudart().cudaHostRegister(tensor.data_ptr(), nbytes, 0)

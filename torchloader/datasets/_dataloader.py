@@ -9,16 +9,19 @@ workers the samples ``on_error="skip"`` left out.
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from torch.utils.data import DataLoader, default_collate, get_worker_info
+from torch.utils.data._utils import fetch as _fetch
 
 from torchloader._core.randomness import mark_worker
 from torchloader._core.samples import MixedShapes
+from torchloader._core.shared_batches import lending
 from torchloader._core.worker_process import reset_signal_handlers
-from torchloader.datasets._rows import for_collate, rows
+from torchloader.datasets._rows import WholeItem, for_collate, rows
 from torchloader.datasets.batching import IndexBatchSampler, shuffled_batches
 from torchloader.error_log import error_policy
 from torchloader.protocols import MapDataset, offers, transforms_samples
@@ -109,18 +112,24 @@ def getitems(dataset: MapDataset, indices: Any) -> list[Any]:
     For :class:`WholeBatch` indices (``ds.dataloader()``) the list is the whole batch
     ``dataset[indices]``. For any other batch of a dataset whose samples are read as
     stored (no ``transform``, ``on_error="raise"``) it is one batched read,
-    ``dataset[indices]`` (JPEGs decoded into one buffer, one gather of rows), handed
-    over as views of its rows: the items ``dataset[i]`` gives, which the default collate
-    puts back together without a copy. Samples of mixed shapes, which a ``collate_fn``
+    ``dataset[indices]`` (JPEGs decoded into one buffer, one gather of rows): handed
+    over as one :class:`WholeItem` where torch's fetch hands it to ``default_collate``
+    next (see :func:`_default_collate_next`), else as views of its rows, the items
+    ``dataset[i]`` gives (``_rows.py``). Samples of mixed shapes, which a ``collate_fn``
     may pad, are read one by one from then on, and so are the files of a worker whose
-    batches the collate must copy anyway (channels-last images): measured 0.9x there.
+    rows a ``collate_fn`` must copy anyway (channels-last images): measured 0.9x there.
     """
+    in_worker = get_worker_info() is not None
     if isinstance(indices, WholeBatch):
-        return [_Whole(dataset[indices])]
+        with lending(in_worker) as lent:  # see NOTE [ reused shared batches ]
+            return [_Whole(lent.send(dataset[indices]))]
     if len(indices) > 1 and _reads_as_stored(dataset) and dataset not in _ONE_BY_ONE:
+        whole = _default_collate_next(sys._getframe(1))
         try:
-            with for_collate():
+            with for_collate(whole), lending(whole and in_worker) as lent:
                 batch = dataset[indices]
+                if whole:
+                    return [WholeItem(lent.send(batch))]
         except MixedShapes:
             _ONE_BY_ONE.add(dataset)  # in this process: the next batches go one by one
         else:
@@ -133,10 +142,26 @@ def getitems(dataset: MapDataset, indices: Any) -> list[Any]:
 # datasets read one by one in this process: samples of mixed shapes, or see _copied_from_files
 _ONE_BY_ONE: weakref.WeakSet[Any] = weakref.WeakSet()
 
+_FETCH = getattr(getattr(_fetch, "_MapDatasetFetcher", None), "fetch", None)
+
+
+def _default_collate_next(getitems_frame: Any) -> bool:
+    """Whether the list :func:`getitems` returns goes straight to ``default_collate``:
+    called by one of torchloader's own ``__getitems__`` (``getitems_frame``), called by
+    torch's ``DataLoader`` fetch, whose ``collate_fn`` is ``default_collate`` (torch's
+    default). Anything else (a ``__getitems__`` of your own, a ``Subset``, a
+    ``collate_fn`` of your own, another torch) gets the rows."""
+    fetch = getitems_frame.f_back
+    if fetch is None or _FETCH is None or fetch.f_code is not getattr(_FETCH, "__code__", None):
+        return False
+    if not getitems_frame.f_globals.get("__name__", "").startswith("torchloader."):
+        return False
+    return getattr(fetch.f_locals.get("self"), "collate_fn", None) is default_collate
+
 
 def _copied_from_files(dataset: MapDataset, batch: Any) -> bool:
-    """Whether, in a worker, files went into a batch that the collate copies again (one
-    read by one was faster there: benchmarks/bench_plain_dataloader.py, BENCHMARKS.md)."""
+    """Whether, in a worker, files went into a batch whose rows a ``collate_fn`` copies
+    again (one read by one was faster there: benchmarks/bench_plain_dataloader.py)."""
     x = batch[0] if isinstance(batch, tuple) else batch
     return get_worker_info() is not None and offers(dataset, "read_samples_into") and not x.is_contiguous()
 

@@ -1,15 +1,20 @@
-"""A batch read in one go, handed to a plain ``DataLoader`` as its rows, and put back whole.
+"""A batch read in one go, handed to a plain ``DataLoader`` whole or as its rows.
 
 A ``DataLoader(ds, batch_size=...)`` asks ``ds.__getitems__(indices)`` for a list of
-samples and stacks them with its ``collate_fn``. Our datasets read the batch in one go
-and answer with its rows: :class:`BatchRow` views, which are tensors to everyone (a
-``collate_fn`` of your own gets tensors, as ``ds[i]`` gives them). torch's
-``default_collate`` looks a row's type up in ``default_collate_fn_map`` first, as
-torch's documentation shows for extending it; there a complete batch in its own
-order, laid out as ``torch.stack`` would lay it out (contiguous), is handed on as it
-is, without the copy. Anything else (rows of two batches, a reordered or partial
-list, a channels-last batch) is stacked as ``default_collate`` stacks tensors, so the
-DataLoader's batches are exactly what they were.
+samples and stacks them with its ``collate_fn``. Our datasets read the batch in one go.
+Where torch's own fetch is about to hand the list to ``default_collate`` (see
+``_dataloader.getitems``), the list is one :class:`WholeItem`, which ``default_collate``
+looks up in ``default_collate_fn_map`` (as torch's documentation shows for extending
+it) and hands on as the batch: no row is made, nothing is stacked. For any other
+``collate_fn`` the list is the batch's rows: :class:`BatchRow` views, which are tensors
+to everyone (a ``collate_fn`` of your own gets tensors, as ``ds[i]`` gives them);
+``default_collate`` still hands on a complete batch of them in its own order as it is,
+and stacks anything else (rows of two batches, a reordered or partial list) as it
+stacks tensors.
+
+The batch handed on is ``ds[indices]``, in its memory order: images decoded
+channels-last stay channels-last (``N x C x H x W`` over ``N x H x W x C`` memory), as
+``ds.dataloader()`` and ``ChunkedLoader`` hand them out.
 """
 
 from __future__ import annotations
@@ -22,15 +27,17 @@ from typing import Any
 import torch
 from torch.utils.data._utils.collate import collate_tensor_fn, default_collate_fn_map
 
-__all__ = ["BatchRow", "for_collate", "in_shared_memory", "rows"]
+__all__ = ["BatchRow", "WholeItem", "for_collate", "in_shared_memory", "rows"]
 
-_FOR_COLLATE = contextvars.ContextVar("torchloader_for_collate", default=False)
+# None: not read for a collate; "rows": read to be handed over as rows; "whole": as one item
+_FOR_COLLATE: contextvars.ContextVar[str | None] = contextvars.ContextVar("torchloader_for_collate", default=None)
 
 
 @contextlib.contextmanager
-def for_collate() -> Iterator[None]:
-    """While a batch is read to be handed to a ``collate_fn`` as rows."""
-    token = _FOR_COLLATE.set(True)
+def for_collate(whole: bool) -> Iterator[None]:
+    """While a batch is read to be handed to a ``collate_fn``: as one :class:`WholeItem`
+    (``whole``), else as its rows."""
+    token = _FOR_COLLATE.set("whole" if whole else "rows")
     try:
         yield
     finally:
@@ -39,11 +46,27 @@ def for_collate() -> Iterator[None]:
 
 def in_shared_memory(contiguous: bool) -> bool:
     """Whether a batch read now belongs in shared memory: in a DataLoader worker, where it
-    goes to the main process as it is; not where the collate will stack it into shared
-    memory anyway (rows of a batch that is not contiguous, e.g. channels-last images)."""
+    goes to the main process as it is; not where a ``collate_fn`` of your own will stack
+    its rows into shared memory anyway (rows of a batch that is not contiguous)."""
     from torch.utils.data import get_worker_info
 
-    return get_worker_info() is not None and (contiguous or not _FOR_COLLATE.get())
+    return get_worker_info() is not None and (contiguous or _FOR_COLLATE.get() != "rows")
+
+
+class WholeItem:
+    """The one item of the list handed to ``default_collate``: the batch, which it hands on
+    as ``default_collate`` gives a batch (``[x, y]`` for ``(x, y)`` samples)."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: Any) -> None:
+        self.batch = batch
+
+
+def collate_whole(batch: list[WholeItem], *, collate_fn_map: Any = None) -> Any:
+    """``default_collate`` of ``[WholeItem]``: its batch."""
+    (item,) = batch
+    return list(item.batch) if isinstance(item.batch, tuple) else item.batch
 
 
 class BatchRow(torch.Tensor):
@@ -69,18 +92,24 @@ def rows(batch: torch.Tensor) -> list[torch.Tensor]:
 
 
 def collate_rows(batch: list[torch.Tensor], *, collate_fn_map: Any = None) -> torch.Tensor:
-    """``default_collate`` of rows: the whole batch where it is the stack of them."""
+    """``default_collate`` of rows: the whole batch where they are all of it, in order."""
     whole = batch[0]._batch  # type: ignore[attr-defined]
-    if len(batch) == len(whole) and whole.is_contiguous() and _in_order(batch, whole):
+    if len(batch) == len(whole) and _in_order(batch, whole):
         return whole
     plain = [row.as_subclass(torch.Tensor) if isinstance(row, BatchRow) else row for row in batch]
     return collate_tensor_fn(plain, collate_fn_map=collate_fn_map)
 
 
 def _in_order(batch: list[torch.Tensor], whole: torch.Tensor) -> bool:
-    """Whether ``batch`` is the rows of ``whole``, each in its place."""
+    """Whether ``batch`` is the rows of ``whole``, each in its place and as it was made
+    (a row cropped, cast or viewed otherwise by a ``collate_fn`` is not)."""
     base, step = whole.data_ptr(), whole.stride(0) * whole.element_size()
-    return all(row.data_ptr() == base + k * step for k, row in enumerate(batch))
+    shape, strides, dtype = whole.shape[1:], whole.stride()[1:], whole.dtype
+    return all(
+        row.data_ptr() == base + k * step and row.dtype == dtype and row.shape == shape and row.stride() == strides
+        for k, row in enumerate(batch)
+    )
 
 
 default_collate_fn_map[BatchRow] = collate_rows
+default_collate_fn_map[WholeItem] = collate_whole

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from torchloader._core.indices import as_index_array, check_index, is_batch
 from torchloader._core.layout import SampleLayout, storage_order
-from torchloader._core.shared_memory import new_shared
+from torchloader._core.shared_batches import take
 from torchloader.datasets._dataloader import batch_dataloader, getitems
 from torchloader.datasets._load_all import load_all
 from torchloader.datasets._preload_cache import PreloadCache
@@ -254,7 +254,7 @@ def _index_select(source: torch.Tensor, index: torch.Tensor, out: torch.Tensor |
         # In a worker, gather straight into shared memory, as torch's default_collate
         # does, so sending the batch to the main process copies nothing more.
         shape = (len(index), *stored.shape[1:])
-        storage = new_shared(math.prod(shape) * source.element_size())
+        storage = take(math.prod(shape) * source.element_size())  # a reused slot, see _core/shared_batches.py
         out = torch.empty(0, dtype=source.dtype).set_(storage, 0, shape).permute(inverse)
     if out is None:
         return torch.index_select(stored, 0, index).permute(inverse)

@@ -1,0 +1,101 @@
+"""A worker's batch slots: lent to the main process, taken again only once free.
+
+These run the lending in one process: what a worker does (``take``, ``send``) and what
+unpickling does in the main process (the reducer of the tensor ``send`` makes). The
+DataLoader tests in ``tests/datasets/test_plain_dataloader.py`` run it across processes.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+
+from torchloader._core import shared_batches
+from torchloader._core.shared_batches import MAX_SLOTS, lending, take
+
+
+@pytest.fixture(autouse=True)
+def fresh_pool(monkeypatch):
+    monkeypatch.setattr(shared_batches, "_POOL", None)
+
+
+def batch_in(storage, shape=(4, 3), dtype=torch.float32):
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
+def received(sent):
+    """What the main process unpickles from ``sent``."""
+    rebuild, args = sent.__reduce_ex__(2)
+    return rebuild(*args)
+
+
+def flag(storage, nbytes):
+    return shared_batches._flag(storage, nbytes).value
+
+
+def test_a_lent_batch_arrives_as_a_plain_tensor_with_its_values_and_layout():
+    with lending() as lent:
+        storage = take(4 * 3 * 4)
+        x = batch_in(storage).t().contiguous().t()  # a copy: not the slot
+        y = batch_in(storage)
+        y.copy_(torch.arange(12.0).view(4, 3))
+        sent = lent.send((y, x))
+    got_y, got_x = sent
+    assert got_x is x  # not a slot: sent as it is
+    out = received(got_y)
+    assert type(out) is torch.Tensor and out.tolist() == torch.arange(12.0).view(4, 3).tolist()
+    assert out.stride() == (3, 1) and out.dtype == torch.float32
+
+
+def test_a_slot_is_taken_again_only_after_every_view_of_its_batch_is_gone():
+    nbytes = 4 * 3 * 4
+    with lending() as lent:
+        first = take(nbytes)
+        out = received(lent.send(batch_in(first)))
+    view = out[1:].numpy()  # a NumPy view keeps the batch's lease too
+    del out
+    gc.collect()
+    assert flag(first, nbytes) == 1
+    with lending():
+        assert take(nbytes).data_ptr() != first.data_ptr()  # still lent: another slot
+    del view
+    assert flag(first, nbytes) == 0
+    with lending():
+        assert take(nbytes).data_ptr() == first.data_ptr()  # free again: the same memory
+
+
+def test_slots_that_were_not_sent_are_freed_when_the_read_ends():
+    nbytes = 64
+    with pytest.raises(ValueError), lending():
+        failed = take(nbytes)
+        raise ValueError("a file could not be read")
+    assert flag(failed, nbytes) == 0
+    with lending() as lent:
+        storage = take(nbytes)
+        part = lent.send(batch_in(storage, (4, 4))[:2])  # a batch cut down: copied out
+    assert part.untyped_storage().data_ptr() != storage.data_ptr() and flag(storage, nbytes) == 0
+
+
+def test_past_max_slots_lent_batches_get_fresh_shared_memory():
+    nbytes = 32
+    kept = []
+    for _ in range(MAX_SLOTS):
+        with lending() as lent:
+            kept.append(received(lent.send(batch_in(take(nbytes), (8,)))))
+    assert len(shared_batches._POOL.slots) == MAX_SLOTS
+    with lending():
+        fresh = take(nbytes)
+    assert fresh.is_shared() and fresh.data_ptr() not in {s.storage.data_ptr() for s in shared_batches._POOL.slots}
+    kept.clear()
+    with lending():
+        assert take(nbytes).data_ptr() in {s.storage.data_ptr() for s in shared_batches._POOL.slots}
+
+
+def test_outside_a_read_nothing_is_lent():
+    storage = take(16)
+    assert storage.is_shared() and shared_batches._POOL is None
+    with lending(False) as lent:
+        x = batch_in(take(16), (4,))
+        assert lent.send(x) is x and shared_batches._POOL is None
