@@ -191,14 +191,39 @@ def jpeg_section(data: str, work: str, epochs: int) -> list[Measurement]:
     tensor_ds = TensorDataset(preloaded.x, preloaded.y)
     labels = ds.labels
     budget = "256MiB"
-    plan: list = [
+    plan: list = []
+    for w in (0, 2):  # the one line users write, first
+        p = w > 0
+        plan += [
+            (
+                f"DataLoader(PathDataset), {w} workers",
+                "plain",
+                w,
+                lambda w=w, p=p: DataLoader(ds, BATCH, shuffle=True, num_workers=w, persistent_workers=p),
+            ),
+            (
+                f"DataLoader(PackedDataset), {w} workers",
+                "plain",
+                w,
+                lambda w=w, p=p: DataLoader(packed, BATCH, shuffle=True, num_workers=w, persistent_workers=p),
+            ),
+        ]
+    plan.append(
+        (
+            "DataLoader(PreloadedDataset), 0 workers",
+            "plain",
+            0,
+            lambda: DataLoader(preloaded, BATCH, shuffle=True),
+        )
+    )
+    plan.append(
         (
             "seed loader (Keras Sequence, literal), 0 workers",
             "seed",
             0,
             lambda: SeedSequence(ds.paths.astype(str), labels, BATCH, shuffle=True),
         )
-    ]
+    )
     for w in (0, 2):
         p = w > 0
         plan += [
@@ -215,12 +240,6 @@ def jpeg_section(data: str, work: str, epochs: int) -> list[Measurement]:
                 "ram-collate",
                 w,
                 lambda w=w, p=p: DataLoader(tensor_ds, BATCH, shuffle=True, num_workers=w, persistent_workers=p),
-            ),
-            (
-                f"DataLoader(PathDataset), per-sample collate, {w} workers",
-                "path-collate",
-                w,
-                lambda w=w, p=p: DataLoader(ds, BATCH, shuffle=True, num_workers=w, persistent_workers=p),
             ),
             (
                 f"PathDataset.dataloader(), {w} workers",
@@ -360,6 +379,12 @@ def small_section(data: str, epochs: int) -> list[Measurement]:
     for w in (0, 2):
         p = w > 0
         plan += [
+            (
+                f"DataLoader(PreloadedDataset), {w} workers",
+                "plain",
+                w,
+                lambda w=w, p=p: DataLoader(preloaded, BATCH, shuffle=True, num_workers=w, persistent_workers=p),
+            ),
             (
                 f"DataLoader(in-RAM TensorDataset), default collate, {w} workers",
                 "ram-collate",
