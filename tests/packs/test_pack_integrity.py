@@ -120,11 +120,11 @@ def test_a_shard_written_into_by_someone_else_is_refused_not_published(tmp_path,
     src = photos(tmp_path / "src", count=8)
     certify = pack_writer._certified_sha256
 
-    def clobbered(dst, path, blocks):  # another process zeroes rows after they were written
+    def clobbered(dst, path, *rest):  # another process zeroes rows after they were written (and hashed)
         with open(path, "r+b") as f:
             f.seek(-100, os.SEEK_END)
             f.write(bytes(100))
-        return certify(dst, path, blocks)
+        return certify(dst, path, *rest)
 
     monkeypatch.setattr(pack_writer, "_certified_sha256", clobbered)
     with pytest.raises(RuntimeError) as err:

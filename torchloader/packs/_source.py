@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
+
 from torchloader.datasets._folder import IMG_EXTENSIONS, find_classes
 from torchloader.datasets.path import PathDataset
+from torchloader.protocols import offers
 from torchloader.readers.arrays import NpyReader
 from torchloader.readers.image import ImageReader
 from torchloader.readers.resize import Resize
@@ -16,13 +19,48 @@ __all__ = ["PackSource", "open_source"]
 
 
 class PackSource:
-    """A ``PathDataset`` plus whether its samples are images (stored H x W x C)."""
+    """A ``PathDataset`` plus whether its samples are images (stored H x W x C).
+
+    ``read_into`` is the fast path of a pack worker: a JPEG that libjpeg-turbo can
+    decode exactly at the stored size goes straight into its row, the way
+    ``PathDataset.read_samples_into`` fills a batch. That holds with a ``Resize``
+    too: an image already of the size it resizes to comes out of it unchanged
+    (stretched or cropped, the box is the whole image), so decoding it in place
+    gives the same pixels. After ``_TRIES`` files in a row that do not fit (other
+    sizes, PNGs, CMYK JPEGs) it is tried on one sample in ``_RETRY`` only, until one
+    fits again, so that packing images that all need resizing rarely reads a file
+    twice, while an odd file among ones that fit costs nothing.
+    """
+
+    _TRIES, _RETRY = 8, 64
 
     def __init__(self, dataset: PathDataset, images: bool) -> None:
         self.dataset = dataset
         self.images = images
         self.labels = dataset.labels
         self.classes = dataset.classes
+        transform = dataset.transform
+        direct = transform is None or type(transform) is Resize
+        self._into = dataset.reader.read_into if images and direct and offers(dataset.reader, "read_into") else None
+        self._misses = 0  # samples since the last one decoded in place
+
+    def read_into(self, index: int, out: np.ndarray) -> bool:
+        """Decode sample ``index`` straight into the ``H x W x C`` array ``out`` where
+        that gives ``ds[index]``'s pixels exactly, and return True; else return False
+        (``out`` may then hold anything): a file that does not fit, or that fails,
+        is then read the ordinary way, which also words its error."""
+        if self._into is None:
+            return False
+        self._misses += 1  # samples since the last one that fitted
+        if self._misses > self._TRIES and self._misses % self._RETRY:
+            return False
+        try:
+            done = self._into(self.dataset.path(index), out)
+        except Exception:
+            done = False
+        if done:
+            self._misses = 0
+        return done
 
     def __len__(self) -> int:
         return len(self.dataset)
