@@ -5,6 +5,9 @@
   (like an ImageNet-style tree: files stored sorted by class).
 - ``grey28/<class>/<i>.png``: ``--n-small`` (default 20,000) 28x28 greyscale crops,
   the per-sample-overhead case (tiny files where Python work per sample dominates).
+- ``mixed/<class>/<i>.jpg`` (:func:`make_mixed_set`, ``--mixed``): photos of every
+  size, as a real folder holds: 4,000 crops whose longest side is drawn from 100 to
+  500 px and whose shorter side is 0.5 to 1 times it, either orientation, quality 90.
 
 A finished set is marked by ``DONE`` holding its parameters; a re-run with the same
 parameters does nothing, so the runner and the peers can call it cheaply.
@@ -58,6 +61,43 @@ def make_set(root: str, n: int, *, size: int, grey: bool, classes: int, seed: in
     return root
 
 
+def _mixed_crops(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    photos = load_sample_images().images  # 427 x 640 each
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        long = int(rng.integers(100, 501))
+        short = max(1, round(long * rng.uniform(0.5, 1.0)))
+        h, w = (long, short) if rng.random() < 0.5 else (short, long)
+        if h > photo.shape[0]:  # a portrait taller than the photo: lay it down
+            h, w = min(w, photo.shape[0]), h
+        top = rng.integers(0, photo.shape[0] - h + 1)
+        left = rng.integers(0, photo.shape[1] - w + 1)
+        yield i, photo[top : top + h, left : left + w]
+
+
+def make_mixed_set(root: str, n: int = 4000, *, classes: int = 10, seed: int = 0) -> str:
+    """``n`` JPEGs of every size from 100 to 500 px under ``root/<class>/``; idempotent."""
+    params = {"n": n, "mixed": [100, 500], "classes": classes, "seed": seed}
+    done = os.path.join(root, "DONE")
+    if os.path.exists(done):
+        with open(done) as f:
+            if json.load(f) == params:
+                return root
+        shutil.rmtree(root)
+    tmp = root + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for c in range(classes):
+        os.makedirs(os.path.join(tmp, f"class{c:02d}"))
+    for i, crop in _mixed_crops(n, seed):
+        folder = os.path.join(tmp, f"class{i * classes // n:02d}")
+        Image.fromarray(crop).save(os.path.join(folder, f"{i:06d}.jpg"), quality=90)
+    with open(os.path.join(tmp, "DONE"), "w") as f:
+        json.dump(params, f)
+    os.replace(tmp, root)
+    return root
+
+
 def make_data(out: str, n: int = 20_000, n_small: int = 20_000, classes: int = 10) -> dict[str, str]:
     """Both sets under ``out``; returns ``{"jpeg128": path, "grey28": path}``."""
     os.makedirs(out, exist_ok=True)
@@ -73,9 +113,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--n-small", type=int, default=20_000)
     parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--mixed", type=int, default=0, help="also this many JPEGs of every size (mixed/)")
     args = parser.parse_args()
     for name, path in make_data(args.out, args.n, args.n_small, args.classes).items():
         print(f"{name}: {path}")
+    if args.mixed:
+        print(f"mixed: {make_mixed_set(os.path.join(args.out, 'mixed'), args.mixed, classes=args.classes)}")
 
 
 if __name__ == "__main__":

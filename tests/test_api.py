@@ -51,6 +51,8 @@ def test_every_public_class_pickles(tmp_path):
     objects.append(torchloader.PoorShuffleWarning("w"))
     objects.append(torchloader.ShuffleQuality(label_entropy=0.5, spread=0.9, samples=10))
     objects.append(torchloader.TransformError("t", index=1, skippable=False))
+    objects.append(torchloader.RandomResizedCrop(8, scale=(0.5, 1.0)))
+    objects.append(torchloader.CenterCrop(8, resize=10))
     classes = {
         name
         for name in torchloader.__all__

@@ -9,6 +9,8 @@
 - :class:`DeviceLoader`: copies the next batch to the GPU while the model works.
 - :func:`pack` and :class:`PackedDataset`: decode once into shards, then memory-map.
 - :func:`from_sequence`: a Keras-style ``Sequence`` inside a torch ``DataLoader``.
+- :class:`RandomResizedCrop` and :class:`CenterCrop`: crops applied while images decode
+  (``PathDataset(..., decode=...)``), so folders of every size feed the fast paths.
 - :class:`ErrorLog`: the samples ``on_error="skip"`` left out of their batches.
 - :class:`SupportsGather` and the other protocols: what a dataset of your own can offer
   so that the loaders take their fast paths for it.
@@ -43,12 +45,14 @@ from torchloader.protocols import (
 )
 from torchloader.readers._files import NotRegularFileError
 from torchloader.readers.arrays import NpyReader, NpzReader, PtReader
+from torchloader.readers.crops import CenterCrop, RandomResizedCrop
 from torchloader.readers.image import ImageReader
 from torchloader.readers.resize import Resize
 from torchloader.readers.suffix import SuffixReader
 from torchloader.tools.report import inspect_data
 
 __all__ = [
+    "CenterCrop",
     "ChunkedLoader",
     "ChunkedSampler",
     "DeviceLoader",
@@ -67,6 +71,7 @@ __all__ = [
     "PoorShuffleWarning",
     "PreloadedDataset",
     "PtReader",
+    "RandomResizedCrop",
     "Resize",
     "SampleLoadError",
     "ShuffleQuality",

@@ -47,6 +47,7 @@ from torchloader.errors import TransformError
 
 __all__ = [
     "apply_transform",
+    "draw_seed",
     "in_worker",
     "mark_worker",
     "reading_batch",
@@ -143,6 +144,23 @@ def seeded(function: Callable[..., T], value: Any, index: int, *, stream: int = 
             torch.default_generator.set_state(torch_state)
             np.random.seed(carry_on >> 32)
             random.seed(carry_on)
+
+
+def draw_seed(index: int, stream: int) -> int:
+    """A seed for sample ``index``'s own generator (a decode spec's crop): from
+    ``(seed, epoch, index, stream)`` where the loader said which epoch this thread
+    reads; else drawn from torch's global generator, as a torchvision transform
+    would draw (fresh in each of torch's workers, and in each epoch of theirs).
+
+    Example:
+        >>> with reading_epoch(0, 3):
+        ...     draw_seed(7, 3) == sample_seed(0, 3, 7, 3)
+        True
+    """
+    key = getattr(_context, "key", None)
+    if key is not None:
+        return sample_seed(key[0], key[1], index, stream)
+    return int(torch.randint(0, 2**63 - 1, ()).item())
 
 
 def apply_transform(transform: Callable[..., T], value: Any, index: int, path: Any, *, target: bool = False) -> T:

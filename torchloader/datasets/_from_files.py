@@ -46,7 +46,7 @@ class FromFiles:
             allow_empty: accept class folders without matching files.
             allow_nested_only: accept a root that looks one level too high
                 (``root/train/cat/1.jpg``; see ``torchloader.datasets._folder.scan_folder``).
-            reader, **options: as for ``PathDataset`` (``transform``,
+            reader, **options: as for ``PathDataset`` (``transform``, ``decode``,
                 ``target_transform``, ``on_error``, ``max_skipped``).
         Raises FileNotFoundError (no folder, no class folders or files, an empty class)
         or ValueError (a ``torchloader pack`` folder in the tree, a root too high).
@@ -60,7 +60,8 @@ class FromFiles:
         classes, paths, labels = scan_folder(
             root, extensions, allow_empty=allow_empty, allow_nested_only=allow_nested_only
         )
-        reader = SuffixReader() if reader is None else reader
+        if reader is None and options.get("decode") is None:  # (decode=...: an ImageReader)
+            reader = SuffixReader()
         return cls(paths, np.asarray(labels, dtype=np.int64), reader=reader, classes=classes, **options)
 
     @classmethod

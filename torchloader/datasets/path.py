@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from torchloader._core.indices import as_index_array, check_index, is_batch
 from torchloader._core.layout import stored_view
-from torchloader._core.randomness import apply_transform, reading_batch
+from torchloader._core.randomness import apply_transform, draw_seed, reading_batch
 from torchloader._core.samples import ShapeMismatch, describe
 from torchloader._core.shared_arrays import share, unshare
 from torchloader.datasets._batch import read_batch
@@ -31,7 +31,9 @@ from torchloader.datasets._labels import encode_labels
 from torchloader.error_log import ErrorLog, SkippedSample, SkippedSlots, check_on_error, skip_limit
 from torchloader.errors import SampleLoadError
 from torchloader.protocols import offers
+from torchloader.readers._cropped import check_decode, decode_cropped, output_shape
 from torchloader.readers._tensor import to_tensor
+from torchloader.readers.image import ImageReader
 from torchloader.readers.suffix import Reader, SuffixReader
 
 __all__ = ["PathDataset"]
@@ -49,6 +51,12 @@ class PathDataset(FromFiles, Dataset):
         reader: ``reader(path) -> Tensor | ndarray``; by default chosen by suffix
             (images to ``uint8`` ``C x H x W``, ``.npy``, ``.npz``, ``.pt``).
         transform: applied to the loaded tensor.
+        decode: a crop applied while each image is decoded (``RandomResizedCrop(128)``,
+            ``CenterCrop(128, resize=146)``): images of any size come out as samples of
+            one size, in every fast path; ``reader`` is then an ``ImageReader`` (default
+            ``ImageReader()``, RGB). Random crops are a function of ``(seed, epoch,
+            index)`` under ``ds.dataloader()`` and ``ChunkedLoader``; elsewhere they
+            draw from torch's global generator, as torchvision's transforms do.
         target_transform: applied to the label (an ``int64`` tensor).
         classes: class names, index = label, when ``labels`` are integers.
         on_error: ``"raise"`` (default): a file that cannot be read raises
@@ -81,6 +89,7 @@ class PathDataset(FromFiles, Dataset):
         reader: Reader | None = None,
         transform: Callable[[torch.Tensor], Any] | None = None,
         target_transform: Callable[[torch.Tensor], Any] | None = None,
+        decode: Any = None,
         classes: Sequence[str] | None = None,
         on_error: str = "raise",
         max_skipped: float | int | None = 0.1,
@@ -102,6 +111,9 @@ class PathDataset(FromFiles, Dataset):
             raise TypeError(f"reader must be callable (got {type(reader).__name__})")
         self.transform = transform
         self.target_transform = target_transform
+        self.decode = check_decode(decode, reader) if decode is not None else None
+        if decode is not None and reader is None:
+            self.reader = ImageReader()
 
     @property
     def class_to_idx(self) -> dict[str, int] | None:
@@ -165,11 +177,12 @@ class PathDataset(FromFiles, Dataset):
         """
         slots = range(len(indices)) if slots is None else slots
         stored = stored_view(out, torch.uint8, channels_last=True)
-        direct = stored is not None and self.transform is None and offers(self.reader, "read_into")
+        into = self.decode is not None or offers(self.reader, "read_into")
+        direct = stored is not None and self.transform is None and into
         for slot, index in zip(slots, indices):
             path = os.fsdecode(self.paths[index])
             try:
-                if direct and _decode_into(self.reader.read_into, index, path, stored[slot]):  # type: ignore
+                if direct and _decode_into(self._read_into, index, path, stored[slot]):  # type: ignore
                     continue
                 x = self._load(index, path)
             except SampleLoadError as exc:
@@ -222,9 +235,23 @@ class PathDataset(FromFiles, Dataset):
             self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, reports_skipped=True, **kwargs
         )
 
+    def _read_into(self, index: int, path: str, slot: np.ndarray) -> bool:
+        """Decode sample ``index`` straight into ``slot`` (``H x W x C``) where that is exact."""
+        if self.decode is None:
+            return self.reader.read_into(path, slot)  # type: ignore[attr-defined]
+        if slot.shape != output_shape(self.decode, self.reader) or slot.dtype != np.uint8:
+            return False  # read as ds[i] is, and the mismatch reported
+        decode_cropped(self.reader, path, self.decode, draw_seed(index, 3), slot)
+        return True
+
     def _load(self, index: int, path: str) -> Any:
         try:
-            x = to_tensor(self.reader(path))
+            if self.decode is not None:
+                out = np.empty(output_shape(self.decode, self.reader), np.uint8)
+                decode_cropped(self.reader, path, self.decode, draw_seed(index, 3), out)
+                x = torch.from_numpy(out).permute(2, 0, 1)
+            else:
+                x = to_tensor(self.reader(path))
         except Exception as exc:
             hint = _ALONE_HINT if self.on_error == "skip" else ""
             raise SampleLoadError.from_exception(index, path, exc, hint=hint) from exc
@@ -250,7 +277,8 @@ class PathDataset(FromFiles, Dataset):
         labels = "None" if self.labels is None else f"{len(np.unique(self.labels))} values"
         classes = "" if self.classes is None else f", classes={len(self.classes)}"
         on_error = "" if self.on_error == "raise" else f", on_error={self.on_error!r}"
-        return f"PathDataset(n={len(self)}, labels={labels}{classes}, reader={self.reader!r}{on_error})"
+        decode = "" if self.decode is None else f", decode={self.decode!r}"
+        return f"PathDataset(n={len(self)}, labels={labels}{classes}, reader={self.reader!r}{decode}{on_error})"
 
 
 _ALONE_HINT = (
@@ -260,9 +288,9 @@ _ALONE_HINT = (
 )
 
 
-def _decode_into(decode: Callable[[str, np.ndarray], bool], index: int, path: str, slot: np.ndarray) -> bool:
+def _decode_into(decode: Callable[[int, str, np.ndarray], bool], index: int, path: str, slot: np.ndarray) -> bool:
     try:
-        return decode(path, slot)
+        return decode(index, path, slot)
     except Exception as exc:
         raise SampleLoadError.from_exception(index, path, exc) from exc
 
