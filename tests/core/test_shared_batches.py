@@ -8,6 +8,9 @@ DataLoader tests in ``tests/datasets/test_plain_dataloader.py`` run it across pr
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -19,6 +22,7 @@ from torchloader._core.shared_batches import MAX_SLOTS, lending, take
 @pytest.fixture(autouse=True)
 def fresh_pool(monkeypatch):
     monkeypatch.setattr(shared_batches, "_POOL", None)
+    monkeypatch.setattr(shared_batches, "_MAPPED", {})
 
 
 def batch_in(storage, shape=(4, 3), dtype=torch.float32):
@@ -99,3 +103,55 @@ def test_outside_a_read_nothing_is_lent():
     with lending(False) as lent:
         x = batch_in(take(16), (4,))
         assert lent.send(x) is x and shared_batches._POOL is None
+
+
+def trip(nbytes=16, shape=(4,)):
+    """One batch sent from a slot: (its storage, what went over, the tensor received)."""
+    with lending() as lent:
+        storage = take(nbytes)
+        batch = batch_in(storage, shape)
+        batch.copy_(torch.arange(float(shape[0])))
+        rebuild, args = lent.send(batch).__reduce_ex__(2)
+    return storage, args, rebuild(*args)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="slots are mapped once where exited workers can be told apart")
+def test_a_slots_memory_crosses_once_and_later_batches_name_it():
+    storage, args, first = trip()
+    token, storage_sent = args[0], args[2]
+    assert storage_sent is storage and token in shared_batches._MAPPED
+    del first  # the slot is free again: the next batch goes into it
+    again, args, second = trip()
+    assert again.data_ptr() == storage.data_ptr() and args[0] == token and args[2] is None  # the token alone
+    assert second.tolist() == [0.0, 1.0, 2.0, 3.0] and second.data_ptr() == storage.data_ptr()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="slots are mapped once where exited workers can be told apart")
+def test_a_dropped_slot_is_named_in_the_next_batch_and_forgotten():
+    kept = []
+    for _ in range(MAX_SLOTS):  # every slot sent once, then all free
+        kept.append(trip()[2])
+    tokens = set(shared_batches._MAPPED)
+    kept.clear()
+    _, args, _ = trip(nbytes=8, shape=(2,))  # another size: a free slot makes room for it
+    dropped = args[7]
+    assert len(dropped) == 1 and dropped[0] in tokens and dropped[0] not in shared_batches._MAPPED
+    assert len(shared_batches._MAPPED) == MAX_SLOTS
+
+
+@pytest.mark.skipif(os.name != "posix", reason="slots are mapped once where exited workers can be told apart")
+def test_the_slots_of_an_exited_worker_are_let_go():
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    shared_batches._MAPPED["gone"] = (exited.pid, torch.UntypedStorage(8))
+    kept = trip()[2]  # a new slot arrives: exited workers' slots are looked for
+    assert "gone" not in shared_batches._MAPPED and len(shared_batches._MAPPED) == 1
+    shared_batches._MAPPED["gone"] = (exited.pid, torch.UntypedStorage(8))
+    shared_batches._SWEPT[0] = 0.0
+    del kept  # a batch let go: looked for too (at most twice a second)
+    assert "gone" not in shared_batches._MAPPED and len(shared_batches._MAPPED) == 1
+
+
+def test_a_batch_naming_a_slot_this_process_does_not_map_is_refused():
+    with pytest.raises(RuntimeError, match="no longer maps"):
+        shared_batches._received("unknown", 1, None, 16, torch.float32, (4,), (1,), [])

@@ -204,6 +204,37 @@ def test_batches_kept_from_workers_never_change(folder, kind, monkeypatch):
     assert len(leases) > 2 * shared_batches.MAX_SLOTS  # more than the workers' slots: slots were reused
 
 
+class CountingMap(dict):
+    """``shared_batches._MAPPED`` counting the slots whose memory reached this process."""
+
+    def __init__(self):
+        super().__init__()
+        self.mapped = 0
+
+    def __setitem__(self, key, value):
+        self.mapped += 1
+        super().__setitem__(key, value)
+
+
+@pytest.mark.skipif(not shared_batches._CACHES, reason="every batch carries its storage here")
+def test_a_workers_slot_crosses_to_the_main_process_once_and_goes_when_the_worker_does(folder, monkeypatch):
+    # Sending shared memory opens a socket connection per storage (NOTE [ reused shared
+    # batches ]): a slot's memory is sent once, later batches name it.
+    monkeypatch.setattr(shared_batches, "_MAPPED", CountingMap())
+    ds = make("preloaded", folder)
+    loader = DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context="fork", persistent_workers=True)
+    want = [tuple(t.clone() for t in batch) for batch in DataLoader(one_by_one(ds), batch_size=2)]
+    try:
+        epochs = [[tuple(t.clone() for t in batch) for batch in loader] for _ in range(4)]
+    finally:
+        loader._iterator._shutdown_workers()
+    assert all(same(epoch, want) for epoch in epochs)
+    slots = 2 * shared_batches.MAX_SLOTS * 2  # workers x slots x (x, y)
+    assert shared_batches._MAPPED.mapped <= slots < 4 * len(want) * 2  # fewer than the storages sent
+    shared_batches._sweep()
+    assert not shared_batches._MAPPED  # the workers are gone: so are their slots here
+
+
 def test_a_row_is_a_plain_tensor_to_everything_else():
     ds = PreloadedDataset(torch.arange(12, dtype=torch.float32).view(3, 4))
     row = ds.__getitems__([2, 0])[0]

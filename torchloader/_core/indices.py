@@ -50,7 +50,12 @@ def as_index_array(indices: Any, length: int) -> np.ndarray:
             f"(got {array.dtype} with shape {array.shape})"
         )
     array = array.astype(np.int64, copy=False)
-    if array.size and (array.min() < -length or array.max() >= length):
+    if not array.size:
+        return array
+    low, high = array.min(), array.max()
+    if low >= 0 and high < length:  # the common case: one pass less
+        return array
+    if low < -length or high >= length:
         bad = array[(array < -length) | (array >= length)][0]
         raise IndexError(f"index {bad} is out of range for {length} samples")
     return np.where(array < 0, array + length, array)

@@ -20,6 +20,17 @@ once. A batch you keep keeps its slot; the worker then takes another, up to
 for a read that did not send it (an error, a batch cut down) is freed by
 :func:`lending` when the read ends.
 
+A slot's memory crosses to the main process once. Sending shared memory means sending
+its file descriptor, which Python's resource sharer does over a new authenticated
+socket connection each time: 1.5 ms a batch in the main process here (two storages,
+``x`` and ``y``), more than gathering the batch from a warm pack. So a slot carries a
+random token; its first trip carries the storage too, which the main process keeps
+under the token (``_MAPPED``), and later trips carry the token alone. The worker says
+in its next batch which slots it dropped (a slot of another size taking their place),
+and the main process lets go of the slots of workers that have exited, looking when a
+new slot arrives and, at most twice a second, when a batch is let go (POSIX; elsewhere
+every trip carries the storage).
+
 Example (in a DataLoader worker; elsewhere :func:`take` gives fresh storage)::
 
     with lending() as lent:
@@ -33,6 +44,9 @@ import contextlib
 import contextvars
 import ctypes
 import os
+import secrets
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,12 +64,14 @@ _TAIL = 64  # bytes after a slot's data: its in-use flag (an int32), 64-byte ali
 class _Slot:
     """A shared storage of ``nbytes`` data bytes and a flag: 1 while a batch in it is lent."""
 
-    __slots__ = ("flag", "nbytes", "storage")
+    __slots__ = ("flag", "nbytes", "sent", "storage", "token")
 
     def __init__(self, nbytes: int) -> None:
         self.storage = new_shared(nbytes + _TAIL)
         self.nbytes = nbytes
         self.flag = _flag(self.storage, nbytes)
+        self.token = secrets.token_hex(8)  # names the slot to the main process
+        self.sent = False  # whether its storage went to the main process already
 
 
 def _flag(storage: torch.UntypedStorage, nbytes: int) -> ctypes.c_int32:
@@ -68,6 +84,8 @@ class _Pool:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.slots: list[_Slot] = []
+        self.dropped: list[str] = []  # tokens of slots sent and dropped since the last send
+        self.lock = threading.Lock()  # batches are pickled in the queue's feeder thread
 
     def take(self, nbytes: int) -> _Slot | None:
         """A free slot of ``nbytes``, marked taken; None where ``MAX_SLOTS`` are all lent."""
@@ -80,6 +98,9 @@ class _Pool:
             if not free:
                 return None
             self.slots.remove(free[0])  # a free slot of another size (the last, short batch)
+            if free[0].sent:
+                with self.lock:
+                    self.dropped.append(free[0].token)
         slot = _Slot(nbytes)
         slot.flag.value = 1
         self.slots.append(slot)
@@ -173,7 +194,14 @@ class _Lent(torch.Tensor):
     _slot: _Slot
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        args = (self._slot.storage, self._slot.nbytes, self.dtype, tuple(self.shape), self.stride())
+        slot = self._slot
+        storage = None if slot.sent and _CACHES else slot.storage
+        slot.sent = True
+        dropped: list[str] = []
+        if _POOL is not None and _POOL.dropped:
+            with _POOL.lock:
+                dropped, _POOL.dropped = _POOL.dropped, []
+        args = (slot.token, os.getpid(), storage, slot.nbytes, self.dtype, tuple(self.shape), self.stride(), dropped)
         return (_received, args)
 
 
@@ -193,9 +221,66 @@ class _Lease:
 
     def __del__(self) -> None:
         self.flag.value = 0
+        if _MAPPED and time.monotonic() - _SWEPT[0] >= 0.5:
+            _sweep()
 
 
-def _received(storage: torch.UntypedStorage, nbytes: int, dtype: torch.dtype, shape: tuple, stride: tuple) -> Any:
+# In the main process: the slots that reached it, token -> (the worker's pid, storage)
+_MAPPED: dict[str, tuple[int, torch.UntypedStorage]] = {}
+_MAPPED_LOCK = threading.Lock()  # (torch's pin-memory thread unpickles batches too)
+_CACHES = os.name == "posix"  # where an exited worker can be told apart (os.kill(pid, 0))
+
+
+def _received(
+    token: str,
+    pid: int,
+    storage: torch.UntypedStorage | None,
+    nbytes: int,
+    dtype: torch.dtype,
+    shape: tuple,
+    stride: tuple,
+    dropped: list[str],
+) -> Any:
     """In the main process: a plain tensor over the slot, holding its lease."""
+    with _MAPPED_LOCK:
+        for gone in dropped:
+            _MAPPED.pop(gone, None)
+        if storage is None:
+            try:
+                storage = _MAPPED[token][1]
+            except KeyError:
+                raise RuntimeError(
+                    f"a DataLoader worker (pid {pid}) sent a batch in a shared slot this process no longer "
+                    f"maps; this is a torchloader bug, please report it"
+                ) from None
+        elif _CACHES:
+            _forget_exited(keep=pid)
+            _MAPPED[token] = (pid, storage)
     data = torch.from_numpy(np.asarray(_Lease(storage, nbytes)))
     return data.view(dtype).as_strided(shape, stride)
+
+
+_SWEPT = [0.0]  # when _sweep last looked
+
+
+def _sweep() -> None:
+    """Forget exited workers' slots, unless this thread is inside :func:`_received` (a
+    lease can die anywhere a garbage collection runs)."""
+    if _MAPPED_LOCK.acquire(blocking=False):
+        try:
+            _SWEPT[0] = time.monotonic()
+            _forget_exited(keep=None)
+        finally:
+            _MAPPED_LOCK.release()
+
+
+def _forget_exited(keep: int | None) -> None:
+    """Let go of the slots of workers that have exited (a new slot has arrived)."""
+    for pid in {pid for pid, _ in _MAPPED.values()} - {keep}:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            for token in [t for t, (p, _) in _MAPPED.items() if p == pid]:
+                del _MAPPED[token]
+        except PermissionError:  # alive, as another user: not our worker, but not gone
+            pass

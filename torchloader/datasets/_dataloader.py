@@ -126,6 +126,8 @@ def getitems(dataset: MapDataset, indices: Any) -> list[Any]:
     if len(indices) > 1 and _reads_as_stored(dataset) and dataset not in _ONE_BY_ONE:
         whole = _default_collate_next(sys._getframe(1))
         try:
+            if whole and not in_worker:  # nothing to lend, nothing for the read to know: bare
+                return [WholeItem(dataset[indices])]
             with for_collate(whole), lending(whole and in_worker) as lent:
                 batch = dataset[indices]
                 if whole:

@@ -245,15 +245,18 @@ def _index_select(source: torch.Tensor, index: torch.Tensor, out: torch.Tensor |
     # index_select, not source[index]: advanced indexing measured 5.8x slower here.
     # On the stored order: rows of a channels-last tensor are then plain memory
     # copies, not an element-by-element transposition (measured 3x slower).
+    in_worker = get_worker_info() is not None
+    if out is None and not in_worker and source.is_contiguous():  # the common case, bare (28x28: 9.6x -> 10x)
+        return torch.index_select(source, 0, index)
     order = storage_order(source)
     if order is None:
         order = list(range(source.ndim))
     stored = source.permute(order)
     inverse = [order.index(d) for d in range(source.ndim)]
-    if out is None and get_worker_info() is not None:
+    if out is None and in_worker:
         # In a worker, gather straight into shared memory, as torch's default_collate
         # does, so sending the batch to the main process copies nothing more.
-        shape = (len(index), *stored.shape[1:])
+        shape = (index.shape[0], *stored.shape[1:])  # (len() of a tensor is a Python call)
         storage = take(math.prod(shape) * source.element_size())  # a reused slot, see _core/shared_batches.py
         out = torch.empty(0, dtype=source.dtype).set_(storage, 0, shape).permute(inverse)
     if out is None:
