@@ -12,9 +12,11 @@ With no arguments it writes scikit-learn's handwritten digits as PNG files in ``
     python examples/train.py --data ~/scraped --mode chunked --on-error skip --error-report bad.csv
     torchrun --nproc_per_node=2 examples/train.py --mode chunked   # DDP: gloo on CPU, nccl on GPUs
 
-``--data DIR``: images of any size, read as RGB and resized by ``Resize`` as ``pack`` resizes them; ``DIR/train``
-and ``DIR/test`` if both exist, else a seeded 80/20 split. ``--on-error skip`` leaves unreadable files out of their
-batches and lists them (``--error-report FILE``: as CSV). Under ``torchrun`` each loader reads its rank's share.
+``--data DIR``: images of any size, read as RGB; ``--mode path`` and ``chunked`` crop them as they decode (random
+resized crops and flips to train, centre crops to test; ``--augment none``: resized as ``pack`` resizes them, as the
+other modes do). ``DIR/train`` and ``DIR/test`` if both exist, else a seeded 80/20 split. ``--on-error skip`` leaves
+unreadable files out of their batches and lists them (``--error-report FILE``: as CSV). Under ``torchrun`` each
+loader reads its rank's share.
 """
 
 from __future__ import annotations
@@ -32,7 +34,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
-from torchloader import ChunkedLoader, ImageReader, PackedDataset, PathDataset, PreloadedDataset, Resize, pack
+from torchloader import (
+    CenterCrop,
+    ChunkedLoader,
+    ImageReader,
+    PackedDataset,
+    PathDataset,
+    PreloadedDataset,
+    RandomResizedCrop,
+    Resize,
+    pack,
+)
 
 
 class Net(nn.Module):
@@ -101,15 +113,21 @@ def split(n: int, seed: int) -> tuple[list[int], list[int]]:
 
 
 def path_datasets(args: argparse.Namespace) -> tuple[PathDataset, PathDataset]:
-    """Train and test ``PathDataset``: the paths in RAM, each image read and resized when asked for."""
-    options = dict(transform=Resize(args.image_size), on_error=args.on_error, max_skipped=args.max_skipped)
-    options["reader"] = ImageReader(args.image_mode)
+    """Train and test ``PathDataset``: the paths in RAM, each image read and cropped (or resized) when asked for."""
+    options = dict(reader=ImageReader(args.image_mode), on_error=args.on_error, max_skipped=args.max_skipped)
+    size = args.image_size
+    if args.augment == "crop" and args.mode in ("path", "chunked"):  # crops as they decode: any image size in
+        train_how, test_how = dict(decode=RandomResizedCrop(size)), dict(decode=CenterCrop(size, resize=size * 8 // 7))
+    else:
+        train_how = test_how = dict(transform=Resize(size))
     train_dir, test_dir = folders(args)
     if test_dir is None:  # two datasets, not Subsets: each with its own dataloader() and errors
-        full = PathDataset.from_folder(train_dir, **options)
-        parts = split(len(full), args.seed)
-        return tuple(PathDataset(full.paths[i], full.labels[i], classes=full.classes, **options) for i in parts)
-    train, test = PathDataset.from_folder(train_dir, **options), PathDataset.from_folder(test_dir, **options)
+        full = PathDataset.from_folder(train_dir)
+        (a, b), classes = split(len(full), args.seed), full.classes
+        train = PathDataset(full.paths[a], full.labels[a], classes=classes, **options, **train_how)
+        return train, PathDataset(full.paths[b], full.labels[b], classes=classes, **options, **test_how)
+    train = PathDataset.from_folder(train_dir, **options, **train_how)
+    test = PathDataset.from_folder(test_dir, **options, **test_how)
     if test.classes != train.classes:
         raise ValueError(f"'{train_dir}' has classes {train.classes} but '{test_dir}' has {test.classes}")
     return train, test
@@ -237,7 +255,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--batch-size", type=int, default=64)
     add("--lr", type=float, default=1e-3, help="Adam learning rate")
     add("--workers", type=int, default=0, help="loader worker processes")
-    add("--image-size", type=int, default=28, help="images are resized to SxS")
+    add("--image-size", type=int, default=28, help="images are cropped or resized to SxS")
+    add("--augment", choices=("crop", "none"), help="--data, --mode path/chunked: crop (default) or resize images")
     add("--ram-budget", default="256KiB", help="--mode chunked/packed: bytes for the RAM chunks, e.g. 256KiB, 2GiB")
     add("--block-size", type=int, default=4, help="--mode packed: samples per contiguous read inside a chunk")
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -250,6 +269,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--on-error skip needs --mode path, chunked or packed (preload reads every file up front)")
     # The digits are grey; a user's folder is read as RGB, so that grey, palette and RGBA files batch together.
     args.image_mode = "L" if args.data is None else "RGB"
+    args.augment = args.augment or ("none" if args.data is None else "crop")
     return args
 
 

@@ -15,6 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
+from torchloader import CenterCrop, RandomResizedCrop
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 TRAIN = EXAMPLES / "train.py"
@@ -175,6 +177,26 @@ def test_a_user_folder_of_rgb_images_of_any_size_trains(mode, user_folder):
     assert len(result["history"]) == 1
 
 
+def test_a_user_folder_trains_on_random_crops_and_tests_on_centre_crops(user_folder):
+    args = te.parse_args(["--data", str(user_folder), "--image-size", "16"])
+    train_loader, test_loader, _ = te.path_loaders(args)
+    train, test = train_loader.dataset, test_loader.dataset
+    assert isinstance(train.decode, RandomResizedCrop) and train.decode.size == (16, 16) and train.transform is None
+    assert isinstance(test.decode, CenterCrop) and test.decode.size == (16, 16) and test.decode.resize == 18
+    # images of every size come out 16 x 16; a test sample is the same each time, a train sample varies by epoch
+    assert {tuple(train[i][0].shape) for i in range(len(train))} == {(3, 16, 16)}
+    assert torch.equal(test[0][0], test[0][0])
+    in_order, epochs = train.dataloader(4, shuffle=False), []
+    for epoch in range(2):
+        in_order.sampler.set_epoch(epoch)
+        epochs.append(torch.cat([x.flatten() for x, _ in in_order]))
+    assert not torch.equal(epochs[0], epochs[1])  # the same samples in the same order, cropped anew
+
+    resized = te.parse_args(["--data", str(user_folder), "--image-size", "16", "--augment", "none"])
+    assert te.path_datasets(resized)[0].decode is None
+    assert te.parse_args(["--image-size", "8"]).augment == "none"  # the digits: resized, as before
+
+
 def test_a_user_folder_with_train_and_test_folders_keeps_that_split(user_folder, tmp_path):
     split = tmp_path / "split"
     for part, files in [("train", ["0.png", "1.png", "2.png"]), ("test", ["3.png"])]:
@@ -237,7 +259,7 @@ def test_resize_keeps_channels_and_dtype():
 
 def test_path_mode_reads_the_pixels_packed_mode_trains_on(user_folder):
     # the same split, the same resize: --mode path and --mode packed train on the same data
-    args = te.parse_args(["--data", str(user_folder), "--image-size", "16"])
+    args = te.parse_args(["--data", str(user_folder), "--image-size", "16", "--augment", "none"])
     path_train, path_test, path_classes = te.path_loaders(args)
     packed_train, packed_test, packed_classes = te.packed_loaders(args)
     packed_train.close()
@@ -274,7 +296,8 @@ def test_digits_py_run_as_a_script_reuses_a_complete_folder(digits):
 
 def test_the_training_example_stays_short():
     # one short loader function per mode, read top to bottom: no data plumbing of its own
-    assert len(TRAIN.read_text().splitlines()) <= 300
+    # (320: the import of nine names takes a line each, and the crops of --data need five)
+    assert len(TRAIN.read_text().splitlines()) <= 320
 
 
 @pytest.mark.cuda

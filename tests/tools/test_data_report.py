@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from torchloader import PackedDataset, SampleLoadError, pack
@@ -22,8 +23,7 @@ def images(tmp_path):
     for c, count in (("cat", 6), ("dog", 3)):
         (root / c).mkdir(parents=True)
         for i in range(count):
-            size = (12, 10) if i else (16, 10)  # one image of another size per class
-            Image.fromarray(np.full((*size, 3), i, np.uint8)).save(root / c / f"{i}.png")
+            Image.fromarray(np.full((12, 10, 3), i, np.uint8)).save(root / c / f"{i}.png")
     return root
 
 
@@ -44,14 +44,14 @@ def test_an_image_folder_that_fits_is_to_be_preloaded(images):
     report = inspect_data(images)
     assert (report.kind, report.samples, report.classes) == ("images", 9, 2)
     assert report.class_counts == {"cat": 6, "dog": 3}
-    assert report.shapes == [[3, 12, 10], [3, 16, 10]]
+    assert report.shapes == [[3, 12, 10]]
     assert report.dtype == "uint8"
     assert report.bytes_on_disk == sum(p.stat().st_size for p in images.rglob("*.png"))
     assert report.recommendation.startswith("preload")
     assert (report.probed, report.unreadable, report.errors) == (9, 0, [])
 
 
-def test_images_of_many_sizes_get_their_size_spread_and_a_resize_that_runs(tmp_path, in_process):
+def test_images_of_many_sizes_get_their_size_spread_and_crops_that_run(tmp_path, in_process):
     root = tmp_path / "mixed"
     sizes = [(10, 30), (20, 14), (14, 18), (40, 12), (16, 16)]  # height, width
     for i, (h, w) in enumerate(sizes):
@@ -62,13 +62,15 @@ def test_images_of_many_sizes_get_their_size_spread_and_a_resize_that_runs(tmp_p
 
     assert report.sizes == {"height": [10, 16, 40], "width": [12, 16, 30]}
     assert "image sizes    height 10/16/40, width 12/16/30 (min/median/max of 5 probed)" in str(report)
-    assert report.recommendation == "preload (it fits in RAM), resized to 16 x 16 (the median size, centre cut)"
-    assert "from_dataset(PathDataset.from_folder(" in report.python and "Resize((16, 16), crop=True)" in report.python
-    assert report.shell == ""
-    ds = run_python(report.python)["ds"]  # what the report prints runs on the folder
-    assert tuple(ds.x.shape) == (5, 3, 16, 16) and ds.y.tolist() == [0, 0, 0, 1, 1]
-    pack_hint = f"or pack: torchloader pack {root} {root}-packed --size 16 16 --crop"
-    assert any(pack_hint in reason for reason in report.reasons)
+    assert report.recommendation == ("crop as they decode: a DataLoader over PathDataset(decode=RandomResizedCrop(16))")
+    assert "decode=RandomResizedCrop(16)" in report.python and report.shell == ""
+    loader = run_python(report.python)["loader"]  # what the report prints runs on the folder
+    batches = list(loader)
+    assert {tuple(x.shape[1:]) for x, _ in batches} == {(3, 16, 16)}
+    assert sorted(torch.cat([y for _, y in batches]).tolist()) == [0, 0, 0, 1, 1]
+    assert any("decode=CenterCrop(16, resize=18)" in reason for reason in report.reasons)
+    pack_hint = f"or resize them once to the median size: torchloader pack {root} {root}-packed --size 16 16 --crop"
+    assert pack_hint in report.reasons
 
 
 def test_images_of_one_size_are_preloaded_as_they_are(tmp_path, in_process):
@@ -139,7 +141,7 @@ def test_images_too_big_for_ram_are_to_be_packed(images, monkeypatch):
     monkeypatch.setattr(inspection, "available_ram", lambda: 1000)
     report = inspect_data(images)
     assert report.recommendation == "pack first, then chunked: ChunkedLoader, ram_budget='250 B'"
-    assert report.shell == f"torchloader pack {images} {images}-packed --size 12 10 --crop"
+    assert report.shell == f"torchloader pack {images} {images}-packed"
     assert report.python == (
         "from torchloader import ChunkedLoader, PackedDataset; "
         f"loader = ChunkedLoader(PackedDataset('{images}-packed'), 256, ram_budget='250 B')"

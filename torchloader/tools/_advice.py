@@ -3,9 +3,11 @@
 Each recommendation is a label plus, where one applies, a Python line and a
 shell command that work on the inspected data as it is:
 
-- images of more than one size are resized (``Resize``, or ``pack --size``) to
-  the median height and width of the probed files, cutting the centre (``crop``),
-  since no loader batches samples of different shapes;
+- images of more than one size are cropped as they decode (``decode=RandomResizedCrop``,
+  square, the shorter median side rounded down to a multiple of 8, at most 224) and
+  read through a plain ``DataLoader`` with workers: one size out, with the random crops
+  and flips training wants, and nothing held in RAM; resizing once to the median size
+  (``pack --size ... --crop``) is named as the alternative;
 - unreadable files found while probing make the data go through
   ``torchloader pack --on-error skip`` first, which leaves them out (loading
   from the files would stop at the first one);
@@ -40,6 +42,7 @@ class Probe:
     unreadable: int
     decoded: int
     ram: int
+    workers: int = 2  # DataLoader workers for the snippets (the usable cores, at most 8)
 
 
 @dataclass
@@ -76,17 +79,33 @@ def advise(p: Probe) -> Advice:
         advice = _load(f"PackedDataset({packed_copy(p.path)!r})", fits, budget, pack, [reason, why])
         advice.label = "pack first, then " + advice.label
         return advice
+    if p.resize_to is not None:  # any RAM: the crops are read from the files as batches are built
+        return _crops(p, pack)
     if p.kind == "images" and not fits:
         reason = "too big for RAM, and every epoch would decode every file again"
         advice = _load(f"PackedDataset({packed_copy(p.path)!r})", False, budget, pack, [reason])
         advice.label = "pack first, then " + advice.label
         return advice
-    advice = _load(_dataset(p), fits, budget, "", [why])
-    if p.resize_to is not None:
-        h, w = p.resize_to
-        advice.label += f", resized to {h} x {w} (the median size, centre cut)"
-        advice.reasons.append(f"images differ in size: resize them to batch them (or pack: {pack})")
-    return advice
+    return _load(_dataset(p), fits, budget, "", [why])
+
+
+def _crops(p: Probe, pack: str) -> Advice:
+    """Images of many sizes: cropped as they decode, through a plain DataLoader."""
+    size = max(8, min(224, min(p.resize_to or (8, 8)) // 8 * 8))
+    options = f", decode=RandomResizedCrop({size})"
+    dataset = (
+        f"PathDataset.from_csv({p.path!r}{options})"
+        if p.source == "csv"
+        else f"PathDataset.from_folder({p.path!r}{options})"
+    )
+    line = f"loader = DataLoader({dataset}, {BATCH}, shuffle=True, num_workers={p.workers})"
+    reasons = [
+        f"images differ in size: each is cropped to {size} x {size} as it decodes, at random and flipped at "
+        f"random (augmentation; to evaluate: decode=CenterCrop({size}, resize={size * 8 // 7}))",
+        f"or resize them once to the median size: {pack}",
+    ]
+    label = f"crop as they decode: a DataLoader over PathDataset(decode=RandomResizedCrop({size}))"
+    return Advice(label, "from torch.utils.data import DataLoader; " + _with_imports(line), "", reasons)
 
 
 def _load(dataset: str, fits: bool, budget: str, shell: str, reasons: list[str]) -> Advice:
@@ -107,10 +126,8 @@ def _unbatchable(p: Probe) -> Advice:
 
 
 def _dataset(p: Probe) -> str:
-    """A ``PathDataset`` over the files, resized to the median size where sizes differ."""
+    """A ``PathDataset`` over the files (of one size: see :func:`_crops` for the others)."""
     options = ""
-    if p.resize_to is not None:
-        options = f", transform=Resize({p.resize_to!r}, crop=True)"
     if p.source == "csv":
         return f"PathDataset.from_csv({p.path!r}{options})"
     if p.source == "npy":
@@ -123,7 +140,7 @@ def _dataset(p: Probe) -> str:
 def _with_imports(line: str) -> str:
     names = [
         n
-        for n in ("ChunkedLoader", "PackedDataset", "PathDataset", "PreloadedDataset", "Resize")
+        for n in ("ChunkedLoader", "PackedDataset", "PathDataset", "PreloadedDataset", "RandomResizedCrop")
         if f"{n}(" in line or f"{n}." in line
     ]
     head = "import pathlib; " if "pathlib." in line else ""

@@ -24,6 +24,7 @@ import numpy as np
 
 from torchloader._core.sizes import nbytes
 from torchloader._core.units import format_bytes
+from torchloader.datasets import _load_all
 from torchloader.error_log import check_on_error
 from torchloader.errors import SampleLoadError
 from torchloader.packs._source import open_source
@@ -203,6 +204,7 @@ def _advise(report: DataReport, source: str, readable: int) -> DataReport:
     probe = Probe(
         r.path, r.kind, source, readable, len(sizes) <= 1, resize, r.unreadable, r.bytes_decoded, r.available_ram
     )
+    probe.workers = _load_all.default_num_workers()
     advice = advise(probe)
     r.recommendation, r.python, r.shell, r.reasons = advice.label, advice.python, advice.shell, advice.reasons
     if r.class_counts and max(r.class_counts.values()) > 10 * min(r.class_counts.values()):
