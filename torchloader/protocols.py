@@ -138,8 +138,10 @@ class IntoReader(Protocol):
 
 
 def offers(obj: Any, method: str) -> bool:
-    """Whether ``obj`` has a callable ``method``: the test every fast path is chosen by."""
-    return callable(getattr(obj, method, None))
+    """Whether ``obj`` has a callable ``method``: the test every fast path is chosen by.
+    A dataset may list in ``declines`` the ones it has but does not offer (an encoded
+    ``PackedDataset`` has ``gather`` and decodes into slots instead)."""
+    return callable(getattr(obj, method, None)) and method not in getattr(obj, "declines", ())
 
 
 def transforms_samples(dataset: Any) -> bool:

@@ -298,11 +298,11 @@ def test_a_manifest_of_another_format_is_refused(damaged):
 
 
 def test_a_manifest_of_another_version_names_both_fixes(damaged):
-    edit_manifest(damaged, version=2)
+    edit_manifest(damaged, version=3)
     with pytest.raises(ValueError) as err:
         PackedDataset(damaged)
     assert str(err.value) == (
-        f"'{damaged / 'manifest.json'}' is pack format version 2; this torchloader reads version 1: "
+        f"'{damaged / 'manifest.json'}' is pack format version 3; this torchloader reads versions 1 and 2: "
         f"re-pack with `torchloader pack --overwrite` or install the torchloader that wrote it"
     )
 

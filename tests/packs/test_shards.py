@@ -143,7 +143,7 @@ def test_a_json_list_is_not_a_manifest(tmp_path):
     assert str(err.value) == f"'{tmp_path / MANIFEST}' is not a torchloader pack manifest (format=None)"
 
 
-@pytest.mark.parametrize("version", [2, 0, None])
+@pytest.mark.parametrize("version", [3, 0, None])
 def test_another_format_version_names_the_fix(tmp_path, version):
     write_pack(tmp_path / "p")
     edit_manifest(tmp_path / "p", version=version)
@@ -152,9 +152,24 @@ def test_another_format_version_names_the_fix(tmp_path, version):
         Manifest.read(str(tmp_path / "p"))
     assert str(err.value) == (
         f"'{tmp_path / 'p' / MANIFEST}' is pack format version {version!r}; this torchloader "
-        f"reads version 1: re-pack with `torchloader pack --overwrite` or "
+        f"reads versions 1 and 2: re-pack with `torchloader pack --overwrite` or "
         f"install the torchloader that wrote it"
     )
+
+
+def test_a_raw_pack_is_version_1_and_does_not_say_encoded(tmp_path):
+    # torchloader 0.1 reads version 1 manifests and refuses unknown fields: a raw pack
+    # written today must still be one it reads
+    write_pack(tmp_path / "p")
+    raw = json.loads((tmp_path / "p" / MANIFEST).read_text())
+    assert raw["version"] == 1 and "encoded" not in raw
+
+
+def test_version_2_without_an_index_is_damaged(tmp_path):
+    write_pack(tmp_path / "p")
+    edit_manifest(tmp_path / "p", version=2)
+    with pytest.raises(ValueError, match="version 2 does not go with encoded=None"):
+        Manifest.read(str(tmp_path / "p"))
 
 
 def test_a_truncated_manifest_cannot_be_read(tmp_path):

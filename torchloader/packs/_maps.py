@@ -36,7 +36,7 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
-from torchloader.packs.format import Manifest, sha256_of
+from torchloader.packs.format import INDEX_COLUMNS, Manifest, sha256_of
 from torchloader.readers._npy_header import NpyHeader, map_npy, read_npy_header
 
 __all__ = ["PackFiles", "damaged"]
@@ -67,13 +67,17 @@ class PackFiles:
         self.manifest = manifest
         self._mapped: list[_Mapped] = []
         self._checked = 0.0
+        self.index: np.ndarray | None = None  # an encoded pack's, once mapped
 
     def _files(self) -> list[tuple[str, tuple[int, ...], np.dtype, int | None]]:
-        """``(name, shape, dtype, size in bytes)`` of every shard, then of the labels."""
+        """``(name, shape, dtype, size in bytes)`` of every shard, then of the labels,
+        then of an encoded pack's index."""
         m = self.manifest
-        files = [(s.file, (s.stop - s.start, *m.sample_shape), np.dtype(m.dtype), s.nbytes) for s in m.shards]
+        files = [(s.file, m.shard_shape(k), np.dtype(m.dtype), s.nbytes) for k, s in enumerate(m.shards)]
         if m.labels is not None:
             files.append((m.labels["file"], (m.count,), np.dtype(np.int64), None))
+        if m.encoded is not None:
+            files.append((m.encoded["index"]["file"], (m.count, len(INDEX_COLUMNS)), np.dtype(np.int64), None))
         return files
 
     def check(self, *, contents: bool = False) -> None:
@@ -83,15 +87,17 @@ class PackFiles:
             with self._opened(path) as (_, info, header):
                 self._check_header(path, shape, dtype, nbytes, info, header)
         checked = [(s.file, s.sha256) for s in self.manifest.shards] if contents else []
-        if self.manifest.labels is not None:
-            checked.append((self.manifest.labels["file"], self.manifest.labels["sha256"]))
+        for small in (self.manifest.labels, self.manifest.encoded and self.manifest.encoded["index"]):
+            if small:  # small, and a flipped byte there silently changes a class or a sample
+                checked.append((small["file"], small["sha256"]))
         for name, sha256 in checked:
             path = os.path.join(self.root, name)
             if sha256_of(path) != sha256:
                 raise damaged(self.root, f"'{path}' does not match its checksum in the manifest: its bytes changed")
 
     def map(self) -> tuple[list[np.ndarray], np.ndarray | None]:
-        """Copy-on-write maps of the shards and the labels (see the module docstring)."""
+        """Copy-on-write maps of the shards and the labels (see the module docstring);
+        an encoded pack's index is :attr:`index` then."""
         self._mapped = []
         try:
             arrays = [self._map(*entry) for entry in self._files()]
@@ -101,6 +107,7 @@ class PackFiles:
             raise
         self._check_fingerprint(None)
         self._checked = time.monotonic()
+        self.index = arrays.pop() if self.manifest.encoded is not None else None
         labels = arrays.pop() if self.manifest.labels is not None else None
         return arrays, labels
 

@@ -4,7 +4,8 @@ Samples come back like ``PathDataset``'s (images as ``C x H x W`` uint8 views
 of the stored ``H x W x C`` pixels, labels as 0-dim int64 tensors). ``gather``
 reads a whole list of indices at once, shard by shard in storage order, and a
 run of consecutive indices is one slice of one file: this is how
-``ChunkedLoader`` fills a RAM chunk with sequential reads.
+``ChunkedLoader`` fills a RAM chunk with sequential reads. An encoded pack
+(``torchloader pack --encoded``) is decoded as it is read (``_encoded_reads.py``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from torchloader._core.indices import as_index_array, check_index, is_batch
 from torchloader._core.layout import SampleLayout, stored_view
 from torchloader._core.randomness import apply_transform, reading_batch
 from torchloader._core.samples import split_sample
+from torchloader.datasets._batch import read_batch
 from torchloader.datasets._dataloader import batch_dataloader, getitems
 from torchloader.datasets._rows import in_shared_memory
+from torchloader.packs._encoded_reads import EncodedSamples, check_reading
 from torchloader.packs._maps import PackFiles
 from torchloader.packs.format import Manifest
 from torchloader.protocols import transforms_samples
@@ -40,6 +43,9 @@ class PackedDataset(Dataset):
         verify: also check every shard's SHA-256 at open (reads the whole pack
             once). Always checked: the manifest, the size of every file, the
             labels' checksum; see ``_maps.py`` for what is checked when.
+        reader, decode: for an encoded pack: the ``ImageReader`` (default RGB) and
+            the decode spec (``RandomResizedCrop(224)``, ``CenterCrop(224, resize=256)``;
+            default none: each image at its own size), as for ``PathDataset``.
 
     Raises:
         FileNotFoundError, ValueError: a missing, interrupted or foreign directory,
@@ -59,15 +65,20 @@ class PackedDataset(Dataset):
         transform: Callable[[torch.Tensor], Any] | None = None,
         target_transform: Callable[[torch.Tensor], Any] | None = None,
         verify: bool = False,
+        reader: Any = None,
+        decode: Any = None,
     ) -> None:
         self.root = os.fspath(root)
         self.manifest = Manifest.read(self.root)
+        encoded = self.manifest.encoded is not None
+        self.reader, self.decode = check_reading(encoded, reader, decode)
         self._files = PackFiles(self.root, self.manifest)
         self._files.check(contents=verify)
         self.transform = transform
         self.target_transform = target_transform
         self._stops = np.array([s.stop for s in self.manifest.shards], dtype=np.int64)
         self._images = self.manifest.options.get("layout") == "HWC"
+        self._encoded = EncodedSamples(self) if encoded else None
         self._shards: list[np.ndarray] | None = None  # memory maps, opened on first use
         self._labels: np.ndarray | None = None
         self._layout: SampleLayout | None = None  # of one sample, for batches built in workers
@@ -83,7 +94,15 @@ class PackedDataset(Dataset):
         return self._labels
 
     @property
-    def sample_nbytes(self) -> int:
+    def declines(self) -> tuple[str, ...]:
+        """Fast paths it has but does not offer (``protocols.offers``): an encoded pack
+        has no stored rows to gather; its samples are decoded into their slots."""
+        return ("gather", "gather_into") if self._encoded is not None else ()
+
+    @property
+    def sample_nbytes(self) -> int | None:
+        if self._encoded is not None:
+            return None  # the decoded size: of ds[0]
         x = int(np.prod(self.manifest.sample_shape)) * np.dtype(self.manifest.dtype).itemsize
         return x + (8 if self.manifest.labels is not None else 0)
 
@@ -107,9 +126,12 @@ class PackedDataset(Dataset):
             with reading_batch(index):
                 return self._batch(as_index_array(index, len(self)))
         index = check_index(index, len(self))
-        shards = self._open()
-        k = int(np.searchsorted(self._stops, index, side="right"))
-        x = self._tensor(np.array(shards[k][index - self.manifest.shards[k].start]), batch=False)
+        if self._encoded is not None:
+            x = self._encoded.load(index)
+        else:
+            shards = self._open()
+            k = int(np.searchsorted(self._stops, index, side="right"))
+            x = self._tensor(np.array(shards[k][index - self.manifest.shards[k].start]), batch=False)
         if self.transform is not None:
             x = apply_transform(self.transform, x, index, self.root)  # see NOTE [ per-sample randomness ]
         if self._labels is None:
@@ -122,6 +144,8 @@ class PackedDataset(Dataset):
     def _batch(self, indices: np.ndarray) -> Any:
         if transforms_samples(self):
             return default_collate([self[i] for i in indices.tolist()])  # as ds[i] each
+        if self._encoded is not None:
+            return read_batch(self, indices)[0]  # each decoded into its slot of one buffer
         if not len(indices) or get_worker_info() is None:
             return self._gather(indices)
         if self._layout is None:  # one sample's layout, read once per process
@@ -163,6 +187,8 @@ class PackedDataset(Dataset):
         the batch, ``x`` laid out as the samples are, e.g. a ``ChunkedLoader`` buffer);
         False, with nothing written, where ``x``'s memory order or dtype does not allow it."""
         indices = as_index_array(indices, len(self))
+        if self._encoded is not None:
+            return False  # nothing stored to copy: read_samples_into decodes into slots
         dtype = torch.from_numpy(np.empty(0, self.manifest.dtype)).dtype
         target = stored_view(out[0], dtype, channels_last=self._images and out[0].ndim == 4)
         if target is None:
@@ -172,8 +198,24 @@ class PackedDataset(Dataset):
             out[1].copy_(torch.from_numpy(np.asarray(self._labels[indices])))
         return True
 
+    def read_samples_into(
+        self, indices: Sequence[int], out: torch.Tensor, slots: Sequence[int] | None = None, *, skipped: Any = None
+    ) -> torch.Tensor | None:
+        """Decode the samples of an encoded pack at ``indices`` into ``out[slots[k]]``
+        (as ``PathDataset.read_samples_into``; ``ChunkedLoader``'s way to fill a chunk
+        from one); return their labels. A raw pack's rows are copied."""
+        if self._encoded is not None:
+            return self._encoded.read_into(indices, out, slots)
+        slots = range(len(indices)) if slots is None else slots
+        for slot, index in zip(slots, indices):
+            sample = self[int(index)]
+            out[slot].copy_(sample if self._labels is None else sample[0])
+        return None if self._labels is None else torch.from_numpy(np.asarray(self._labels[np.asarray(indices)]))
+
     def _gather(self, indices: np.ndarray) -> Any:
         """``gather`` of indices already checked (int64 in ``[0, len)``)."""
+        if self._encoded is not None:
+            return self._batch(indices) if len(indices) else self[indices.tolist()]
         x = self._tensor(self._read_rows(indices, None), batch=True)
         if self._labels is None:
             return x

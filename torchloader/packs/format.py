@@ -7,8 +7,14 @@ A packed directory holds::
         shard-00000.npy      # uint8 (n, H, W, C) (or any dtype for packed arrays)
         shard-00001.npy
         labels.npy           # int64 (N,), if the source had labels
+        index.npy            # int64 (N, 4): offset, length, height, width (encoded packs)
         sources.txt          # one source path per sample, in order (see write_sources)
         .pack.lock           # held by the pack writing the folder (see _destination.py)
+
+An encoded pack (``pack(..., encoded=True)``, format version 2) holds each source file's
+bytes as they are instead: ``shard-*.npy`` are one-dimensional ``uint8`` arrays of the
+files one after the other, and ``index.npy`` (``int64 (N, 4)``) gives each sample's
+offset and length in its shard and the height and width its header states.
 
 A directory without ``manifest.json`` is not a data set (an interrupted pack);
 readers check ``format`` and ``version`` and name the file and the fix.
@@ -30,7 +36,9 @@ from torchloader._core.files import atomic_file, write_json_atomic
 from torchloader.errors import show_names
 
 __all__ = [
+    "ENCODED_VERSION",
     "FORMAT",
+    "INDEX_COLUMNS",
     "VERSION",
     "foreign_files",
     "Manifest",
@@ -43,11 +51,13 @@ __all__ = [
 ]
 
 FORMAT = "torchloader.pack"
-VERSION = 1
+VERSION = 1  # raw packs (what torchloader 0.1 reads)
+ENCODED_VERSION = 2  # encoded packs: a torchloader that reads version 1 only refuses them by name
+INDEX_COLUMNS = ("offset", "length", "height", "width")  # of index.npy
 MANIFEST = "manifest.json"
 LOCK = ".pack.lock"  # see _destination.py
 _OWN = re.compile(  # every file a pack writes, finished or temporary
-    r"(manifest\.json|labels\.npy|sources\.txt|shard-\d+\.npy)(\.\d+)?(\.partial)?(\.compact)?$"
+    r"(manifest\.json|labels\.npy|index\.npy|sources\.txt|shard-\d+\.npy)(\.\d+)?(\.partial)?(\.compact)?$"
 )
 
 
@@ -74,6 +84,16 @@ class Manifest:
     checksum: str | None = None  # SHA-256 of the other fields (see _checksum); None in older packs
     format: str = FORMAT
     version: int = VERSION
+    # encoded packs: {"index": {"file", "sha256"}, "shard_sizes": [data bytes of each shard]};
+    # absent from a raw pack's manifest.json, which torchloader 0.1 then still reads
+    encoded: dict[str, Any] | None = None
+
+    def shard_shape(self, k: int) -> tuple[int, ...]:
+        """The array shape of shard ``k``: samples x sample shape, or its bytes (encoded)."""
+        if self.encoded is not None:
+            return (self.encoded["shard_sizes"][k],)
+        shard = self.shards[k]
+        return (shard.stop - shard.start, *self.sample_shape)
 
     @classmethod
     def read(cls, root: str) -> Manifest:
@@ -103,10 +123,10 @@ class Manifest:
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             found = raw.get("format") if isinstance(raw, dict) else None
             raise ValueError(f"'{path}' is not a torchloader pack manifest (format={found!r})")
-        if raw.get("version") != VERSION:
+        if raw.get("version") not in (VERSION, ENCODED_VERSION):
             raise ValueError(
                 f"'{path}' is pack format version {raw.get('version')!r}; this torchloader "
-                f"reads version {VERSION}: re-pack with `torchloader pack --overwrite` or "
+                f"reads versions {VERSION} and {ENCODED_VERSION}: re-pack with `torchloader pack --overwrite` or "
                 f"install the torchloader that wrote it"
             )
         if isinstance(raw.get("checksum"), str) and raw["checksum"] != _checksum(raw):
@@ -138,6 +158,8 @@ class Manifest:
 
     def write(self, root: str) -> None:
         fields = asdict(self)
+        if fields["encoded"] is None:  # a raw pack's manifest, as torchloader 0.1 wrote it
+            del fields["encoded"]
         fields["checksum"] = self.checksum = _checksum(fields)
         write_json_atomic(os.path.join(root, MANIFEST), fields)
 
@@ -214,6 +236,14 @@ def _check_fields(m: Manifest) -> None:
         raise ValueError(f"checksum must be a string (got {m.checksum!r})")
     if not isinstance(m.options, dict) or not isinstance(m.skipped, list):
         raise ValueError("options must be a dict and skipped a list")
+    if (m.encoded is not None) != (m.version == ENCODED_VERSION):
+        raise ValueError(f"version {m.version} does not go with encoded={m.encoded!r}")
+    if m.encoded is not None:
+        index, sizes = m.encoded.get("index"), m.encoded.get("shard_sizes")
+        if not (isinstance(index, dict) and is_name(index.get("file")) and isinstance(index.get("sha256"), str)):
+            raise ValueError(f"encoded.index must be {{'file': <a name in the directory>, 'sha256': ...}}: {index!r}")
+        if not (isinstance(sizes, list) and len(sizes) == len(m.shards) and all(is_int(n) and n >= 0 for n in sizes)):
+            raise ValueError(f"encoded.shard_sizes must be one int >= 0 per shard (got {sizes!r})")
 
 
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
@@ -259,12 +289,16 @@ def verify_pack(root: str) -> list[str]:
     """
     manifest = Manifest.read(root)
     problems = []
-    for shard in manifest.shards:
+    for k, shard in enumerate(manifest.shards):
         path = os.path.join(root, shard.file)
-        problems += _check_array(path, (shard.stop - shard.start, *manifest.sample_shape), manifest.dtype, shard.sha256)
+        problems += _check_array(path, manifest.shard_shape(k), manifest.dtype, shard.sha256)
     if manifest.labels is not None:
         path = os.path.join(root, manifest.labels["file"])
         problems += _check_array(path, (manifest.count,), "int64", manifest.labels["sha256"])
+    if manifest.encoded is not None:
+        index = manifest.encoded["index"]
+        shape = (manifest.count, len(INDEX_COLUMNS))
+        problems += _check_array(os.path.join(root, index["file"]), shape, "int64", index["sha256"])
     if manifest.shards and manifest.shards[-1].stop != manifest.count:
         problems.append(f"{MANIFEST}: the shards hold {manifest.shards[-1].stop} samples, count says {manifest.count}")
     return problems

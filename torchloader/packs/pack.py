@@ -9,6 +9,10 @@ decoder produces) and read back as ``C x H x W`` views. Every file is written
 under a temporary name and moved into place; ``manifest.json`` comes last, so an
 interrupted pack never loads as complete, and running the same pack again
 finishes it.
+
+``encoded=True`` stores each image file's bytes as they are instead (``_encoded.py``):
+a folder of photos of every size, at about its own size on disk, decoded when read
+(with a decode spec's crop: ``PackedDataset(dst, decode=RandomResizedCrop(224))``).
 """
 
 from __future__ import annotations
@@ -27,14 +31,15 @@ from torchloader._core.units import format_bytes, parse_bytes
 from torchloader.datasets._load_all import default_num_workers
 from torchloader.error_log import check_on_error
 from torchloader.packs._destination import check_destination, disk_errors, pack_lock
+from torchloader.packs._encoded import HEADER_BYTES, write_encoded
 from torchloader.packs._source import open_source
 from torchloader.packs._writer import ShardWritten, Stored, probe, write_shards
-from torchloader.packs.format import MANIFEST, Manifest, ShardInfo, sha256_of, write_sources
+from torchloader.packs.format import ENCODED_VERSION, MANIFEST, VERSION, Manifest, ShardInfo, sha256_of, write_sources
 from torchloader.protocols import MapDataset
 
 __all__ = ["PackSummary", "pack"]
 
-_SHARD_FILE = re.compile(r"shard-\d+\.npy(\.partial)?(\.compact)?$")
+_SHARD_FILE = re.compile(r"(shard-\d+\.npy(\.partial)?(\.compact)?|index\.npy)$")  # (index: encoded packs')
 
 
 @dataclass
@@ -75,6 +80,7 @@ def pack(
     on_error: str = "raise",
     overwrite: bool = False,
     progress: bool = True,
+    encoded: bool = False,
 ) -> PackSummary:
     """Pack ``src`` into shards in ``dst``; see the module docstring.
 
@@ -91,6 +97,10 @@ def pack(
         on_error: ``"raise"`` stops at the first unreadable file; ``"skip"`` leaves
             it out and lists it in the summary and the manifest.
         overwrite: replace a different pack already in ``dst``.
+        encoded: store each image file's bytes as they are (no decoding, images of
+            any size, about the folder's own size), with each one's height and width
+            from its header; ``PackedDataset`` decodes them when read. ``size``,
+            ``crop`` and ``mode`` are then for reading: ``decode=`` and ``reader=``.
 
     Raises:
         SampleLoadError: a file cannot be read (with ``on_error="raise"``).
@@ -103,7 +113,7 @@ def pack(
     if num_workers is not None:
         num_workers = check_int("num_workers", num_workers)
     src, dst = os.fspath(src), os.fspath(dst)
-    dataset, options = open_source(src, size=size, crop=crop, mode=mode)
+    dataset, options = _open(src, size, crop, mode, encoded)
     options["shard_bytes"] = parse_bytes(shard_bytes)
     check_destination(dst)
     os.makedirs(dst, exist_ok=True)
@@ -112,15 +122,27 @@ def pack(
         if existing is not None:
             return existing
         start = time.perf_counter()
-        stored = probe(dataset)
-        options["layout"] = stored.layout
         workers = default_num_workers() if num_workers is None else num_workers
-        with disk_errors(dst, len(dataset) * stored.row_bytes):
-            shards = write_shards(dataset, dst, stored, options["shard_bytes"], on_error, workers, progress)
-            manifest = _finish(dst, dataset, shards, stored, options)
+        write = _pack_encoded if encoded else _pack_decoded
+        manifest = write(dataset, dst, options, on_error, workers, progress)
     seconds = time.perf_counter() - start
     total = sum(s.nbytes for s in manifest.shards)
     return PackSummary(manifest.count, total, seconds, manifest.skipped)
+
+
+def _open(src: str, size: Any, crop: bool, mode: str, encoded: bool) -> tuple[Any, dict[str, Any]]:
+    """The source and the options that define the pack (``encoded``: the files as they are)."""
+    if encoded and (size is not None or crop or mode != "RGB"):
+        raise ValueError(
+            "an encoded pack keeps the files as they are: leave size, crop and mode out, and crop "
+            "while reading instead (PackedDataset(dst, decode=RandomResizedCrop(224)), reader=ImageReader(mode))"
+        )
+    dataset, options = open_source(src, size=size, crop=crop, mode=mode)
+    if not encoded:
+        return dataset, options
+    if not dataset.images:
+        raise ValueError(f"encoded=True stores image files; '{src}' holds arrays: pack them without it")
+    return dataset, {"source": options["source"], "encoded": True}
 
 
 def _existing(dst: str, options: dict[str, Any], overwrite: bool) -> PackSummary | None:
@@ -142,7 +164,32 @@ def _existing(dst: str, options: dict[str, Any], overwrite: bool) -> PackSummary
     )
 
 
-def _finish(dst: str, dataset: MapDataset, shards: list[ShardWritten], stored: Stored, options: dict) -> Manifest:
+def _pack_decoded(dataset: Any, dst: str, options: dict, on_error: str, workers: int, progress: bool) -> Manifest:
+    stored = probe(dataset)
+    options["layout"] = stored.layout
+    with disk_errors(dst, len(dataset) * stored.row_bytes):
+        shards = write_shards(dataset, dst, stored, options["shard_bytes"], on_error, workers, progress)
+        return _finish(dst, dataset, shards, stored, options)
+
+
+def _pack_encoded(dataset: Any, dst: str, options: dict, on_error: str, workers: int, progress: bool) -> Manifest:
+    sizes = [os.path.getsize(dataset.path(i)) for i in range(len(dataset))]  # an estimate for the disk check
+    with disk_errors(dst, sum(sizes)):
+        written = write_encoded(dataset, dst, options["shard_bytes"], on_error, workers, progress)
+        index = _write_array(dst, "index.npy", written.index)
+        sizes = [s.nbytes - HEADER_BYTES for s in written.shards if s.file is not None]
+        encoded = {"index": index, "shard_sizes": sizes}
+        return _finish(dst, dataset, written.shards, Stored((), "uint8", "encoded"), options, encoded)
+
+
+def _finish(
+    dst: str,
+    dataset: MapDataset,
+    shards: list[ShardWritten],
+    stored: Stored,
+    options: dict,
+    encoded: dict[str, Any] | None = None,
+) -> Manifest:
     infos, kept, skipped, position = [], [], [], 0
     for shard in shards:
         skipped += shard.skipped
@@ -156,7 +203,7 @@ def _finish(dst: str, dataset: MapDataset, shards: list[ShardWritten], stored: S
     if dataset.labels is not None:
         label_info = _write_array(dst, "labels.npy", np.asarray(dataset.labels[order], dtype=np.int64))
     sources = write_sources(dst, [dataset.path(int(i)) for i in order])
-    _remove_stale(dst, {info.file for info in infos})
+    _remove_stale(dst, {info.file for info in infos} | ({"index.npy"} if encoded is not None else set()))
     manifest = Manifest(
         position,
         list(stored.shape),
@@ -167,6 +214,8 @@ def _finish(dst: str, dataset: MapDataset, shards: list[ShardWritten], stored: S
         options,
         skipped,
         sources,
+        version=VERSION if encoded is None else ENCODED_VERSION,
+        encoded=encoded,
     )
     manifest.write(dst)  # last, atomically: only now does the folder load as a data set
     return manifest

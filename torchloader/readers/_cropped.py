@@ -31,7 +31,7 @@ from torchloader.readers._files import read_bytes
 from torchloader.readers.crops import Crop
 from torchloader.readers.image import ImageReader, _is_jpeg, simplejpeg
 
-__all__ = ["channels", "check_decode", "decode_cropped", "output_shape"]
+__all__ = ["channels", "check_decode", "decode_cropped", "decode_cropped_bytes", "output_shape"]
 
 _CHANNELS = {"RGB": 3, "L": 1, "RGBA": 4}
 _SCALES = (8, 4, 2)  # DCT scale denominators tried, smallest image first
@@ -51,11 +51,15 @@ def channels(reader: ImageReader) -> int:
 
 def decode_cropped(reader: ImageReader, path: str, spec, seed: int, out: np.ndarray) -> None:
     """Decode ``path`` with ``spec``'s box (drawn from ``seed``) into ``out`` (``H x W x C`` uint8)."""
+    decode_cropped_bytes(reader, read_bytes(path), path, spec, seed, out, jpeg=_is_jpeg(path))
+
+
+def decode_cropped_bytes(reader: ImageReader, data, name: str, spec, seed: int, out: np.ndarray, *, jpeg=True) -> None:
+    """:func:`decode_cropped` of a file holding ``data`` (``name`` is named in errors;
+    ``jpeg=False``: Pillow decodes it, as a file whose name is not a JPEG's is decoded)."""
     rng = random.Random(seed)
-    data = read_bytes(path)
-    found = (
-        reader._turbo_exact(data) if reader.decoder == "auto" and simplejpeg is not None and _is_jpeg(path) else None
-    )
+    turbo = jpeg and reader.decoder == "auto" and simplejpeg is not None
+    found = reader._turbo_exact(data) if turbo else None
     if found is not None:
         colorspace, height, width = found
         box = spec.crop(height, width, rng)
@@ -71,7 +75,7 @@ def decode_cropped(reader: ImageReader, path: str, spec, seed: int, out: np.ndar
             return
     else:
         box = None
-    pixels = reader._decode_pillow(io.BytesIO(data), path)
+    pixels = reader._decode_pillow(io.BytesIO(data), name)
     if box is None:
         box = spec.crop(pixels.shape[0], pixels.shape[1], rng)
     _resize_into(pixels, box, 1.0, 1.0, out)

@@ -84,13 +84,23 @@ class ImageReader:
     def __call__(self, path: str) -> torch.Tensor:
         path = os.fspath(path)
         if self.decoder == "auto" and simplejpeg is not None and _is_jpeg(path):
-            data = read_bytes(path)
-            array = self._decode_turbo(data)
-            if array is None:
-                array = self._decode_pillow(io.BytesIO(data), path)
+            array = self.pixels(read_bytes(path), path)
         else:
             with open_regular(path) as f:
                 array = self._decode_pillow(f, path)
+        return self._tensor(array)
+
+    def decode(self, data: bytes | memoryview | np.ndarray, name: str) -> torch.Tensor:
+        """What ``reader(path)`` gives for a file holding ``data`` (a ``torchloader pack
+        --encoded`` sample; ``name`` is named in errors). A JPEG is told by its bytes."""
+        return self._tensor(self.pixels(data, name))
+
+    def pixels(self, data: bytes | memoryview | np.ndarray, name: str) -> np.ndarray:
+        """The ``H x W`` or ``H x W x C`` pixels of the image in ``data``, as ``__call__`` decodes them."""
+        array = self._decode_turbo(data) if self.decoder == "auto" and simplejpeg is not None else None
+        return self._decode_pillow(io.BytesIO(data), name) if array is None else array
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
         if array.ndim == 2:
             array = array[:, :, None]
         # A C x H x W view of the H x W x C pixels, as torchvision's pil_to_tensor
@@ -110,20 +120,29 @@ class ImageReader:
         libjpeg warns about is decoded by Pillow into ``out``; one that cannot be
         decoded raises (``out`` then holds part of it).
         """
-        into = _TURBO_INTO.get(self.mode)
-        if into is None or self.decoder != "auto" or simplejpeg is None or not _is_jpeg(path):
+        if not _is_jpeg(path) or not self._fits(out):
             return False
-        if out.dtype != np.uint8 or out.shape[2:] != (into[1],) or not out.flags.c_contiguous:
+        return self.decode_into(read_bytes(path), path, out)
+
+    def decode_into(self, data: bytes | memoryview | np.ndarray, name: str, out: np.ndarray) -> bool:
+        """``read_into`` for a file holding ``data`` (``name`` is named in errors)."""
+        if not self._fits(out):
             return False
-        data = read_bytes(path)
         found = self._turbo_exact(data)
         if found is None or found[1:] != out.shape[:2]:
             return False
         try:
             simplejpeg.decode_jpeg(data, colorspace=found[0], buffer=out)
         except ValueError:  # libjpeg warned (strict): Pillow's pixels, or its error
-            out[...] = self._decode_pillow(io.BytesIO(data), path).reshape(out.shape)
+            out[...] = self._decode_pillow(io.BytesIO(data), name).reshape(out.shape)
         return True
+
+    def _fits(self, out: np.ndarray) -> bool:
+        """Whether libjpeg-turbo may decode into ``out`` in this mode at all."""
+        into = _TURBO_INTO.get(self.mode)
+        if into is None or self.decoder != "auto" or simplejpeg is None:
+            return False
+        return out.dtype == np.uint8 and out.shape[2:] == (into[1],) and out.flags.c_contiguous
 
     def _turbo_exact(self, data: bytes) -> tuple[str, int, int] | None:
         """(simplejpeg colour space, height, width) where libjpeg-turbo decodes

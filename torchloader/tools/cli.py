@@ -4,7 +4,7 @@ Commands:
     env     what this machine offers a data loader: versions, JPEG decoder,
             cores, RAM, shared memory, CUDA.
     inspect how big a data set is and which way to load it.
-    pack    decode a data set once into .npy shards (see torchloader.pack).
+    pack    decode a data set once into .npy shards, or --encoded: copy its image files into them.
     verify  check a packed directory against its manifest.
     bench   time every loading mode on your data, side by side.
 """
@@ -111,6 +111,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
             on_error=args.on_error,
             overwrite=args.overwrite,
             progress=not args.quiet,
+            encoded=args.encoded,
         )
     except SampleLoadError as exc:  # a bad file is a user error too: no traceback
         _echo(f"torchloader pack: {exc}\n(--on-error skip leaves unreadable files out)", err=True)
@@ -195,6 +196,11 @@ def _add_pack(commands: Any) -> None:
         "skip leaves it out and names it in the summary",
     )
     pack.add_argument("--overwrite", action="store_true", help="replace a different pack in DST")
+    pack.add_argument(
+        "--encoded",
+        action="store_true",
+        help="store each image file's bytes as they are (any sizes; decoded, and cropped, when read)",
+    )
     pack.add_argument("--quiet", action="store_true", help="no progress bar")
     pack.set_defaults(run=_cmd_pack)
     verify = commands.add_parser("verify", help="check a packed directory against its manifest")

@@ -1,0 +1,153 @@
+"""How ``pack(..., encoded=True)`` writes: each file's bytes as they are, one after the other.
+
+An encoded pack is a copy, not a decode: threads read the files in order (a few in
+flight, so the disk always has a request), each file's height and width are read
+from its header (libjpeg-turbo's header parser for JPEGs, Pillow's lazy ``open`` for
+the rest, which also refuses what it cannot identify), and the bytes go into the
+current shard file, a one-dimensional ``uint8`` ``.npy`` array, until it holds
+``shard_bytes``. A shard is written under a temporary name with room for its header,
+the header written once its size is known, then synced, hashed and renamed; the
+index (``index.npy``, see ``format.py``) says where each sample's bytes are. Nothing
+is decoded, so a file whose header is fine but whose pixels are damaged is found
+when it is read (``SampleLoadError`` naming its sample, the pack and the source file).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from torchloader.errors import SampleLoadError
+from torchloader.packs._writer import ShardWritten
+from torchloader.packs.format import sha256_of
+from torchloader.readers._files import read_bytes
+from torchloader.readers.image import simplejpeg
+
+__all__ = ["HEADER_BYTES", "EncodedWritten", "image_size", "write_encoded"]
+
+HEADER_BYTES = 128  # bytes of a one-dimensional uint8 .npy header of any length (np.lib.format pads to 64)
+_AHEAD = 64  # files read ahead of the one being written
+
+
+class EncodedWritten(NamedTuple):
+    shards: list[ShardWritten]
+    index: np.ndarray  # int64 (kept samples, 4): offset, length, height, width
+
+
+def image_size(data: bytes, path: str) -> tuple[int, int]:
+    """``(height, width)`` of the image in ``data``, from its header alone."""
+    if simplejpeg is not None and data[:3] == b"\xff\xd8\xff":
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+            return height, width
+        except ValueError:
+            pass  # Pillow says what is wrong with it, or reads it after all
+    with Image.open(io.BytesIO(data)) as image:  # the header only; the bomb guard applies
+        return image.height, image.width
+
+
+def _read(dataset: Any, index: int) -> tuple[bytes, tuple[int, int]]:
+    path = dataset.path(index)
+    try:
+        data = read_bytes(path)
+        return data, image_size(data, path)
+    except Exception as exc:
+        raise SampleLoadError.from_exception(index, path, exc) from exc
+
+
+def _in_order(dataset: Any, workers: int) -> Iterator[tuple[int, Any]]:
+    """``(index, (bytes, size) or the SampleLoadError)`` of every sample, in order."""
+    n = len(dataset)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        pending = []
+        for index in range(n):
+            pending.append((index, pool.submit(_read, dataset, index)))
+            if len(pending) > _AHEAD:
+                yield _result(*pending.pop(0))
+        for item in pending:
+            yield _result(*item)
+
+
+def _result(index: int, future: Any) -> tuple[int, Any]:
+    try:
+        return index, future.result()
+    except SampleLoadError as exc:
+        return index, exc
+
+
+class _ShardFile:
+    """One shard being written: a temporary file with room for its header."""
+
+    def __init__(self, dst: str, number: int) -> None:
+        self.number = number
+        self.file = f"shard-{number:05d}.npy"
+        self.partial = os.path.join(dst, self.file + ".partial")
+        self.f = open(self.partial, "wb")
+        self.f.write(b"\0" * HEADER_BYTES)
+        self.size = 0
+        self.kept: list[int] = []
+        self.skipped: list[dict[str, str]] = []
+
+    def add(self, index: int, data: bytes) -> int:
+        offset = self.size
+        self.f.write(data)
+        self.size += len(data)
+        self.kept.append(index)
+        return offset
+
+    def finish(self, dst: str) -> ShardWritten:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (self.size,)})
+        assert len(header.getvalue()) == HEADER_BYTES, "a .npy header of another length"
+        self.f.seek(0)
+        self.f.write(header.getvalue())
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        if not self.kept:
+            os.remove(self.partial)
+            return ShardWritten(self.number, None, np.zeros(0, np.int64), self.skipped, "", 0)
+        final = os.path.join(dst, self.file)
+        os.replace(self.partial, final)
+        kept = np.asarray(self.kept, np.int64)
+        return ShardWritten(self.number, self.file, kept, self.skipped, sha256_of(final), HEADER_BYTES + self.size)
+
+    def abandon(self) -> None:
+        self.f.close()
+
+
+def write_encoded(
+    dataset: Any, dst: str, shard_bytes: int, on_error: str, workers: int, progress: bool
+) -> EncodedWritten:
+    """Copy every sample's file into shards of about ``shard_bytes`` (see the module)."""
+    shards: list[ShardWritten] = []
+    rows: list[tuple[int, int, int, int]] = []
+    shard = _ShardFile(dst, 0)
+    bar = tqdm(total=len(dataset), unit="file", desc="packing (encoded)", disable=not progress)
+    try:
+        for index, read in _in_order(dataset, workers):
+            bar.update(1)
+            if isinstance(read, SampleLoadError):
+                if on_error != "skip":
+                    raise read
+                shard.skipped.append({"path": dataset.path(index), "error": str(read)})
+                continue
+            data, (height, width) = read
+            if shard.size and shard.size + len(data) > shard_bytes:
+                shards.append(shard.finish(dst))
+                shard = _ShardFile(dst, shard.number + 1)
+            rows.append((shard.add(index, data), len(data), height, width))
+        shards.append(shard.finish(dst))
+    except BaseException:
+        shard.abandon()
+        raise
+    finally:
+        bar.close()
+    return EncodedWritten(shards, np.asarray(rows, np.int64).reshape(-1, 4))
