@@ -71,6 +71,8 @@ def test_images_of_many_sizes_get_their_size_spread_and_crops_that_run(tmp_path,
     assert any("decode=CenterCrop(16, resize=18)" in reason for reason in report.reasons)
     pack_hint = f"or resize them once to the median size: torchloader pack {root} {root}-packed --size 16 16 --crop"
     assert pack_hint in report.reasons
+    encoded = f"torchloader pack {root} {root}-packed --encoded, then PackedDataset('{root}-packed', decode="
+    assert any(encoded in reason for reason in report.reasons)
 
 
 def test_images_of_one_size_are_preloaded_as_they_are(tmp_path, in_process):

@@ -103,6 +103,9 @@ def _crops(p: Probe, pack: str) -> Advice:
         f"images differ in size: each is cropped to {size} x {size} as it decodes, at random and flipped at "
         f"random (augmentation; to evaluate: decode=CenterCrop({size}, resize={size * 8 // 7}))",
         f"or resize them once to the median size: {pack}",
+        f"or pack the files as they are (no decoding; about their size on disk): "
+        f"{shlex.join(['torchloader', 'pack', p.path, packed_copy(p.path), '--encoded'])}, then "
+        f"PackedDataset({packed_copy(p.path)!r}, decode=RandomResizedCrop({size}))",
     ]
     label = f"crop as they decode: a DataLoader over PathDataset(decode=RandomResizedCrop({size}))"
     return Advice(label, "from torch.utils.data import DataLoader; " + _with_imports(line), "", reasons)
