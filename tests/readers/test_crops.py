@@ -169,3 +169,20 @@ def test_a_truncated_jpeg_raises_what_pillow_raises(photo_files, tmp_path):
     broken.write_bytes(data[: len(data) // 3])
     with pytest.raises(OSError, match="truncated"):
         decode_cropped(ImageReader(), str(broken), RandomResizedCrop(32), 0, np.empty((32, 32, 3), np.uint8))
+
+
+def test_fast_dct_trades_pillows_exact_pixels_for_a_small_stated_error(photo_files):
+    exact, fast = ImageReader(), ImageReader(fast_dct=True)
+    errors, worst, differs = [], 0, False
+    for path in (photo_files["a.jpg"], photo_files["b.jpg"]):
+        a, b = exact(path).numpy().astype(int), fast(path).numpy().astype(int)
+        differs |= not np.array_equal(a, b)
+        errors.append(np.abs(a - b).mean())
+        worst = max(worst, int(np.abs(a - b).max()))
+    # the docstring says: a mean difference of 1.5 levels, up to 38 at colour edges
+    assert differs and np.mean(errors) < 3.0 and worst < 64
+    out = np.empty((32, 32, 3), np.uint8)
+    decode_cropped(fast, photo_files["a.jpg"], CenterCrop(32), 0, out)  # the crops take it too
+    assert repr(fast).endswith("fast_dct=True)") and "fast_dct" not in repr(exact)
+    with pytest.raises(TypeError, match="fast_dct"):
+        ImageReader(fast_dct="yes")

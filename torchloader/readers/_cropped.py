@@ -66,7 +66,11 @@ def decode_cropped_bytes(reader: ImageReader, data, name: str, spec, seed: int, 
         scale = _scale(box, out.shape[:2])
         try:
             pixels = simplejpeg.decode_jpeg(
-                data, colorspace=colorspace, min_height=-(-height // scale), min_width=-(-width // scale)
+                data,
+                colorspace=colorspace,
+                min_height=-(-height // scale),
+                min_width=-(-width // scale),
+                **reader.turbo_options,
             )
         except ValueError:  # libjpeg warned (strict): Pillow decides, from the same box
             pixels = None
