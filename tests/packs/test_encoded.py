@@ -208,3 +208,21 @@ def test_the_command_line_packs_encoded_and_verifies(photos, tmp_path, capsys):
     assert main(["verify", str(tmp_path / "p")]) == 0
     assert main(["pack", str(photos), str(tmp_path / "q"), "--encoded", "--size", "8"]) == 1
     assert "leave size, crop and mode out" in capsys.readouterr().err
+
+
+def test_inspect_reports_an_encoded_packs_sizes_and_crops_that_run(packed, monkeypatch):
+    from torchloader.tools.report import inspect_data
+
+    monkeypatch.setattr("torchloader.datasets._load_all.default_num_workers", lambda: 0)
+    report = inspect_data(str(packed))
+    files = [PackedDataset(packed)[i][0].shape for i in range(N)]
+    heights, widths = [s[1] for s in files], [s[2] for s in files]
+    assert report.sizes["height"][::2] == [min(heights), max(heights)]
+    assert report.sizes["width"][::2] == [min(widths), max(widths)]
+    assert report.bytes_decoded == sum(3 * h * w for h, w in zip(heights, widths))
+    assert "PackedDataset(" in report.python and "decode=RandomResizedCrop(" in report.python
+    scope = {}
+    exec(report.python, scope)  # what the report prints runs on the pack
+    x, _ = next(iter(scope["loader"]))
+    size = int(report.python.split("RandomResizedCrop(")[1].split(")")[0])
+    assert x.shape == (N, 3, size, size) and report.recommendation.startswith("crop as they decode")

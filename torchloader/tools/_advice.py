@@ -69,6 +69,8 @@ def advise(p: Probe) -> Advice:
     else:
         per_chunk = p.ram // 4 // 2 // max(1, p.decoded // max(p.samples, 1))
         why = f"too big for RAM; a quarter of the available RAM gives chunks of {per_chunk} samples"
+    if p.kind == "packed" and p.resize_to is not None:  # an encoded pack of many sizes
+        return _crops(p, "")
     if p.kind == "packed":
         return _load(f"PackedDataset({p.path!r})", fits, budget, "", [why])
     if p.samples == 0 or (p.kind == "arrays" and not p.uniform):
@@ -93,15 +95,17 @@ def _crops(p: Probe, pack: str) -> Advice:
     """Images of many sizes: cropped as they decode, through a plain DataLoader."""
     size = max(8, min(224, min(p.resize_to or (8, 8)) // 8 * 8))
     options = f", decode=RandomResizedCrop({size})"
-    dataset = (
-        f"PathDataset.from_csv({p.path!r}{options})"
-        if p.source == "csv"
-        else f"PathDataset.from_folder({p.path!r}{options})"
-    )
+    kinds = {"csv": "PathDataset.from_csv", "packed": "PackedDataset"}
+    dataset = f"{kinds.get(p.source, 'PathDataset.from_folder')}({p.path!r}{options})"
     line = f"loader = DataLoader({dataset}, {BATCH}, shuffle=True, num_workers={p.workers})"
     reasons = [
         f"images differ in size: each is cropped to {size} x {size} as it decodes, at random and flipped at "
         f"random (augmentation; to evaluate: decode=CenterCrop({size}, resize={size * 8 // 7}))",
+    ]
+    if p.source == "packed":
+        label = f"crop as they decode: a DataLoader over PackedDataset(decode=RandomResizedCrop({size}))"
+        return Advice(label, "from torch.utils.data import DataLoader; " + _with_imports(line), "", reasons)
+    reasons += [
         f"or resize them once to the median size: {pack}",
         f"or pack the files as they are (no decoding; about their size on disk): "
         f"{shlex.join(['torchloader', 'pack', p.path, packed_copy(p.path), '--encoded'])}, then "

@@ -165,6 +165,8 @@ def _spread(values: list[int]) -> list[int]:
 def _packed(path: str) -> DataReport:
     ds = PackedDataset(path)
     disk = sum(s.nbytes for s in ds.manifest.shards)
+    if ds.manifest.encoded is not None:
+        return _encoded(path, ds, disk)
     shape = list(ds.manifest.sample_shape)
     if ds.manifest.options.get("layout") == "HWC":
         shape = [shape[2], shape[0], shape[1]]  # as samples come back: C x H x W
@@ -185,6 +187,30 @@ def _packed(path: str) -> DataReport:
     return _advise(report, "packed", len(ds))
 
 
+def _encoded(path: str, ds: PackedDataset, disk: int) -> DataReport:
+    """An encoded pack: the sizes its index states (every image's), decoded as RGB."""
+    labels = ds.labels  # (reading them maps the pack, and its index)
+    heights, widths = (ds._files.index[:, k].tolist() for k in (2, 3))
+    shapes = sorted({(3, h, w) for h, w in zip(heights, widths)})
+    report = DataReport(
+        path,
+        "packed",
+        len(ds),
+        0,
+        _class_counts(labels, ds.classes),
+        [list(s) for s in shapes[:3]],  # (of many: the spread below says more)
+        "uint8",
+        disk,
+        3 * sum(h * w for h, w in zip(heights, widths)),
+        available_ram(),
+        "",
+    )
+    if heights:
+        report.sizes = {"height": _spread(heights), "width": _spread(widths)}
+    report.probed = len(ds)
+    return _advise(report, "packed", len(ds), many_sizes=len(shapes) > 1)
+
+
 def _class_counts(labels: np.ndarray | None, classes: list[str] | None) -> dict[str, int]:
     if labels is None:
         return {}
@@ -193,13 +219,14 @@ def _class_counts(labels: np.ndarray | None, classes: list[str] | None) -> dict[
     return {names[k] if classes else str(k): counts[k] for k in sorted(counts)}
 
 
-def _advise(report: DataReport, source: str, readable: int) -> DataReport:
-    """Fill in the recommendation, its code and the reasons."""
+def _advise(report: DataReport, source: str, readable: int, *, many_sizes: bool = False) -> DataReport:
+    """Fill in the recommendation, its code and the reasons (``many_sizes``: an encoded
+    pack's images differ in size)."""
     r = report
     r.classes = len(r.class_counts)
     sizes = {tuple(s[-2:]) for s in r.shapes} if r.kind == "images" else {tuple(s) for s in r.shapes}
     resize = None
-    if r.kind == "images" and len(sizes) > 1:
+    if (r.kind == "images" and len(sizes) > 1) or many_sizes:
         resize = (r.sizes["height"][1], r.sizes["width"][1])
     probe = Probe(
         r.path, r.kind, source, readable, len(sizes) <= 1, resize, r.unreadable, r.bytes_decoded, r.available_ram
