@@ -16,6 +16,11 @@ selected files are unchanged):
   for all of them, so the two files here cover them.
 * RAW: ``RGBImageField(write_mode='raw')``, decoded uint8 HWC pixels (the peer of
   torchloader's PackedDataset).
+* RRC (``--modes rrc``, not run by default): a folder of images of every size, the
+  ImageNet training recipe: ``RGBImageField(write_mode='jpg', max_resolution=512,
+  jpeg_quality=90)`` (``--max-resolution``), read with ``RandomResizedCropRGBImageDecoder((S, S)) ->
+  RandomHorizontalFlip() -> ToTensor() -> ToTorchImage()`` (``S`` is ``--crop-size``,
+  default 128). Its crops are random, so it is not compared with Pillow (``check``).
 
 Labels are ``IntField``. Each .beton is read by ``ffcv.loader.Loader`` with
 ``order=OrderOption.RANDOM, os_cache=True, drop_last=False`` (FFCV documents QUASI_RANDOM as
@@ -114,11 +119,15 @@ def digest(files: list[Path], labels: list[int], extra: str) -> str:
     return h.hexdigest()[:12]
 
 
-def write_beton(work: Path, mode: str, files, labels, jpeg_quality: int, writers: int) -> Path:
+def write_beton(
+    work: Path, mode: str, files, labels, jpeg_quality: int, writers: int, max_resolution: int | None = None
+) -> Path:
+    """The .beton of ``mode`` (``jpg``, ``raw``, or ``rrc``: ``jpg`` at most ``max_resolution``)."""
     from ffcv.fields import IntField, RGBImageField
     from ffcv.writer import DatasetWriter
 
-    key = digest(files, labels, f"{mode} q{jpeg_quality} ffcv-{ffcv_version()}")
+    write_mode = "jpg" if mode == "rrc" else mode
+    key = digest(files, labels, f"{mode} q{jpeg_quality} max{max_resolution} ffcv-{ffcv_version()}")
     path = work / f"ffcv_{mode}_{len(files)}_{key}.beton"
     if path.exists():
         log(f"reusing {path} ({path.stat().st_size / 2**20:.1f} MiB)")
@@ -127,24 +136,32 @@ def write_beton(work: Path, mode: str, files, labels, jpeg_quality: int, writers
         log(f"removing stale {old}")
         old.unlink()
     tmp = path.with_suffix(".beton.tmp")
-    log(f"writing {path} ({len(files)} images, write_mode={mode!r}, {writers} writer processes)")
+    log(f"writing {path} ({len(files)} images, write_mode={write_mode!r}, {writers} writer processes)")
     start = time.perf_counter()
-    writer = DatasetWriter(
-        str(tmp),
-        {"image": RGBImageField(write_mode=mode, jpeg_quality=jpeg_quality), "label": IntField()},
-        num_workers=writers,
-    )
+    field = RGBImageField(write_mode=write_mode, max_resolution=max_resolution, jpeg_quality=jpeg_quality)
+    writer = DatasetWriter(str(tmp), {"image": field, "label": IntField()}, num_workers=writers)
     writer.from_indexed_dataset(JpegFolder(files, labels))
     os.replace(tmp, path)
     log(f"wrote {path.stat().st_size / 2**20:.1f} MiB in {time.perf_counter() - start:.1f} s")
     return path
 
 
-def make_loader(path: Path, batch_size: int, workers: int, order=None, indices=None):
+def make_loader(path: Path, batch_size: int, workers: int, order=None, indices=None, crop_size: int | None = None):
+    """FFCV's Loader of ``path``; with ``crop_size``, the RandomResizedCrop pipeline (mode ``rrc``)."""
     from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
+    from ffcv.fields.rgb_image import RandomResizedCropRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
-    from ffcv.transforms import ToTensor, ToTorchImage
+    from ffcv.transforms import RandomHorizontalFlip, ToTensor, ToTorchImage
 
+    if crop_size is None:
+        image = [SimpleRGBImageDecoder(), ToTensor(), ToTorchImage()]
+    else:
+        image = [
+            RandomResizedCropRGBImageDecoder((crop_size, crop_size)),
+            RandomHorizontalFlip(),
+            ToTensor(),
+            ToTorchImage(),
+        ]
     return Loader(
         str(path),
         batch_size=batch_size,
@@ -154,7 +171,7 @@ def make_loader(path: Path, batch_size: int, workers: int, order=None, indices=N
         drop_last=False,
         indices=indices,
         pipelines={
-            "image": [SimpleRGBImageDecoder(), ToTensor(), ToTorchImage()],
+            "image": image,
             "label": [IntDecoder(), ToTensor()],
         },
     )
@@ -202,7 +219,9 @@ def check(path: Path, mode: str, files, labels, jpeg_quality: int, n: int = 64) 
     return out
 
 
-def measure_in_child(path: Path, batch_size: int, workers: int, samples: int) -> tuple[float, int]:
+def measure_in_child(
+    path: Path, batch_size: int, workers: int, samples: int, crop_size: int | None = None
+) -> tuple[float, int]:
     """Time one loader in its own process, so that no earlier loader's mapping of a
     .beton, numba state or threads count in its PSS or its rate."""
     import subprocess
@@ -219,6 +238,8 @@ def measure_in_child(path: Path, batch_size: int, workers: int, samples: int) ->
         "--_samples",
         str(samples),
     ]
+    if crop_size is not None:
+        cmd += ["--_crop", str(crop_size)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -229,12 +250,14 @@ def measure_in_child(path: Path, batch_size: int, workers: int, samples: int) ->
     return res["samples_per_s"], res["peak_pss_bytes"]
 
 
-def child_measure(path: Path, batch_size: int, workers: int, samples: int) -> int:
+def child_measure(path: Path, batch_size: int, workers: int, samples: int, crop_size: int | None = None) -> int:
     from common import measure_epochs
     from ffcv.loader import Loader  # noqa: F401  (imported before the PSS baseline)
 
     try:
-        rate, pss = measure_epochs(lambda: make_loader(path, batch_size, workers), samples, warmup=1)
+        rate, pss = measure_epochs(
+            lambda: make_loader(path, batch_size, workers, crop_size=crop_size), samples, warmup=1
+        )
     except Exception as exc:  # noqa: BLE001
         traceback.print_exc()
         emit({"error": one_line(exc)})
@@ -256,18 +279,24 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--workers", default="2", help="FFCV num_workers (numba threads); a comma list runs each, e.g. 1,2")
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--modes", default="jpg,raw", help="which .beton files: jpg,raw")
+    ap.add_argument("--modes", default="jpg,raw", help="which .beton files: jpg,raw,rrc (rrc: RandomResizedCrop)")
     ap.add_argument("--jpeg-quality", type=int, default=90)
+    ap.add_argument("--crop-size", type=int, default=128, help="the rrc mode's output size (square)")
+    ap.add_argument("--max-resolution", type=int, default=512, help="the rrc mode's RGBImageField(max_resolution)")
     ap.add_argument("--no-check", action="store_true", help="skip the Pillow comparison")
     ap.add_argument("--_measure", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_samples", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_crop", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._measure is not None:  # internal: one timed loader, see measure_in_child
-        return child_measure(args._measure, args.batch_size, int(args.workers), args._samples)
+        return child_measure(args._measure, args.batch_size, int(args.workers), args._samples, args._crop)
     if args.data is None or args.work is None:
         ap.error("--data and --work are required")
     workers_list = peer_common.worker_counts(args.workers)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - {"jpg", "raw", "rrc"})
+    if unknown:
+        ap.error(f"unknown --modes {unknown}: jpg, raw or rrc")
 
     try:
         import common  # noqa: F401  (benchmarks/common.py: measure_epochs, for the child)
@@ -293,29 +322,46 @@ def main() -> int:
     n = len(files)
     log(f"ffcv {version}, numba {numba.__version__}, numpy {np.__version__}; {n} files in {len(classes)} classes")
 
-    label = {"jpg": "JPEG", "raw": "RAW"}
+    size = args.crop_size
+    label = {
+        "jpg": "(JPEG)",
+        "raw": "(RAW)",
+        "rrc": f"(JPEG, max_resolution={args.max_resolution}) RandomResizedCrop({size})",
+    }
     writers = max(1, min(2, os.cpu_count() or 1))
     for mode in modes:
-        field = (
-            f"RGBImageField(write_mode='{mode}', jpeg_quality={args.jpeg_quality})"
-            if mode == "jpg"
-            else f"RGBImageField(write_mode='{mode}')"
+        rrc = mode == "rrc"
+        field = {
+            "jpg": f"RGBImageField(write_mode='jpg', jpeg_quality={args.jpeg_quality})",
+            "raw": "RGBImageField(write_mode='raw')",
+            "rrc": (
+                f"RGBImageField(write_mode='jpg', max_resolution={args.max_resolution}, "
+                f"jpeg_quality={args.jpeg_quality})"
+            ),
+        }[mode]
+        pipeline = (
+            f"RandomResizedCropRGBImageDecoder(({size}, {size})), RandomHorizontalFlip(), ToTensor(), ToTorchImage()"
+            if rrc
+            else "SimpleRGBImageDecoder, ToTensor, ToTorchImage"
         )
         try:
-            path = write_beton(args.work, mode, files, labels, args.jpeg_quality, writers)
-            extra = {} if args.no_check else check(path, mode, files, labels, args.jpeg_quality)
+            path = write_beton(
+                args.work, mode, files, labels, args.jpeg_quality, writers, args.max_resolution if rrc else None
+            )
+            # random crops: nothing to compare with Pillow's full-size decode
+            extra = {} if args.no_check or rrc else check(path, mode, files, labels, args.jpeg_quality)
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc()
             for w in workers_list:
-                emit({"name": f"FFCV .beton ({label[mode]}), {w} workers", "peer": PEER, "skipped": one_line(exc)})
+                emit({"name": f"FFCV .beton {label[mode]}, {w} workers", "peer": PEER, "skipped": one_line(exc)})
             continue
         for w in workers_list:
-            name = f"FFCV .beton ({label[mode]}), {w} workers"
+            name = f"FFCV .beton {label[mode]}, {w} workers"
             if w < 1:  # FFCV's Loader turns num_workers < 1 into cpu_count()
                 name += f" (FFCV uses all {os.cpu_count()} cores)"
             try:
                 log(f"{name}: warm-up epoch (numba compile) + timed epoch, in a fresh process")
-                rate, pss = measure_in_child(path, args.batch_size, w, n)
+                rate, pss = measure_in_child(path, args.batch_size, w, n, size if rrc else None)
             except Exception as exc:  # noqa: BLE001
                 traceback.print_exc()
                 emit({"name": name, "peer": PEER, "skipped": one_line(exc)})
@@ -332,8 +378,7 @@ def main() -> int:
                     "config": (
                         f"{field}, IntField(); Loader(batch_size={args.batch_size}, "
                         f"num_workers={w}, order=OrderOption.RANDOM, os_cache=True, "
-                        "drop_last=False); SimpleRGBImageDecoder, ToTensor, ToTorchImage; "
-                        "IntDecoder, ToTensor"
+                        f"drop_last=False); {pipeline}; IntDecoder, ToTensor"
                     ),
                     "beton_bytes": path.stat().st_size,
                     "numba": numba.__version__,

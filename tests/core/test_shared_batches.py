@@ -147,9 +147,10 @@ def test_the_slots_of_an_exited_worker_are_let_go():
     kept = trip()[2]  # a new slot arrives: exited workers' slots are looked for
     assert "gone" not in shared_batches._MAPPED and len(shared_batches._MAPPED) == 1
     shared_batches._MAPPED["gone"] = (exited.pid, torch.UntypedStorage(8))
+    del kept  # the slot is free again: its next batch names it
     shared_batches._SWEPT[0] = 0.0
-    del kept  # a batch let go: looked for too (at most twice a second)
-    assert "gone" not in shared_batches._MAPPED and len(shared_batches._MAPPED) == 1
+    again = trip()  # a batch arrives: looked for too (at most twice a second)
+    assert again[1][2] is None and "gone" not in shared_batches._MAPPED and len(shared_batches._MAPPED) == 1
 
 
 def test_a_batch_naming_a_slot_this_process_does_not_map_is_refused():

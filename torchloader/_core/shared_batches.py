@@ -28,8 +28,11 @@ random token; its first trip carries the storage too, which the main process kee
 under the token (``_MAPPED``), and later trips carry the token alone. The worker says
 in its next batch which slots it dropped (a slot of another size taking their place),
 and the main process lets go of the slots of workers that have exited, looking when a
-new slot arrives and, at most twice a second, when a batch is let go (POSIX; elsewhere
-every trip carries the storage).
+new slot arrives and at most twice a second as batches arrive (POSIX; elsewhere every
+trip carries the storage). The slots of the last workers to exit stay mapped until the
+next batch from any worker arrives: at most ``MAX_SLOTS`` batches a worker. (Not when a
+batch is let go: a lease's ``__del__`` does one store, so that torch's SIGCHLD handler,
+which raises wherever the main process is, cannot land in work of ours there.)
 
 Example (in a DataLoader worker; elsewhere :func:`take` gives fresh storage)::
 
@@ -221,8 +224,6 @@ class _Lease:
 
     def __del__(self) -> None:
         self.flag.value = 0
-        if _MAPPED and time.monotonic() - _SWEPT[0] >= 0.5:
-            _sweep()
 
 
 # In the main process: the slots that reached it, token -> (the worker's pid, storage)
@@ -256,6 +257,9 @@ def _received(
         elif _CACHES:
             _forget_exited(keep=pid)
             _MAPPED[token] = (pid, storage)
+        if _MAPPED and time.monotonic() - _SWEPT[0] >= 0.5:
+            _SWEPT[0] = time.monotonic()
+            _forget_exited(keep=pid)
     data = torch.from_numpy(np.asarray(_Lease(storage, nbytes)))
     return data.view(dtype).as_strided(shape, stride)
 
@@ -264,14 +268,10 @@ _SWEPT = [0.0]  # when _sweep last looked
 
 
 def _sweep() -> None:
-    """Forget exited workers' slots, unless this thread is inside :func:`_received` (a
-    lease can die anywhere a garbage collection runs)."""
-    if _MAPPED_LOCK.acquire(blocking=False):
-        try:
-            _SWEPT[0] = time.monotonic()
-            _forget_exited(keep=None)
-        finally:
-            _MAPPED_LOCK.release()
+    """Forget exited workers' slots now."""
+    with _MAPPED_LOCK:
+        _SWEPT[0] = time.monotonic()
+        _forget_exited(keep=None)
 
 
 def _forget_exited(keep: int | None) -> None:
