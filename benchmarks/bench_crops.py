@@ -50,7 +50,7 @@ from make_data import make_mixed_set
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from torchloader import ChunkedLoader, PackedDataset, PathDataset, RandomResizedCrop, pack
+from torchloader import ChunkedLoader, ImageReader, PackedDataset, PathDataset, RandomResizedCrop, pack
 
 BATCH = 256
 SIZE = 128
@@ -187,12 +187,15 @@ def decode_bounds(paths: list[str]) -> tuple[list[tuple], float]:
     return rows, full
 
 
-def ffcv_rows(python: str | None, root: str, work: str, workers: int) -> tuple[list[tuple], list[str]]:
-    """FFCV's RandomResizedCrop loader, run by ``peers/ffcv_peer.py``: rows and config lines."""
+def ffcv_rows(
+    python: str | None, root: str, work: str, workers: int, mode: str = "rrc"
+) -> tuple[list[tuple], list[str]]:
+    """FFCV's RandomResizedCrop loader (``mode="jpg"``: its plain JPEG loader), run by
+    ``peers/ffcv_peer.py``: rows and config lines."""
     if not python:
-        return [("FFCV RandomResizedCrop", None, "skipped: no --ffcv python")], []
-    cmd = [python, os.path.join(HERE, "peers", "ffcv_peer.py"), "--data", root, "--work", work]
-    cmd += ["--modes", "rrc", "--workers", str(workers), "--crop-size", str(SIZE), "--batch-size", str(BATCH)]
+        return [(f"FFCV ({mode})", None, "skipped: no --ffcv python")], []
+    cmd = [python, os.path.join(HERE, "peers", "ffcv_peer.py"), "--data", root, "--work", work, "--no-check"]
+    cmd += ["--modes", mode, "--workers", str(workers), "--crop-size", str(SIZE), "--batch-size", str(BATCH)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     except OSError as exc:
@@ -262,6 +265,26 @@ def pack_rows(root: str, paths: list[str], dst: str, n: int, workers: int) -> li
     return rows
 
 
+def fixed_rows(root: str, dst: str, python: str | None, work: str, workers: int) -> list[tuple]:
+    """(f) the fixed-size set (``make_data.make_set``, 128 x 128): an encoded pack read
+    without a decode spec, exact and with ``fast_dct``, against FFCV's JPEG loader."""
+    files = PathDataset.from_folder(root)
+    n = len(files)
+    pack(root, dst, encoded=True, num_workers=2, progress=False)
+    rows, _ = ffcv_rows(python, root, work, workers, mode="jpg")
+    rows = [(f"(f) {name}", r, note) for name, r, note in rows]
+    for name, ds in (
+        ("(f) DataLoader(PathDataset) of the folder", files),
+        ("(f) DataLoader(PackedDataset(encoded))", PackedDataset(dst)),
+        (
+            "(f) DataLoader(PackedDataset(encoded, reader=ImageReader(fast_dct=True)))",
+            PackedDataset(dst, reader=ImageReader(fast_dct=True)),
+        ),
+    ):
+        rows.append((f"{name}, {workers} workers", rate(plain(ds, workers), n), f"{n} JPEGs of 128 x 128"))
+    return rows
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -278,6 +301,7 @@ def main() -> None:
         default=FFCV_PYTHON if os.path.exists(FFCV_PYTHON) else None,
         help=f"the python of a venv with FFCV, to run peers/ffcv_peer.py (default: {FFCV_PYTHON} if it exists)",
     )
+    parser.add_argument("--fixed", help="also (f): a folder of 128 x 128 JPEGs (make_data.make_set) as an encoded pack")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = make_mixed_set(args.data or os.path.join(tmp, "mixed"), args.n)
@@ -304,6 +328,9 @@ def main() -> None:
             name = f"(c) DataLoader(PathDataset.from_folder(decode=RRC({SIZE}))), {workers} workers"
             rows.append((name, r, ""))
         rows += pack_rows(root, paths, os.path.join(tmp, "encoded"), n, args.workers)
+        if args.fixed:
+            fixed_work = args.fixed.rstrip("/") + "-ffcv"
+            rows += fixed_rows(args.fixed, os.path.join(tmp, "fixed"), args.ffcv, fixed_work, args.workers)
 
         print(
             table(
