@@ -91,6 +91,7 @@ _EXPECTED = "x (2, 3) torch.float32, y () torch.int64"
 _ADVICE = (
     "; samples must share one shape and dtype to be stacked into one tensor. "
     "Resize or crop them to one size in the dataset's transform"
+    " (images: decode=RandomResizedCrop(size) or CenterCrop(size) crops them as they decode)"
 )
 
 

@@ -314,6 +314,7 @@ def test_samples_of_another_shape_are_refused_naming_both(tmp_path, closing):
         "sample 3 has x (3, 2) torch.uint8 but sample 0 has x (2, 3) "
         "torch.uint8; samples must share one shape and dtype to be stacked "
         "into one tensor. Resize or crop them to one size in the dataset's transform"
+        " (images: decode=RandomResizedCrop(size) or CenterCrop(size) crops them as they decode)"
     )
 
 

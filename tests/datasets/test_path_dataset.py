@@ -543,6 +543,7 @@ def test_a_batch_of_samples_of_two_shapes_names_both(tmp_path):
         "sample 2 has x (3, 20, 32) torch.uint8 but sample 1 has x (3, 24, 32) torch.uint8; "
         "samples must share one shape and dtype to be stacked into one tensor. Resize or "
         "crop them to one size in the dataset's transform"
+        " (images: decode=RandomResizedCrop(size) or CenterCrop(size) crops them as they decode)"
     )
 
 

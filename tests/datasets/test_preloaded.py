@@ -121,6 +121,7 @@ def test_from_dataset_names_the_sample_whose_shape_differs():
         "x (2, 2) torch.uint8, y () torch.int64; samples must share one shape and dtype "
         "to be stacked into one tensor. Resize or crop them to one size in the "
         "dataset's transform"
+        " (images: decode=RandomResizedCrop(size) or CenterCrop(size) crops them as they decode)"
     )
 
 

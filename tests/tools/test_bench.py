@@ -91,6 +91,34 @@ def test_limit_takes_samples_spread_over_the_data_set(folder):
     assert ds.labels.tolist() == [0, 0, 0, 1, 1, 1]  # both class folders
 
 
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """JPEGs of 12 sizes, a folder and its encoded pack."""
+    root = tmp_path_factory.mktemp("bench-mixed") / "images"
+    for i in range(12):
+        path = root / f"c{i % 2}" / f"{i:02d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(china()[: 20 + 3 * i, : 40 - 2 * i]).save(path, quality=90)
+    pack(root, root.parent / "packed", encoded=True, num_workers=0, progress=False)
+    return str(root), str(root.parent / "packed")
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_images_of_many_sizes_are_benched_as_random_crops(mixed, which, capsys):
+    results = bench(mixed[which], modes=["dataloader", "chunked", "preload"], num_workers=[0], crop=16, progress=False)
+    rows = rows_by_key(results[1:])
+    assert rows[("dataloader", 0)].samples_per_s > 0 and rows[("chunked", 0)].samples_per_s > 0
+    assert rows[("preload", 0)].skipped == "random crops: new ones each epoch, nothing to load once"
+    assert {tuple(open_for_bench(mixed[which], crop=16)[i][0].shape) for i in range(12)} == {(3, 16, 16)}
+    args = ["bench", mixed[which], "--crop", "16", "--modes", "dataloader", "--num-workers", "0", "--quiet"]
+    assert main(args) == 0 and "samples/s" in capsys.readouterr().out
+
+
+def test_images_of_many_sizes_without_a_crop_say_how_to_decode_them(mixed):
+    with pytest.raises(ValueError, match=r"decode=RandomResizedCrop\(size\) or CenterCrop\(size\)"):
+        bench(mixed[0], modes=["dataloader"], num_workers=[0], progress=False)
+
+
 def test_unknown_modes_are_refused_with_the_choices(folder):
     with pytest.raises(ValueError, match=r"^unknown mode\(s\) \['fast'\]; choose from \['dataloader', "):
         bench(folder, modes=["fast"], progress=False)

@@ -33,8 +33,11 @@ def mismatch_message(index: int, what: str, other: int, other_what: str) -> str:
     return (
         f"sample {index} has {what} but sample {other} has {other_what}; samples must "
         f"share one shape and dtype to be stacked into one tensor. Resize or crop "
-        f"them to one size in the dataset's transform"
+        f"them to one size in the dataset's transform{_DECODE_HINT}"
     )
+
+
+_DECODE_HINT = " (images: decode=RandomResizedCrop(size) or CenterCrop(size) crops them as they decode)"
 
 
 class MixedShapes(ValueError):

@@ -31,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 
 from torchloader._core.checks import check_int
 from torchloader._core.layout import storage_order
@@ -48,12 +47,10 @@ from torchloader._core.samples import split_sample
 from torchloader._core.sizes import nbytes
 from torchloader._core.units import format_bytes, parse_bytes
 from torchloader.chunked.loader import ChunkedLoader
-from torchloader.datasets.path import PathDataset
 from torchloader.datasets.preloaded import PreloadedDataset
-from torchloader.packs._source import open_source
 from torchloader.packs.dataset import PackedDataset
-from torchloader.packs.format import MANIFEST
 from torchloader.protocols import MapDataset
+from torchloader.tools._bench_data import open_for_bench
 from torchloader.tools._plot import plot
 from torchloader.tools.memory import PeakMemory
 from torchloader.tools.report import available_ram
@@ -153,24 +150,6 @@ def time_epochs(
     return samples / statistics.median(times), memory.above_baseline
 
 
-def open_for_bench(path: str, *, limit: int | None = None) -> Dataset:
-    """The data set at ``path`` (image folder, CSV, ``.npy`` folder or packed
-    directory), reduced to ``limit`` samples spread over it (every k-th)."""
-    if os.path.exists(os.path.join(path, MANIFEST)):
-        ds: Any = PackedDataset(path)
-        if limit is not None and limit < len(ds):
-            raise ValueError(f"--limit is for file folders; '{path}' is packed (pack fewer samples instead)")
-        return ds
-    ds = open_source(path, size=None, crop=False, mode="RGB")[0].dataset
-    if limit is not None and limit < len(ds):
-        step = len(ds) / limit
-        keep = (np.arange(limit) * step).astype(np.int64)
-        ds = PathDataset(
-            ds.paths[keep], None if ds.labels is None else ds.labels[keep], reader=ds.reader, classes=ds.classes
-        )
-    return ds
-
-
 def _loader(
     mode: str, ds: MapDataset, workers: int, batch_size: int, budget: int, preloaded: Any
 ) -> Callable[[], Iterable[Any]]:
@@ -198,6 +177,8 @@ def _applies(mode: str, ds: MapDataset, workers: int) -> str | None:
         return "threads need workers > 0"
     if mode == "preload" and workers > 0:
         return "in RAM: workers only add copies (use 0)"
+    if mode == "preload" and getattr(getattr(ds, "decode", None), "random", False):
+        return "random crops: new ones each epoch, nothing to load once"
     if mode == "preload":
         needed = len(ds) * nbytes(split_sample(ds[0])[0])
         if needed > available_ram() // 2:
@@ -215,13 +196,15 @@ def bench(
     ram_budget: str | int = "256MiB",
     limit: int | None = None,
     progress: bool = True,
+    crop: int | None = None,
 ) -> list[Measurement]:
-    """Time each of ``modes`` (default: all of :data:`MODES`) with each of ``num_workers``."""
+    """Time each of ``modes`` (default: all of :data:`MODES`) with each of ``num_workers``;
+    ``crop``: images decoded with ``RandomResizedCrop(crop)`` (see :func:`open_for_bench`)."""
     modes = list(MODES) if modes is None else list(modes)
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown mode(s) {unknown}; choose from {list(MODES)}")
-    ds = open_for_bench(path, limit=limit)
+    ds = open_for_bench(path, limit=limit, crop=crop)
     n, budget, name = len(ds), parse_bytes(ram_budget), type(ds).__name__
     cache: dict[str, PreloadedDataset] = {}
 

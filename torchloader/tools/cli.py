@@ -143,6 +143,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         ram_budget=args.ram_budget,
         limit=args.limit,
         progress=not args.quiet,
+        crop=args.crop,
     )
     if args.json:
         _echo(json.dumps([r.as_dict() for r in results], indent=2))
@@ -173,6 +174,7 @@ def _add_bench(commands: Any) -> None:
     bench.add_argument("--epochs", type=int, default=1, help="timed epochs after a warm-up (median)")
     bench.add_argument("--ram-budget", default="256MiB", help="ChunkedLoader's budget (default 256MiB)")
     bench.add_argument("--limit", type=int, help="use N samples spread over the data set")
+    bench.add_argument("--crop", type=int, metavar="N", help="decode with RandomResizedCrop(N): images of many sizes")
     bench.add_argument("--plot", metavar="OUT.png", help="also draw a bar chart")
     bench.add_argument("--json", action="store_true", help="print JSON for scripts")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
