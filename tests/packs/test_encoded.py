@@ -173,10 +173,10 @@ def test_a_flipped_byte_in_a_shard_is_found_by_verify(packed, tmp_path):
 def test_an_interrupted_encoded_pack_never_looks_complete_and_a_rerun_finishes_it(photos, tmp_path, monkeypatch):
     read = _encoded._read
 
-    def dies_at_20(dataset, index):
+    def dies_at_20(dataset, index, *args):
         if index == 20:
             raise KeyboardInterrupt  # the job killed mid-pack
-        return read(dataset, index)
+        return read(dataset, index, *args)
 
     monkeypatch.setattr(_encoded, "_read", dies_at_20)
     with pytest.raises(KeyboardInterrupt):
@@ -226,3 +226,30 @@ def test_inspect_reports_an_encoded_packs_sizes_and_crops_that_run(packed, monke
     x, _ = next(iter(scope["loader"]))
     size = int(report.python.split("RandomResizedCrop(")[1].split(")")[0])
     assert x.shape == (N, 3, size, size) and report.recommendation.startswith("crop as they decode")
+
+
+def test_max_side_shrinks_only_the_larger_images_and_says_their_new_size(photos, tmp_path):
+    pack(photos, tmp_path / "p", encoded=True, max_side=100, num_workers=2, progress=False)
+    ds, files = PackedDataset(tmp_path / "p"), PathDataset.from_folder(photos)
+    index, shrunk = np.load(tmp_path / "p" / "index.npy"), 0
+    for i in range(N):
+        x, source = ds[i][0], files[i][0]
+        assert tuple(x.shape[1:]) == tuple(index[i, 2:])  # the index states the stored size
+        if max(source.shape[1:]) <= 100:
+            assert torch.equal(x, source)  # stored as it was
+            continue
+        shrunk += 1
+        assert max(x.shape[1:]) == 100 and x.shape[0] == source.shape[0]
+        h, w = source.shape[1:]
+        assert abs(x.shape[1] / x.shape[2] - h / w) < 0.05  # the aspect ratio kept
+        name = files.path(i)
+        with Image.open(name) as image:
+            want = np.asarray(image.convert("RGB" if x.shape[0] == 3 else "L").resize(x.shape[1:][::-1], Image.LANCZOS))
+        error = np.abs(x.permute(1, 2, 0).numpy().astype(int) - want.reshape(*x.shape[1:], -1).astype(int)).mean()
+        assert error < (8 if name.endswith(".jpg") else 1), (name, error)  # JPEG quality 90; PNG lossless
+    assert shrunk > 5
+    assert Manifest.read(str(tmp_path / "p")).options["max_side"] == 100
+    with pytest.raises(ValueError, match="max_side shrinks the images of an encoded pack"):
+        pack(photos, tmp_path / "q", max_side=100)
+    with pytest.raises(ValueError, match="max_side must be"):
+        pack(photos, tmp_path / "q", encoded=True, max_side=0)

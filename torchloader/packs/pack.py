@@ -81,6 +81,7 @@ def pack(
     overwrite: bool = False,
     progress: bool = True,
     encoded: bool = False,
+    max_side: int | None = None,
 ) -> PackSummary:
     """Pack ``src`` into shards in ``dst``; see the module docstring.
 
@@ -97,10 +98,10 @@ def pack(
         on_error: ``"raise"`` stops at the first unreadable file; ``"skip"`` leaves
             it out and lists it in the summary and the manifest.
         overwrite: replace a different pack already in ``dst``.
-        encoded: store each image file's bytes as they are (no decoding, images of
-            any size, about the folder's own size), with each one's height and width
-            from its header; ``PackedDataset`` decodes them when read. ``size``,
-            ``crop`` and ``mode`` are then for reading: ``decode=`` and ``reader=``.
+        encoded: store each image file's bytes as they are, any sizes, decoded when
+            read (``PackedDataset(dst, decode=..., reader=...)``, not ``size``/``mode``).
+        max_side: with ``encoded``: shrink only the images whose longer side is over
+            this, encoded again (``_encoded.py``).
 
     Raises:
         SampleLoadError: a file cannot be read (with ``on_error="raise"``).
@@ -113,7 +114,7 @@ def pack(
     if num_workers is not None:
         num_workers = check_int("num_workers", num_workers)
     src, dst = os.fspath(src), os.fspath(dst)
-    dataset, options = _open(src, size, crop, mode, encoded)
+    dataset, options = _open(src, size, crop, mode, encoded, max_side)
     options["shard_bytes"] = parse_bytes(shard_bytes)
     check_destination(dst)
     os.makedirs(dst, exist_ok=True)
@@ -121,17 +122,18 @@ def pack(
         existing = _existing(dst, options, overwrite)
         if existing is not None:
             return existing
-        start = time.perf_counter()
+        start, write = time.perf_counter(), _pack_encoded if encoded else _pack_decoded
         workers = default_num_workers() if num_workers is None else num_workers
-        write = _pack_encoded if encoded else _pack_decoded
         manifest = write(dataset, dst, options, on_error, workers, progress)
     seconds = time.perf_counter() - start
     total = sum(s.nbytes for s in manifest.shards)
     return PackSummary(manifest.count, total, seconds, manifest.skipped)
 
 
-def _open(src: str, size: Any, crop: bool, mode: str, encoded: bool) -> tuple[Any, dict[str, Any]]:
+def _open(src: str, size: Any, crop: bool, mode: str, encoded: bool, max_side: Any) -> tuple[Any, dict[str, Any]]:
     """The source and the options that define the pack (``encoded``: the files as they are)."""
+    if max_side is not None and not encoded:
+        raise ValueError("max_side shrinks the images of an encoded pack (encoded=True); a raw pack has size=")
     if encoded and (size is not None or crop or mode != "RGB"):
         raise ValueError(
             "an encoded pack keeps the files as they are: leave size, crop and mode out, and crop "
@@ -142,7 +144,10 @@ def _open(src: str, size: Any, crop: bool, mode: str, encoded: bool) -> tuple[An
         return dataset, options
     if not dataset.images:
         raise ValueError(f"encoded=True stores image files; '{src}' holds arrays: pack them without it")
-    return dataset, {"source": options["source"], "encoded": True}
+    options = {"source": options["source"], "encoded": True}
+    if max_side is not None:
+        options["max_side"] = check_int("max_side", max_side, minimum=1)
+    return dataset, options
 
 
 def _existing(dst: str, options: dict[str, Any], overwrite: bool) -> PackSummary | None:
@@ -175,7 +180,9 @@ def _pack_decoded(dataset: Any, dst: str, options: dict, on_error: str, workers:
 def _pack_encoded(dataset: Any, dst: str, options: dict, on_error: str, workers: int, progress: bool) -> Manifest:
     sizes = [os.path.getsize(dataset.path(i)) for i in range(len(dataset))]  # an estimate for the disk check
     with disk_errors(dst, sum(sizes)):
-        written = write_encoded(dataset, dst, options["shard_bytes"], on_error, workers, progress)
+        written = write_encoded(
+            dataset, dst, options["shard_bytes"], on_error, workers, progress, options.get("max_side")
+        )
         index = _write_array(dst, "index.npy", written.index)
         sizes = [s.nbytes - HEADER_BYTES for s in written.shards if s.file is not None]
         encoded = {"index": index, "shard_sizes": sizes}

@@ -112,6 +112,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.quiet,
             encoded=args.encoded,
+            max_side=args.max_side,
         )
     except SampleLoadError as exc:  # a bad file is a user error too: no traceback
         _echo(f"torchloader pack: {exc}\n(--on-error skip leaves unreadable files out)", err=True)
@@ -202,6 +203,12 @@ def _add_pack(commands: Any) -> None:
         "--encoded",
         action="store_true",
         help="store each image file's bytes as they are (any sizes; decoded, and cropped, when read)",
+    )
+    pack.add_argument(
+        "--max-side",
+        type=int,
+        metavar="N",
+        help="with --encoded: shrink images whose longer side is over N, encoded again (JPEG quality 90)",
     )
     pack.add_argument("--quiet", action="store_true", help="no progress bar")
     pack.set_defaults(run=_cmd_pack)
