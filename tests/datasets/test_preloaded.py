@@ -258,3 +258,16 @@ def test_from_dataset_keeps_images_in_their_decoded_memory_order():
     assert ds.x.shape == (3, 3, 4, 5)
     assert ds.x.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(ds.x, torch.stack(images))
+
+
+def test_index_arrays_of_any_layout_are_read_and_left_as_they_were():
+    ds = PreloadedDataset(torch.arange(40).view(10, 4), torch.arange(10))
+    reversed_ = np.arange(10)[::-1]
+    assert ds[reversed_][1].tolist() == list(range(9, -1, -1))  # a negative stride
+    frozen = np.array([3, 1])
+    frozen.flags.writeable = False
+    assert ds.gather(frozen)[1].tolist() == [3, 1]  # read-only: no warning (warnings are errors here)
+    mine = np.array([2, 5])
+    batch = ds[mine]
+    mine[:] = 0
+    assert batch[1].tolist() == [2, 5]

@@ -253,3 +253,34 @@ def test_max_side_shrinks_only_the_larger_images_and_says_their_new_size(photos,
         pack(photos, tmp_path / "q", max_side=100)
     with pytest.raises(ValueError, match="max_side must be"):
         pack(photos, tmp_path / "q", encoded=True, max_side=0)
+
+
+@pytest.mark.parametrize("encoded", [True, False])
+def test_chunked_loader_labels_a_pack_through_its_target_transform(photos, tmp_path, encoded):
+    dst = tmp_path / "p"
+    pack(photos, dst, encoded=encoded, size=None if encoded else 16, num_workers=0, progress=False)
+    options = {"decode": CenterCrop(16)} if encoded else {}
+    ds = PackedDataset(dst, target_transform=lambda y: y + 100, **options)
+    loader = ChunkedLoader(ds, 8, ram_budget="128KiB", block_size=1, seed=0, num_workers=0)
+    try:
+        labels = sorted(int(y) for _, ys in loader for y in ys)
+    finally:
+        loader.close()
+    assert labels == sorted(int(ds[i][1]) for i in range(N)) and min(labels) >= 100
+
+
+def test_a_rerun_with_another_max_side_is_another_pack(photos, tmp_path):
+    pack(photos, tmp_path / "p", encoded=True, max_side=60, num_workers=0, progress=False)
+    with pytest.raises(FileExistsError, match="differs in max_side"):
+        pack(photos, tmp_path / "p", encoded=True, num_workers=0, progress=False)
+
+
+def test_an_encoded_pack_of_nothing_readable_says_so_and_an_empty_batch_has_the_samples_shape(packed, tmp_path):
+    (tmp_path / "src" / "c").mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / "src" / "c" / name).write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match="no sample of the source could be read; nothing to pack: .*a.jpg"):
+        pack(tmp_path / "src", tmp_path / "p", encoded=True, num_workers=0, progress=False, on_error="skip")
+    assert not (tmp_path / "p" / MANIFEST).exists()
+    x, y = PackedDataset(packed, decode=CenterCrop(12)).gather([])
+    assert x.shape == (0, 3, 12, 12) and y.shape == (0,)

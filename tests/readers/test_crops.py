@@ -201,3 +201,14 @@ def test_fast_dct_trades_pillows_exact_pixels_for_a_small_stated_error(photo_fil
     assert repr(fast).endswith("fast_dct=True)") and "fast_dct" not in repr(exact)
     with pytest.raises(TypeError, match="fast_dct"):
         ImageReader(fast_dct="yes")
+
+
+def test_rgba_crops_resize_with_premultiplied_alpha_as_pillow_does(tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (60, 80, 4), dtype=np.uint8)
+    pixels[:, :40, 3] = 0  # transparent, with colours behind that must not bleed into the rest
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "a.png")
+    box = Crop(4, 10, 40, 60, False)  # on whole pixels
+    out = np.empty((20, 30, 4), np.uint8)
+    decode_cropped(ImageReader("RGBA"), str(tmp_path / "a.png"), Fixed((20, 30), box), 0, out)
+    np.testing.assert_array_equal(out, pillow_crop(str(tmp_path / "a.png"), box, (20, 30), "RGBA"))

@@ -53,8 +53,8 @@ def as_index_array(indices: Any, length: int) -> np.ndarray:
     if not array.size:
         return array
     low, high = array.min(), array.max()
-    if low >= 0 and high < length:  # the common case: one pass less
-        return array
+    if low >= 0 and high < length:  # the common case: one pass less (a copy of an array of yours)
+        return array if not isinstance(indices, (np.ndarray, torch.Tensor)) else np.array(array)
     if low < -length or high >= length:
         bad = array[(array < -length) | (array >= length)][0]
         raise IndexError(f"index {bad} is out of range for {length} samples")

@@ -90,7 +90,9 @@ class EncodedSamples:
             out[slot].copy_(x)
         if ds.labels is None:
             return None
-        return torch.from_numpy(np.asarray(ds.labels[np.asarray(indices, dtype=np.int64)]))
+        if ds.target_transform is None or not len(indices):
+            return torch.from_numpy(np.asarray(ds.labels[np.asarray(indices, dtype=np.int64)]))
+        return torch.stack([torch.as_tensor(ds[int(index)][1]) for index in indices])  # as ds[i] labels them
 
     def _decode_into(self, index: int, slot: np.ndarray) -> bool:
         ds = self.dataset

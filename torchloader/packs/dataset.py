@@ -22,7 +22,7 @@ from torchloader._core.indices import as_index_array, check_index, is_batch
 from torchloader._core.layout import SampleLayout, stored_view
 from torchloader._core.randomness import apply_transform, reading_batch
 from torchloader._core.samples import split_sample
-from torchloader.datasets._batch import read_batch
+from torchloader.datasets._batch import _empty_batch, read_batch
 from torchloader.datasets._dataloader import batch_dataloader, getitems
 from torchloader.datasets._rows import in_shared_memory
 from torchloader.packs._encoded_reads import EncodedSamples, check_reading
@@ -96,8 +96,9 @@ class PackedDataset(Dataset):
     @property
     def declines(self) -> tuple[str, ...]:
         """Fast paths it has but does not offer (``protocols.offers``): an encoded pack
-        has no stored rows to gather; its samples are decoded into their slots."""
-        return ("gather", "gather_into") if self._encoded is not None else ()
+        has no stored rows to gather, its samples are decoded into their slots; a raw
+        pack's rows are gathered, never read one by one into slots."""
+        return ("gather", "gather_into") if self._encoded is not None else ("read_samples_into",)
 
     @property
     def sample_nbytes(self) -> int | None:
@@ -203,19 +204,15 @@ class PackedDataset(Dataset):
     ) -> torch.Tensor | None:
         """Decode the samples of an encoded pack at ``indices`` into ``out[slots[k]]``
         (as ``PathDataset.read_samples_into``; ``ChunkedLoader``'s way to fill a chunk
-        from one); return their labels. A raw pack's rows are copied."""
-        if self._encoded is not None:
-            return self._encoded.read_into(indices, out, slots)
-        slots = range(len(indices)) if slots is None else slots
-        for slot, index in zip(slots, indices):
-            sample = self[int(index)]
-            out[slot].copy_(sample if self._labels is None else sample[0])
-        return None if self._labels is None else torch.from_numpy(np.asarray(self._labels[np.asarray(indices)]))
+        from one); return their labels. A raw pack declines it: ``gather_into``."""
+        if self._encoded is None:
+            raise TypeError("a raw pack is read by gather_into (its rows as stored), not decoded into slots")
+        return self._encoded.read_into(indices, out, slots)
 
     def _gather(self, indices: np.ndarray) -> Any:
         """``gather`` of indices already checked (int64 in ``[0, len)``)."""
         if self._encoded is not None:
-            return self._batch(indices) if len(indices) else self[indices.tolist()]
+            return self._batch(indices) if len(indices) else _empty_batch(self)
         x = self._tensor(self._read_rows(indices, None), batch=True)
         if self._labels is None:
             return x

@@ -144,10 +144,8 @@ def _open(src: str, size: Any, crop: bool, mode: str, encoded: bool, max_side: A
         return dataset, options
     if not dataset.images:
         raise ValueError(f"encoded=True stores image files; '{src}' holds arrays: pack them without it")
-    options = {"source": options["source"], "encoded": True}
-    if max_side is not None:
-        options["max_side"] = check_int("max_side", max_side, minimum=1)
-    return dataset, options
+    max_side = None if max_side is None else check_int("max_side", max_side, minimum=1)
+    return dataset, {"source": options["source"], "encoded": True, "max_side": max_side}  # (None: compared too)
 
 
 def _existing(dst: str, options: dict[str, Any], overwrite: bool) -> PackSummary | None:
@@ -183,8 +181,12 @@ def _pack_encoded(dataset: Any, dst: str, options: dict, on_error: str, workers:
         written = write_encoded(
             dataset, dst, options["shard_bytes"], on_error, workers, progress, options.get("max_side")
         )
-        index = _write_array(dst, "index.npy", written.index)
         sizes = [s.nbytes - HEADER_BYTES for s in written.shards if s.file is not None]
+        if not sizes:
+            skipped = [item for s in written.shards for item in s.skipped]
+            first = f": {skipped[0]['path']}: {skipped[0]['error']}" if skipped else ""
+            raise ValueError(f"no sample of the source could be read; nothing to pack{first}")
+        index = _write_array(dst, "index.npy", written.index)
         encoded = {"index": index, "shard_sizes": sizes}
         return _finish(dst, dataset, written.shards, Stored((), "uint8", "encoded"), options, encoded)
 

@@ -102,7 +102,9 @@ def _scale(box: Crop, size: tuple[int, int]) -> int:
 def _resize_into(pixels: np.ndarray, box: Crop, sy: float, sx: float, out: np.ndarray) -> None:
     """Resize ``box`` of ``pixels`` (decoded at ``sy x sx`` of the stored size) into ``out``."""
     edges = (box.left * sx, box.top * sy, (box.left + box.width) * sx, (box.top + box.height) * sy)
-    if all(float(e).is_integer() for e in edges) and out.flags.writeable:
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    # (RGBA goes to Pillow, which resizes with premultiplied alpha: hidden colours do not bleed)
+    if channels in (1, 3) and all(float(e).is_integer() for e in edges) and out.flags.writeable:
         if not pixels.flags.writeable:  # Pillow's (a PNG, ...): torch views writable arrays only
             pixels = pixels.copy()
         left, top, right, bottom = (int(e) for e in edges)
