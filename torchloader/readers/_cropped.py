@@ -109,9 +109,12 @@ def _resize_into(pixels: np.ndarray, box: Crop, sy: float, sx: float, out: np.nd
             pixels = pixels.copy()
         left, top, right, bottom = (int(e) for e in edges)
         region = torch.from_numpy(pixels.reshape(*pixels.shape[:2], -1))[top:bottom, left:right]
-        if tuple(region.shape[:2]) != out.shape[:2]:  # C x H x W over the H x W x C pixels: no copy
-            resized = F.interpolate(region.permute(2, 0, 1)[None], size=out.shape[:2], mode="bilinear", antialias=True)
-            region = resized[0].permute(1, 2, 0)
+        if tuple(region.shape[:2]) != out.shape[:2]:
+            # channels-last and dense, torch's vectorised uint8 kernel (a box narrower than the
+            # image is not: copying it first measured 71 us against 95 us, and the result is
+            # channels-last too, so the copy into the H x W x C slot is a plain one)
+            x = region.permute(2, 0, 1)[None].contiguous(memory_format=torch.channels_last)
+            region = F.interpolate(x, size=out.shape[:2], mode="bilinear", antialias=True)[0].permute(1, 2, 0)
         torch.from_numpy(out).view(region.shape).copy_(region.flip(1) if box.flip else region)
         return
     grey = pixels.ndim == 2 or pixels.shape[2] == 1
