@@ -45,10 +45,12 @@ import time
 import numpy as np
 import simplejpeg
 import torch
-from common import epoch_rate, machine, table
+from bench_decode import rate as per_core  # items/s of fn over items, after 200 to warm up
+from bench_plain_dataloader import plain, rate  # the plain DataLoader, timed with its workers kept
+from common import machine, table
 from make_data import make_mixed_set
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from torchloader import ChunkedLoader, ImageReader, PackedDataset, PathDataset, RandomResizedCrop, pack
 
@@ -107,38 +109,9 @@ class TorchvisionRRC(Dataset):
         return x, self.labels[index]
 
 
-def plain(ds, workers):
-    options = {"num_workers": workers, "persistent_workers": workers > 0}
-    if workers:
-        options["multiprocessing_context"] = "fork"
-    return lambda: DataLoader(ds, batch_size=BATCH, shuffle=True, **options)
-
-
-def rate(make, n):
-    """Samples/s of the loader ``make()`` builds once (its workers persist across epochs)."""
-    loaders = {}
-
-    def epoch():
-        if "loader" not in loaders:
-            loaders["loader"] = make()
-        return loaders["loader"]
-
-    return epoch_rate(epoch, n)
-
-
 def read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
-
-
-def per_core(fn, items) -> float:
-    """Items/s of ``fn`` over ``items`` in this process (the first 200 once before, to warm up)."""
-    for item in items[:200]:
-        fn(item)
-    start = time.perf_counter()
-    for item in items:
-        fn(item)
-    return len(items) / (time.perf_counter() - start)
 
 
 def scaled(s: int):

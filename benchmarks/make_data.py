@@ -37,9 +37,10 @@ def _crops(n: int, size: int, seed: int):
         yield i, photo[top : top + size, left : left + size]
 
 
-def make_set(root: str, n: int, *, size: int, grey: bool, classes: int, seed: int = 0) -> str:
-    """Write ``n`` crops under ``root/<class>/``; return ``root``. Idempotent."""
-    params = {"n": n, "size": size, "grey": grey, "classes": classes, "seed": seed}
+def _write_set(root: str, params: dict, classes: int, images) -> str:
+    """Write ``images`` (``(i, PIL image, suffix, save options)``) under ``root/<class>/``,
+    class ``i * classes // n``; a set already there with ``params`` is reused. Only a
+    finished set appears under its name (``DONE`` holds its parameters)."""
     done = os.path.join(root, "DONE")
     if os.path.exists(done):
         with open(done) as f:
@@ -50,15 +51,25 @@ def make_set(root: str, n: int, *, size: int, grey: bool, classes: int, seed: in
     shutil.rmtree(tmp, ignore_errors=True)
     for c in range(classes):
         os.makedirs(os.path.join(tmp, f"class{c:02d}"))
-    suffix = ".png" if grey else ".jpg"
-    for i, crop in _crops(n, size, seed):
-        image = Image.fromarray(crop).convert("L") if grey else Image.fromarray(crop)
-        folder = os.path.join(tmp, f"class{i * classes // n:02d}")
-        image.save(os.path.join(folder, f"{i:06d}{suffix}"), **({} if grey else {"quality": 90}))
+    for i, image, suffix, options in images:
+        folder = os.path.join(tmp, f"class{i * classes // params['n']:02d}")
+        image.save(os.path.join(folder, f"{i:06d}{suffix}"), **options)
     with open(os.path.join(tmp, "DONE"), "w") as f:
         json.dump(params, f)
-    os.replace(tmp, root)  # only a finished set appears under its name
+    os.replace(tmp, root)
     return root
+
+
+def make_set(root: str, n: int, *, size: int, grey: bool, classes: int, seed: int = 0) -> str:
+    """Write ``n`` crops under ``root/<class>/``; return ``root``. Idempotent."""
+    params = {"n": n, "size": size, "grey": grey, "classes": classes, "seed": seed}
+    images = (
+        (i, Image.fromarray(crop).convert("L"), ".png", {})
+        if grey
+        else (i, Image.fromarray(crop), ".jpg", {"quality": 90})
+        for i, crop in _crops(n, size, seed)
+    )
+    return _write_set(root, params, classes, images)
 
 
 def _mixed_crops(n: int, seed: int):
@@ -79,23 +90,8 @@ def _mixed_crops(n: int, seed: int):
 def make_mixed_set(root: str, n: int = 4000, *, classes: int = 10, seed: int = 0) -> str:
     """``n`` JPEGs of every size from 100 to 500 px under ``root/<class>/``; idempotent."""
     params = {"n": n, "mixed": [100, 500], "classes": classes, "seed": seed}
-    done = os.path.join(root, "DONE")
-    if os.path.exists(done):
-        with open(done) as f:
-            if json.load(f) == params:
-                return root
-        shutil.rmtree(root)
-    tmp = root + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    for c in range(classes):
-        os.makedirs(os.path.join(tmp, f"class{c:02d}"))
-    for i, crop in _mixed_crops(n, seed):
-        folder = os.path.join(tmp, f"class{i * classes // n:02d}")
-        Image.fromarray(crop).save(os.path.join(folder, f"{i:06d}.jpg"), quality=90)
-    with open(os.path.join(tmp, "DONE"), "w") as f:
-        json.dump(params, f)
-    os.replace(tmp, root)
-    return root
+    images = ((i, Image.fromarray(crop), ".jpg", {"quality": 90}) for i, crop in _mixed_crops(n, seed))
+    return _write_set(root, params, classes, images)
 
 
 def make_data(out: str, n: int = 20_000, n_small: int = 20_000, classes: int = 10) -> dict[str, str]:

@@ -231,7 +231,8 @@ def test_a_workers_slot_crosses_to_the_main_process_once_and_goes_when_the_worke
     assert all(same(epoch, want) for epoch in epochs)
     slots = 2 * shared_batches.MAX_SLOTS * 2  # workers x slots x (x, y)
     assert shared_batches._MAPPED.mapped <= slots < 4 * len(want) * 2  # fewer than the storages sent
-    shared_batches._sweep()
+    with shared_batches._MAPPED_LOCK:
+        shared_batches._forget_exited(keep=None)
     assert not shared_batches._MAPPED  # the workers are gone: so are their slots here
 
 

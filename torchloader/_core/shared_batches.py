@@ -255,8 +255,8 @@ def _received(
                     f"maps; this is a torchloader bug, please report it"
                 ) from None
         elif _CACHES:
-            _forget_exited(keep=pid)
             _MAPPED[token] = (pid, storage)
+            _SWEPT[0] = 0.0  # a new slot: look for exited workers now
         if _MAPPED and time.monotonic() - _SWEPT[0] >= 0.5:
             _SWEPT[0] = time.monotonic()
             _forget_exited(keep=pid)
@@ -264,18 +264,11 @@ def _received(
     return data.view(dtype).as_strided(shape, stride)
 
 
-_SWEPT = [0.0]  # when _sweep last looked
-
-
-def _sweep() -> None:
-    """Forget exited workers' slots now."""
-    with _MAPPED_LOCK:
-        _SWEPT[0] = time.monotonic()
-        _forget_exited(keep=None)
+_SWEPT = [0.0]  # when _received last looked for exited workers
 
 
 def _forget_exited(keep: int | None) -> None:
-    """Let go of the slots of workers that have exited (a new slot has arrived)."""
+    """Let go of the slots of workers that have exited, but ``keep``'s (under ``_MAPPED_LOCK``)."""
     for pid in {pid for pid, _ in _MAPPED.values()} - {keep}:
         try:
             os.kill(pid, 0)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from torchloader._core.indices import as_index_array, check_index, is_batch
 from torchloader._core.layout import stored_view
-from torchloader._core.randomness import apply_transform, draw_seed, reading_batch
+from torchloader._core.randomness import apply_transform, reading_batch
 from torchloader._core.samples import ShapeMismatch, describe
 from torchloader._core.shared_arrays import share, unshare
 from torchloader.datasets._batch import read_batch
@@ -31,7 +31,7 @@ from torchloader.datasets._labels import encode_labels
 from torchloader.error_log import ErrorLog, SkippedSample, SkippedSlots, check_on_error, skip_limit
 from torchloader.errors import SampleLoadError
 from torchloader.protocols import offers
-from torchloader.readers._cropped import check_decode, decode_cropped, output_shape
+from torchloader.readers._cropped import check_decode, crop_seed, decode_cropped, output_shape
 from torchloader.readers._tensor import to_tensor
 from torchloader.readers.image import ImageReader
 from torchloader.readers.suffix import Reader, SuffixReader
@@ -241,14 +241,14 @@ class PathDataset(FromFiles, Dataset):
             return self.reader.read_into(path, slot)  # type: ignore[attr-defined]
         if slot.shape != output_shape(self.decode, self.reader) or slot.dtype != np.uint8:
             return False  # read as ds[i] is, and the mismatch reported
-        decode_cropped(self.reader, path, self.decode, draw_seed(index, 3), slot)
+        decode_cropped(self.reader, path, self.decode, crop_seed(index), slot)
         return True
 
     def _load(self, index: int, path: str) -> Any:
         try:
             if self.decode is not None:
                 out = np.empty(output_shape(self.decode, self.reader), np.uint8)
-                decode_cropped(self.reader, path, self.decode, draw_seed(index, 3), out)
+                decode_cropped(self.reader, path, self.decode, crop_seed(index), out)
                 x = torch.from_numpy(out).permute(2, 0, 1)
             else:
                 x = to_tensor(self.reader(path))

@@ -4,8 +4,8 @@ A sample's bytes are a slice of its memory-mapped shard (``index.npy`` says wher
 They are decoded by the dataset's ``ImageReader`` exactly as ``PathDataset`` decodes
 the source file (libjpeg-turbo where it matches Pillow, Pillow otherwise: the same
 pixels), or with its decode spec's crop straight into the sample's slot
-(``readers/_cropped.py``), its random crop drawn from ``(seed, epoch, index)`` on the
-same stream as ``PathDataset``'s, so a pack and the folder it was made from give the
+(``readers/_cropped.py``), its random crop drawn from ``(seed, epoch, index)`` by the
+same ``crop_seed`` as ``PathDataset``'s, so a pack and the folder it was made from give the
 same crops. A batch is built as ``PathDataset`` builds one (``datasets/_batch.py``):
 the first sample fixes the layout, the others are decoded into their slots.
 """
@@ -19,16 +19,13 @@ import numpy as np
 import torch
 
 from torchloader._core.layout import stored_view
-from torchloader._core.randomness import draw_seed
 from torchloader._core.samples import ShapeMismatch, describe
 from torchloader.errors import SampleLoadError
 from torchloader.packs.format import read_sources
-from torchloader.readers._cropped import decode_cropped_bytes, output_shape
+from torchloader.readers._cropped import check_decode, crop_seed, decode_cropped_bytes, output_shape
 from torchloader.readers.image import ImageReader
 
 __all__ = ["EncodedSamples"]
-
-_CROP_STREAM = 3  # the stream of PathDataset's decode crops (the same crop for the same sample)
 
 
 class EncodedSamples:
@@ -66,7 +63,7 @@ class EncodedSamples:
             if ds.decode is None:
                 return ds.reader.decode(data, f"{ds.root}[{index}]")
             out = np.empty(output_shape(ds.decode, ds.reader), np.uint8)
-            decode_cropped_bytes(ds.reader, data, f"{ds.root}[{index}]", ds.decode, draw_seed(index, _CROP_STREAM), out)
+            decode_cropped_bytes(ds.reader, data, f"{ds.root}[{index}]", ds.decode, crop_seed(index), out)
             return torch.from_numpy(out).permute(2, 0, 1)
         except Exception as exc:
             raise SampleLoadError.from_exception(index, self.source(index), exc) from exc
@@ -102,7 +99,7 @@ class EncodedSamples:
                 return ds.reader.decode_into(data, name, slot)
             if slot.shape != output_shape(ds.decode, ds.reader):
                 return False  # loaded as ds[i] is, and the mismatch reported
-            decode_cropped_bytes(ds.reader, data, name, ds.decode, draw_seed(index, _CROP_STREAM), slot)
+            decode_cropped_bytes(ds.reader, data, name, ds.decode, crop_seed(index), slot)
             return True
         except Exception as exc:
             raise SampleLoadError.from_exception(index, self.source(index), exc) from exc
@@ -110,8 +107,6 @@ class EncodedSamples:
 
 def check_reading(encoded: bool, reader: Any, decode: Any) -> tuple[ImageReader | None, Any]:
     """The reader and decode spec of a ``PackedDataset``: for encoded packs only."""
-    from torchloader.readers._cropped import check_decode
-
     if not encoded:
         if reader is not None or decode is not None:
             raise ValueError(

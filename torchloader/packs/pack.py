@@ -176,8 +176,8 @@ def _pack_decoded(dataset: Any, dst: str, options: dict, on_error: str, workers:
 
 
 def _pack_encoded(dataset: Any, dst: str, options: dict, on_error: str, workers: int, progress: bool) -> Manifest:
-    sizes = [os.path.getsize(dataset.path(i)) for i in range(len(dataset))]  # an estimate for the disk check
-    with disk_errors(dst, sum(sizes)):
+    estimate = sum(os.path.getsize(dataset.path(i)) for i in range(len(dataset)))  # for the disk check
+    with disk_errors(dst, estimate):
         written = write_encoded(
             dataset, dst, options["shard_bytes"], on_error, workers, progress, options.get("max_side")
         )

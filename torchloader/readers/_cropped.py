@@ -33,11 +33,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from torchloader._core.randomness import draw_seed
 from torchloader.readers._files import read_bytes
 from torchloader.readers.crops import Crop
 from torchloader.readers.image import ImageReader, _is_jpeg, simplejpeg
 
-__all__ = ["channels", "check_decode", "decode_cropped", "decode_cropped_bytes", "output_shape"]
+__all__ = ["channels", "check_decode", "crop_seed", "decode_cropped", "decode_cropped_bytes", "output_shape"]
 
 _CHANNELS = {"RGB": 3, "L": 1, "RGBA": 4}
 _SCALES = (8, 4, 2)  # DCT scale denominators tried, smallest image first
@@ -46,6 +47,15 @@ _SCALES = (8, 4, 2)  # DCT scale denominators tried, smallest image first
 # against a full decode and the same resize, the mean error was 2.35 levels at 1.0
 # (worst image 8.6), 1.27 at 1.5 (worst 6.6), 0.75 at 2.0 (worst 4.0).
 _MARGIN = 1.5
+
+
+def crop_seed(index: int) -> int:
+    """The seed of sample ``index``'s crop: one stream for every dataset that crops, so a
+    pack and the folder it was made from give the same crop for the same sample."""
+    return draw_seed(index, _CROP_STREAM)
+
+
+_CROP_STREAM = 3  # of draw_seed: apart from the transforms' streams
 
 
 def channels(reader: ImageReader) -> int:
