@@ -296,8 +296,9 @@ def test_digits_py_run_as_a_script_reuses_a_complete_folder(digits):
 
 def test_the_training_example_stays_short():
     # one short loader function per mode, read top to bottom: no data plumbing of its own
-    # (320: the import of nine names takes a line each, and the crops of --data need five)
-    assert len(TRAIN.read_text().splitlines()) <= 320
+    # (325: the import of nine names takes a line each, the crops of --data need five, and
+    # freeing the DDP model before the process group goes four)
+    assert len(TRAIN.read_text().splitlines()) <= 325
 
 
 @pytest.mark.cuda
