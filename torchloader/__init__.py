@@ -33,8 +33,8 @@ from torchloader.order.chunking import epoch_order
 from torchloader.order.quality import PoorShuffleWarning, ShuffleQuality, shuffle_quality
 from torchloader.order.sampler import ChunkedSampler
 from torchloader.packs.dataset import PackedDataset
-from torchloader.packs.format import verify_pack
 from torchloader.packs.pack import PackSummary, pack
+from torchloader.packs.verify import verify_pack
 from torchloader.protocols import (
     IntoReader,
     MapDataset,

@@ -112,7 +112,7 @@ def test_chunked_sampler_hands_over_slices(monkeypatch):
         raise AssertionError("IndexBatchSampler must use take(), not next()")
 
     expected = _epoch(20, 0, seed=1)
-    monkeypatch.setattr(sampler_module._EpochIterator, "__next__", no_single_indices)
+    monkeypatch.setattr(sampler_module.EpochIterator, "__next__", no_single_indices)
     s = _chunked(20, seed=1)
     batches = list(IndexBatchSampler(s, 6))
     check_batches(batches, expected, 6, drop_last=False)

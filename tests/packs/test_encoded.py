@@ -28,7 +28,8 @@ from torchloader import (
     pack,
 )
 from torchloader.packs import _encoded
-from torchloader.packs.format import MANIFEST, Manifest, verify_pack
+from torchloader.packs.format import MANIFEST, Manifest
+from torchloader.packs.verify import verify_pack
 from torchloader.tools.cli import main
 
 pytestmark = IGNORE_FORK_WARNING

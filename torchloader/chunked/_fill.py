@@ -185,7 +185,14 @@ class ChunkFiller:
         self.seed = seed  # of the loader: per-sample transforms draw from (seed, epoch, index)
         _warn_of_the_old_contract(self.dataset)
         self.batched = offers(self.dataset, "gather") and not transforms_samples(self.dataset)
+        self.prefetches = offers(self.dataset, "prefetch")  # is told the next chunk (a remote pack)
         self._threads: ThreadPoolExecutor | None = None  # started on first use
+
+    def prefetch(self, indices: np.ndarray) -> None:
+        """Let the dataset fetch what ``indices`` (a coming chunk) need ahead of time (a
+        remote ``PackedDataset`` downloads their shards)."""
+        if self.prefetches and len(indices):
+            self.dataset.prefetch(self.through.inner_indices(np.asarray(indices)))
 
     @functools.cached_property
     def first(self) -> tuple[int, SampleLayout]:

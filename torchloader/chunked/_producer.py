@@ -59,6 +59,19 @@ def chunk_plan(sampler: ChunkedSampler, epoch: int, start: int) -> Iterator[tupl
         epoch, start = epoch + 1, 0
 
 
+def _ahead(plan: Iterator[tuple[int, np.ndarray, bool]]) -> Iterator[tuple[tuple[int, np.ndarray, bool], np.ndarray]]:
+    """Each chunk of ``plan`` with the indices of the one after it."""
+    current = next(plan, None)
+    while current is not None:
+        try:
+            coming = next(plan, None)
+        except BaseException:  # the chunk before a failing one is still served
+            yield current, current[1][:0]
+            raise
+        yield current, current[1][:0] if coming is None else coming[1]
+        current = coming
+
+
 def _slot(skipped: tuple[int, object]) -> int:
     return skipped[0]  # in the order of the epoch, however the workers finished
 
@@ -99,8 +112,12 @@ class Producer:
 
     def _run(self) -> None:
         use_one_intraop_thread()  # see NOTE [ torch ops in a background thread ]
+        prefetch = self._filler.prefetch if getattr(self._filler, "prefetches", False) else None
+        plan = _ahead(self._plan) if prefetch is not None else ((chunk, None) for chunk in self._plan)
         try:
-            for epoch, indices, last in self._plan:
+            for (epoch, indices, last), coming in plan:
+                if prefetch is not None:  # the next chunk's data arrives while this one loads
+                    prefetch(coming)
                 buffer = self._pool.acquire(self._stop, busy=self._consumer_busy)
                 if buffer is None:
                     return

@@ -6,6 +6,8 @@ import csv
 import os
 import re
 
+from torchloader.remote.urls import is_url
+
 __all__ = ["read_csv_table"]
 
 # An integer label: optional sign, ASCII digits ("007" is 7), spaces around ignored.
@@ -78,7 +80,7 @@ def _resolve(path: str | None, root: str, csv_path: str, line: int) -> str:
             f"'{csv_path}' line {line}: the path cell {path!r} holds only spaces; "
             f"write the file's path there (paths are taken exactly as written)"
         )
-    if os.path.isabs(path):
+    if os.path.isabs(path) or is_url(path):
         return path
     full = os.path.normpath(os.path.join(root, path))
     if os.path.commonpath([full, root]) != root:

@@ -11,6 +11,8 @@ import numpy as np
 from torchloader.datasets._csv import read_csv_table
 from torchloader.datasets._folder import IMG_EXTENSIONS, scan_folder
 from torchloader.readers.suffix import Reader, SuffixReader
+from torchloader.remote.files import list_folder
+from torchloader.remote.urls import is_url
 
 __all__ = ["FromFiles"]
 
@@ -48,6 +50,7 @@ class FromFiles:
                 (``root/train/cat/1.jpg``; see ``torchloader.datasets._folder.scan_folder``).
             reader, **options: as for ``PathDataset`` (``transform``, ``decode``,
                 ``target_transform``, ``on_error``, ``max_skipped``).
+        ``root`` may be a URL (``s3://bucket/train``, with ``storage_options=``).
         Raises FileNotFoundError (no folder, no class folders or files, an empty class)
         or ValueError (a ``torchloader pack`` folder in the tree, a root too high).
 
@@ -57,9 +60,12 @@ class FromFiles:
             ['cat', 'dog']
         """
         extensions = IMG_EXTENSIONS if extensions is None else extensions
-        classes, paths, labels = scan_folder(
-            root, extensions, allow_empty=allow_empty, allow_nested_only=allow_nested_only
-        )
+        if is_url(root):  # a bucket folder (remote/files.py)
+            classes, paths, labels = list_folder(str(root), extensions, options.get("storage_options"))
+        else:
+            classes, paths, labels = scan_folder(
+                root, extensions, allow_empty=allow_empty, allow_nested_only=allow_nested_only
+            )
         if reader is None and options.get("decode") is None:  # (decode=...: an ImageReader)
             reader = SuffixReader()
         return cls(paths, np.asarray(labels, dtype=np.int64), reader=reader, classes=classes, **options)

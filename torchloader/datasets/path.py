@@ -11,6 +11,7 @@ buffer when workers are spawned.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from torchloader.datasets._batch import read_batch
 from torchloader.datasets._dataloader import WholeBatchWithErrors, batch_dataloader, getitems
 from torchloader.datasets._from_files import FromFiles
 from torchloader.datasets._labels import encode_labels
+from torchloader.datasets._paths import encode_paths, has_urls
 from torchloader.error_log import ErrorLog, SkippedSample, SkippedSlots, check_on_error, skip_limit
 from torchloader.errors import SampleLoadError
 from torchloader.protocols import offers
@@ -35,6 +37,7 @@ from torchloader.readers._cropped import check_decode, crop_seed, decode_cropped
 from torchloader.readers._tensor import to_tensor
 from torchloader.readers.image import ImageReader
 from torchloader.readers.suffix import Reader, SuffixReader
+from torchloader.remote.files import fetched, options
 
 __all__ = ["PathDataset"]
 
@@ -66,6 +69,8 @@ class PathDataset(FromFiles, Dataset):
             ``ds.errors``; the first is warned about. Transform errors still raise.
         max_skipped: with ``"skip"``, raise once more samples than this were left
             out: a fraction of the data set (default 0.1), a count, or None.
+        storage_options: fsspec's options for paths that are URLs (``s3://...``; a
+            batch's files are requested all at once: ``remote/files.py``).
 
     ``ds[i]`` returns ``(x, y)`` with ``y`` a 0-dim ``int64`` tensor, or ``x``
     alone without labels; a sample asked for alone always raises if it cannot be read.
@@ -93,9 +98,12 @@ class PathDataset(FromFiles, Dataset):
         classes: Sequence[str] | None = None,
         on_error: str = "raise",
         max_skipped: float | int | None = 0.1,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         self.on_error = check_on_error(on_error)
-        self.paths = _encode_paths(paths)
+        self.paths = encode_paths(paths)
+        self.storage_options = storage_options
+        self.remote = has_urls(self.paths)
         # the samples on_error="skip" left out, in this process
         self.errors = ErrorLog(limit=skip_limit(max_skipped, len(self.paths)))
         self.labels: np.ndarray | None = None
@@ -151,7 +159,15 @@ class PathDataset(FromFiles, Dataset):
     def load_batch(self, indices: Any) -> tuple[Any, list[SkippedSample]]:
         """The batch ``ds[indices]`` and the samples left out of it, not yet recorded
         in ``ds.errors`` (what a DataLoader worker sends back to the main process)."""
-        return read_batch(self, as_index_array(indices, len(self)), skip=self.on_error == "skip")
+        indices = as_index_array(indices, len(self))
+        with self._fetched(indices):
+            return read_batch(self, indices, skip=self.on_error == "skip")
+
+    def _fetched(self, indices: Sequence[int] | np.ndarray) -> Any:
+        """Inside: the files of ``indices`` that are URLs, read all at once (``remote/files.py``)."""
+        if not self.remote:
+            return contextlib.nullcontext()
+        return fetched([os.fsdecode(self.paths[i]) for i in indices], self.storage_options)
 
     def read_samples_into(
         self,
@@ -175,6 +191,12 @@ class PathDataset(FromFiles, Dataset):
             SampleLoadError: a file could not be read (index, path and cause named).
             ShapeMismatch: a sample has another shape or dtype than ``out``'s slots.
         """
+        with self._fetched(indices):
+            return self._read_samples_into(indices, out, slots, skipped)
+
+    def _read_samples_into(
+        self, indices: Sequence[int], out: torch.Tensor, slots: Sequence[int] | None, skipped: SkippedSlots | None
+    ) -> torch.Tensor | None:
         slots = range(len(indices)) if slots is None else slots
         stored = stored_view(out, torch.uint8, channels_last=True)
         into = self.decode is not None or offers(self.reader, "read_into")
@@ -246,12 +268,13 @@ class PathDataset(FromFiles, Dataset):
 
     def _load(self, index: int, path: str) -> Any:
         try:
-            if self.decode is not None:
-                out = np.empty(output_shape(self.decode, self.reader), np.uint8)
-                decode_cropped(self.reader, path, self.decode, crop_seed(index), out)
-                x = torch.from_numpy(out).permute(2, 0, 1)
-            else:
-                x = to_tensor(self.reader(path))
+            with options(self.storage_options) if self.remote else contextlib.nullcontext():
+                if self.decode is None:
+                    x = to_tensor(self.reader(path))
+                else:
+                    out = np.empty(output_shape(self.decode, self.reader), np.uint8)
+                    decode_cropped(self.reader, path, self.decode, crop_seed(index), out)
+                    x = torch.from_numpy(out).permute(2, 0, 1)
         except Exception as exc:
             hint = _ALONE_HINT if self.on_error == "skip" else ""
             raise SampleLoadError.from_exception(index, path, exc, hint=hint) from exc
@@ -293,13 +316,3 @@ def _decode_into(decode: Callable[[int, str, np.ndarray], bool], index: int, pat
         return decode(index, path, slot)
     except Exception as exc:
         raise SampleLoadError.from_exception(index, path, exc) from exc
-
-
-def _encode_paths(paths: Sequence[PathLike] | np.ndarray) -> np.ndarray:
-    if isinstance(paths, (str, bytes, os.PathLike)):
-        raise TypeError(
-            f"paths must be a sequence of paths (got the single path {paths!r}); "
-            f"for a folder use PathDataset.from_folder"
-        )
-    # os.fsencode keeps non-UTF-8 names (surrogate escapes) round-trippable.
-    return np.array([os.fsencode(p) for p in paths], dtype=np.bytes_)

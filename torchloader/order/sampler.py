@@ -10,7 +10,9 @@ from torch.utils.data import DistributedSampler
 
 from torchloader._core.checks import check_block, check_int
 from torchloader.order._arguments import check_chunking, check_replicas
+from torchloader.order._epoch_iterator import EpochIterator
 from torchloader.order._frameworks import sharded_by_framework
+from torchloader.order.cached import cache_aware
 from torchloader.order.chunking import epoch_order
 
 __all__ = ["ChunkedSampler"]
@@ -76,6 +78,9 @@ class ChunkedSampler(DistributedSampler):
         block_size: int | None = None,
     ) -> None:
         self.num_samples = len(data_source)
+        plan = getattr(data_source, "cache_plan", None)  # a remote pack: epochs ordered by its cache
+        self._plan = plan() if callable(plan) else None
+        self._cached: dict[int, list[int]] = {}  # the shards cached when each recent epoch began
         if self.num_samples == 0:
             raise ValueError("data_source is empty; a sampler needs at least one sample")
         self.chunk_size = check_chunking(data_source, chunk_size, ram_budget)
@@ -88,7 +93,7 @@ class ChunkedSampler(DistributedSampler):
         self.block_size = None if block_size is None else check_block(block_size, self.chunk_size)
         self.epoch = 0
         self._start = 0  # indices of this epoch already consumed before a resume
-        self._current: _EpochIterator | None = None  # the latest pass, even when done
+        self._current: EpochIterator | None = None  # the latest pass, even when done
         self._told = True  # the next pass is self.epoch (set, restored or just advanced)
         self.generation = 0  # counts passes begun and epochs set: what a pass began under
 
@@ -142,8 +147,9 @@ class ChunkedSampler(DistributedSampler):
         return self.order_of(self.epoch)
 
     def order_of(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(indices, chunk_lengths)`` of ``epoch`` on this rank (see ``chunking.epoch_order``)."""
-        return epoch_order(
+        """``(indices, chunk_lengths)`` of ``epoch`` on this rank (see ``chunking.epoch_order``;
+        over a remote pack whose cache cannot hold this rank's share, ``cached.cache_aware``)."""
+        order, lengths = epoch_order(
             self.num_samples,
             self.chunk_size,
             seed=self.seed,
@@ -154,6 +160,12 @@ class ChunkedSampler(DistributedSampler):
             drop_last=self.drop_last,
             block_size=self.block_size,
         )
+        if self._plan is None:
+            return order, lengths
+        if epoch not in self._cached:  # the cache as this epoch begins, kept for its resume
+            self._cached = {e: c for e, c in self._cached.items() if e >= epoch - 2}
+            self._cached[epoch] = sorted(self._plan.cached())
+        return cache_aware(order, lengths, self._plan, self._cached[epoch], (self.seed, epoch, self.rank))
 
     def chunks(self) -> list[np.ndarray]:
         """This epoch's chunks for this rank, in order, as index arrays."""
@@ -186,10 +198,10 @@ class ChunkedSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         epoch, start = self.begin_pass(global_order=sharded_by_framework())
-        self._current = _EpochIterator(self, self.order_of(epoch)[0][start:], start)
+        self._current = EpochIterator(self, self.order_of(epoch)[0][start:], start)
         return self._current
 
-    def _finish_epoch(self, iterator: _EpochIterator) -> None:
+    def _finish_epoch(self, iterator: EpochIterator) -> None:
         if iterator is self._current:
             self.end_pass(iterator.epoch)
 
@@ -223,6 +235,7 @@ class ChunkedSampler(DistributedSampler):
             "num_replicas": self.num_replicas,
             "rank": self.rank,
             "block_size": self.block_size,
+            **({"cached": self._cached.get(epoch, [])} if self._plan is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -242,6 +255,8 @@ class ChunkedSampler(DistributedSampler):
         consumed = self._check_consumed(state["consumed"])
         self.set_epoch(state["epoch"])
         self._start = consumed
+        if self._plan is not None and "cached" in state:  # the order the saved epoch began with
+            self._cached[state["epoch"]] = list(state["cached"])
 
     def _check_consumed(self, consumed: Any) -> int:
         consumed = check_int("consumed", consumed)
@@ -260,7 +275,6 @@ class ChunkedSampler(DistributedSampler):
         )
 
 
-_BLOCK = 4096
 _CONFIG_KEYS = (
     "seed",
     "num_samples",
@@ -271,50 +285,3 @@ _CONFIG_KEYS = (
     "rank",
     "block_size",
 )
-
-
-class _EpochIterator:
-    """One pass over an epoch's order; knows its position for ``state_dict``."""
-
-    def __init__(self, sampler: ChunkedSampler, order: np.ndarray, start: int) -> None:
-        self._sampler = sampler
-        self.epoch = sampler.epoch
-        self._order = order
-        self._block: list[int] = []  # order[_block_start:][:_BLOCK] as ints, for __next__
-        self._block_start = 0
-        self._cursor = 0
-        self._start = start
-        self.finished = False  # handed out its last index (or found none left)
-
-    @property
-    def position(self) -> int:
-        """Indices of this epoch handed out, counted from the start of the epoch."""
-        return self._start + self._cursor
-
-    def __iter__(self) -> _EpochIterator:
-        return self
-
-    def __next__(self) -> int:
-        offset = self._cursor - self._block_start
-        if offset >= len(self._block):  # Python ints a block at a time: RAM stays small
-            if self._cursor >= len(self._order):
-                self._advance(0)  # an empty remainder (resumed at the end) ends the epoch
-                raise StopIteration
-            self._block_start, offset = self._cursor, 0
-            self._block = self._order[self._cursor : self._cursor + _BLOCK].tolist()
-        index = self._block[offset]
-        self._advance(1)
-        return index
-
-    def take(self, count: int) -> np.ndarray:
-        """The next ``count`` indices as one array (fewer at the end of the epoch)."""
-        batch = self._order[self._cursor : self._cursor + count]
-        self._advance(len(batch))
-        return batch
-
-    def _advance(self, count: int) -> None:
-        self._cursor += count
-        if self._cursor >= len(self._order) and not self.finished:
-            self.finished = True
-            self._order, self._block = self._order[:0].copy(), []  # the sampler keeps us
-            self._sampler._finish_epoch(self)

@@ -6,6 +6,6 @@ In call order:
   (``_destination.py``), and how the shards are written (``_writer.py``): by
   workers, a block at a time (``_blocks.py``), hashed and checked by the main
   process (``_digest.py``);
-- ``format.py``: the manifest, ``sources.txt`` and ``verify_pack``;
+- ``format.py``: the manifest and ``sources.txt``; ``verify.py``: ``verify_pack``;
 - ``dataset.py``: ``PackedDataset``, which maps the shards it has checked (``_maps.py``).
 """

@@ -32,14 +32,15 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
 from torchloader.packs.format import INDEX_COLUMNS, Manifest, sha256_of
 from torchloader.readers._npy_header import NpyHeader, map_npy, read_npy_header
+from torchloader.remote.cache import touch
 
-__all__ = ["PackFiles", "damaged"]
+__all__ = ["PackFiles", "RemoteShards", "damaged"]
 
 RECHECK_SECONDS = 1.0
 
@@ -62,9 +63,10 @@ def damaged(root: str, what: str) -> ValueError:
 class PackFiles:
     """The files of one pack, as its manifest describes them; maps them checked."""
 
-    def __init__(self, root: str, manifest: Manifest) -> None:
+    def __init__(self, root: str, manifest: Manifest, remote: Any = None) -> None:
         self.root = root
         self.manifest = manifest
+        self.remote = remote  # a RemotePack: files come from its cache (remote/packs.py)
         self._mapped: list[_Mapped] = []
         self._checked = 0.0
         self.index: np.ndarray | None = None  # an encoded pack's, once mapped
@@ -81,7 +83,14 @@ class PackFiles:
         return files
 
     def check(self, *, contents: bool = False) -> None:
-        """The checks at open (see the module docstring); raises ``ValueError`` by name."""
+        """The checks at open (see the module docstring); raises ``ValueError`` by name.
+        A remote pack's small files are downloaded now, its shards when first read:
+        both are checked against their SHA-256 as they arrive."""
+        if self.remote is not None:
+            for entry in self._files()[len(self.manifest.shards) :]:
+                self._map(*entry)
+            self._mapped = []
+            return
         for name, shape, dtype, nbytes in self._files():
             path = os.path.join(self.root, name)
             with self._opened(path) as (_, info, header):
@@ -99,6 +108,10 @@ class PackFiles:
         """Copy-on-write maps of the shards and the labels (see the module docstring);
         an encoded pack's index is :attr:`index` then."""
         self._mapped = []
+        if self.remote is not None:  # the shards are downloaded as they are read
+            arrays = [self._map(*entry) for entry in self._files()[len(self.manifest.shards) :]]
+            self.index = arrays.pop() if self.manifest.encoded is not None else None
+            return RemoteShards(self), arrays.pop() if self.manifest.labels is not None else None
         try:
             arrays = [self._map(*entry) for entry in self._files()]
         except ValueError as exc:  # damaged, or rebuilt: say which
@@ -122,7 +135,7 @@ class PackFiles:
             ) from cause
 
     def _map(self, name: str, shape: tuple[int, ...], dtype: np.dtype, nbytes: int | None) -> np.ndarray:
-        path = os.path.join(self.root, name)
+        path = os.path.join(self.root, name) if self.remote is None else self.remote.cached(name)
         with self._opened(path) as (f, info, header):  # check and map one open file: no race
             self._check_header(path, shape, dtype, nbytes, info, header)
             array = map_npy(f, header, path)  # copy-on-write: writable, so torch can view it
@@ -149,9 +162,10 @@ class PackFiles:
 
     @contextmanager
     def _opened(self, path: str) -> Iterator[tuple[BinaryIO, os.stat_result, NpyHeader]]:
-        """The open file, its ``fstat`` and its ``.npy`` header."""
+        """The open file, its ``fstat`` and its ``.npy`` header (a remote pack's file:
+        downloaded first if it is not cached, opened under its download lock)."""
         try:
-            f = open(path, "rb")
+            f = open(path, "rb") if self.remote is None else self.remote.open(path)
         except OSError as exc:
             raise damaged(self.root, f"cannot open '{path}' ({type(exc).__name__}: {exc})") from exc
         with f:
@@ -180,3 +194,33 @@ class PackFiles:
                     f"bytes while mapped (a cp or rsync --inplace over the pack?); reading on would "
                     f"end this process with SIGBUS",
                 )
+
+
+class RemoteShards:
+    """The shards of a remote pack, each downloaded and mapped when first read (a
+    list of maps to the dataset). A map whose cached file was evicted is let go of at
+    most a second later, so that the disk space it holds is freed."""
+
+    def __init__(self, files: PackFiles) -> None:
+        self._files = files
+        self._entries = files._files()[: len(files.manifest.shards)]
+        self._maps: dict[int, tuple[str, np.ndarray]] = {}
+        self._checked = time.monotonic()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        if time.monotonic() - self._checked >= RECHECK_SECONDS:
+            self._checked = time.monotonic()
+            for j, (path, _) in list(self._maps.items()):
+                if not os.path.exists(path):  # evicted: free its blocks once this map goes
+                    del self._maps[j]
+                else:
+                    touch(path)  # still read: evicted last
+        mapped = self._maps.get(k)
+        if mapped is None:
+            mapped = (self._files.remote.cached(self._entries[k][0]), self._files._map(*self._entries[k]))
+            self._maps[k] = mapped
+            del self._files._mapped[:]  # (recheck: a cached file is never truncated in place)
+        return mapped[1]

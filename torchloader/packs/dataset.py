@@ -29,6 +29,7 @@ from torchloader.packs._encoded_reads import EncodedSamples, check_reading
 from torchloader.packs._maps import PackFiles
 from torchloader.packs.format import Manifest
 from torchloader.protocols import transforms_samples
+from torchloader.remote.open import CachePlan, open_remote
 
 __all__ = ["PackedDataset"]
 
@@ -46,6 +47,11 @@ class PackedDataset(Dataset):
         reader, decode: for an encoded pack: the ``ImageReader`` (default RGB) and
             the decode spec (``RandomResizedCrop(224)``, ``CenterCrop(224, resize=256)``;
             default none: each image at its own size), as for ``PathDataset``.
+        cache_dir, cache_limit, storage_options, retries: for a pack at a URL
+            (``"s3://bucket/train.packed"``; ``pip install 'torchloader[remote]'``):
+            the local cache folder (default ``~/.cache/torchloader``), the bytes it may
+            hold (``"200GiB"``; default no limit), fsspec's options, and the tries of
+            each read (see ``remote/``; README: "Data in object storage").
 
     Raises:
         FileNotFoundError, ValueError: a missing, interrupted or foreign directory,
@@ -67,12 +73,17 @@ class PackedDataset(Dataset):
         verify: bool = False,
         reader: Any = None,
         decode: Any = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_limit: int | str | None = None,
+        storage_options: dict[str, Any] | None = None,
+        retries: int = 5,
     ) -> None:
         self.root = os.fspath(root)
-        self.manifest = Manifest.read(self.root)
+        self.remote = open_remote(self.root, cache_dir, cache_limit, storage_options, retries)
+        self.manifest = Manifest.read(self.root) if self.remote is None else self.remote.manifest()
         encoded = self.manifest.encoded is not None
         self.reader, self.decode = check_reading(encoded, reader, decode)
-        self._files = PackFiles(self.root, self.manifest)
+        self._files = PackFiles(self.root, self.manifest, self.remote)
         self._files.check(contents=verify)
         self.transform = transform
         self.target_transform = target_transform
@@ -251,13 +262,30 @@ class PackedDataset(Dataset):
         return tensor.permute(0, 3, 1, 2) if batch else tensor.permute(2, 0, 1)
 
     def close(self) -> None:
-        """Unmap the shards in this process (they are mapped again on the next read)."""
+        """Unmap the shards in this process (they are mapped again on the next read);
+        a remote pack also stops prefetching."""
         self._shards = self._labels = None
+        if self.remote is not None:
+            self.remote.close()
+
+    def prefetch(self, indices: Sequence[int] | np.ndarray) -> None:
+        """Start downloading the shards that hold ``indices`` (a remote pack; a local
+        one has nothing to fetch). ``ChunkedLoader`` calls it with the next chunk's."""
+        if self.remote is not None and len(indices):
+            self.remote.prefetch(np.unique(np.searchsorted(self._stops, np.asarray(indices), side="right")).tolist())
+
+    def cache_plan(self) -> Any:
+        """What ``ChunkedSampler`` orders a remote pack's epochs by (``order/cached.py``):
+        where each shard ends, its bytes, the shards cached now and the cache limit;
+        None for a local pack."""
+        if self.remote is None:
+            return None
+        return CachePlan(self._stops, [s.nbytes for s in self.manifest.shards], self.remote)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_shards"] = state["_labels"] = None  # each process maps the files itself
-        state["_files"] = PackFiles(self.root, self.manifest)
+        state["_files"] = PackFiles(self.root, self.manifest, self.remote)
         return state
 
     def __repr__(self) -> str:

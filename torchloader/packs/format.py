@@ -46,7 +46,6 @@ __all__ = [
     "is_pack",
     "read_sources",
     "sha256_of",
-    "verify_pack",
     "write_sources",
 ]
 
@@ -117,8 +116,16 @@ class Manifest:
         try:
             with open(path, "rb") as f:
                 data = f.read()
+        except OSError as exc:
+            raise ValueError(f"cannot read '{path}': {exc}; re-run `torchloader pack` with --overwrite") from exc
+        return cls.parse(data, path, root)
+
+    @classmethod
+    def parse(cls, data: bytes, path: str, root: str) -> Manifest:
+        """The manifest in ``data`` (the bytes of ``path``, the manifest of ``root``)."""
+        try:
             raw = json.loads(data)
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:
             raise ValueError(f"cannot read '{path}': {exc}; re-run `torchloader pack` with --overwrite") from exc
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             found = raw.get("format") if isinstance(raw, dict) else None
@@ -280,41 +287,3 @@ def sha256_of(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def verify_pack(root: str) -> list[str]:
-    """Check every file of a packed directory against its manifest; [] if all is well.
-
-    Each problem names the file and what differs (missing, shape, count, dtype, checksum).
-    """
-    manifest = Manifest.read(root)
-    problems = []
-    for k, shard in enumerate(manifest.shards):
-        path = os.path.join(root, shard.file)
-        problems += _check_array(path, manifest.shard_shape(k), manifest.dtype, shard.sha256)
-    if manifest.labels is not None:
-        path = os.path.join(root, manifest.labels["file"])
-        problems += _check_array(path, (manifest.count,), "int64", manifest.labels["sha256"])
-    if manifest.encoded is not None:
-        index = manifest.encoded["index"]
-        shape = (manifest.count, len(INDEX_COLUMNS))
-        problems += _check_array(os.path.join(root, index["file"]), shape, "int64", index["sha256"])
-    if manifest.shards and manifest.shards[-1].stop != manifest.count:
-        problems.append(f"{MANIFEST}: the shards hold {manifest.shards[-1].stop} samples, count says {manifest.count}")
-    return problems
-
-
-def _check_array(path: str, shape: tuple, dtype: str, sha256: str) -> list[str]:
-    if not os.path.exists(path):
-        return [f"'{path}' is missing"]
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as exc:
-        return [f"'{path}' cannot be read: {type(exc).__name__}: {exc}"]
-    if tuple(array.shape) != tuple(shape) or array.dtype != np.dtype(dtype):
-        return [
-            f"'{path}' holds {array.dtype} {tuple(array.shape)}, the manifest says {np.dtype(dtype)} {tuple(shape)}"
-        ]
-    if sha256_of(path) != sha256:
-        return [f"'{path}' has a different checksum than the manifest: its bytes changed"]
-    return []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ from torchloader.packs._source import open_source
 from torchloader.packs._writer import ShardWritten, Stored, probe, write_shards
 from torchloader.packs.format import ENCODED_VERSION, MANIFEST, VERSION, Manifest, ShardInfo, sha256_of, write_sources
 from torchloader.protocols import MapDataset
+from torchloader.remote.urls import is_url
 
 __all__ = ["PackSummary", "pack"]
 
@@ -82,6 +84,7 @@ def pack(
     progress: bool = True,
     encoded: bool = False,
     max_side: int | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> PackSummary:
     """Pack ``src`` into shards in ``dst``; see the module docstring.
 
@@ -102,6 +105,8 @@ def pack(
             read (``PackedDataset(dst, decode=..., reader=...)``, not ``size``/``mode``).
         max_side: with ``encoded``: shrink only the images whose longer side is over
             this, encoded again (``_encoded.py``).
+        storage_options: fsspec's options for a ``dst`` URL (``s3://bucket/prefix``): the pack
+            is written to a local staging folder, then uploaded (``remote/upload.py``).
 
     Raises:
         SampleLoadError: a file cannot be read (with ``on_error="raise"``).
@@ -116,18 +121,50 @@ def pack(
     src, dst = os.fspath(src), os.fspath(dst)
     dataset, options = _open(src, size, crop, mode, encoded, max_side)
     options["shard_bytes"] = parse_bytes(shard_bytes)
+    if is_url(dst) or storage_options is not None:
+        given = dict(size=size, crop=crop, mode=mode, shard_bytes=shard_bytes, num_workers=num_workers)
+        given |= options_of(on_error, encoded, max_side, progress)
+        return _pack_to_url(src, dst, options, overwrite, storage_options, given)
+    return _pack_into(dataset, dst, options, overwrite, (on_error, num_workers, progress))
+
+
+def _pack_into(dataset: Any, dst: str, options: dict, overwrite: bool, how: tuple[str, Any, bool]) -> PackSummary:
+    """``pack`` into the local folder ``dst``; ``how``: ``(on_error, num_workers, progress)``."""
+    on_error, num_workers, progress = how
     check_destination(dst)
     os.makedirs(dst, exist_ok=True)
     with pack_lock(dst):  # another pack into dst: wait, then reuse or refuse what it made
         existing = _existing(dst, options, overwrite)
         if existing is not None:
             return existing
-        start, write = time.perf_counter(), _pack_encoded if encoded else _pack_decoded
+        start, write = time.perf_counter(), _pack_encoded if options.get("encoded") else _pack_decoded
         workers = default_num_workers() if num_workers is None else num_workers
         manifest = write(dataset, dst, options, on_error, workers, progress)
     seconds = time.perf_counter() - start
     total = sum(s.nbytes for s in manifest.shards)
     return PackSummary(manifest.count, total, seconds, manifest.skipped)
+
+
+def options_of(on_error: str, encoded: bool, max_side: Any, progress: bool) -> dict[str, Any]:
+    return {"on_error": on_error, "encoded": encoded, "max_side": max_side, "progress": progress}
+
+
+def _pack_to_url(
+    src: str, url: str, options: dict, overwrite: bool, storage_options: Any, local: dict[str, Any]
+) -> PackSummary:
+    """``pack`` into a local staging folder, then upload it to ``url`` (``remote/upload.py``)."""
+    if not is_url(url):
+        raise ValueError(f"storage_options apply to a URL destination (s3://...); '{url}' is a local folder")
+    from torchloader.remote.upload import remote_pack_at, staging_dir, upload_pack
+
+    old = remote_pack_at(url, options, overwrite, storage_options)
+    if old is not None:
+        return PackSummary(old.count, sum(s.nbytes for s in old.shards), 0.0, old.skipped, True)
+    start, staging = time.perf_counter(), staging_dir(url)
+    summary = pack(src, staging, overwrite=True, **local)
+    upload_pack(staging, url, storage_options, local["progress"])
+    shutil.rmtree(staging)
+    return PackSummary(summary.samples, summary.bytes, time.perf_counter() - start, summary.skipped)
 
 
 def _open(src: str, size: Any, crop: bool, mode: str, encoded: bool, max_side: Any) -> tuple[Any, dict[str, Any]]:

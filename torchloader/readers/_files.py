@@ -17,6 +17,9 @@ import io
 import os
 import stat
 
+from torchloader.remote.files import read_url
+from torchloader.remote.urls import is_url
+
 __all__ = ["NotRegularFileError", "open_regular", "read_bytes"]
 
 _FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
@@ -79,6 +82,8 @@ def open_regular(path: str) -> io.BufferedReader:
         ...     g.read()
         b''
     """
+    if is_url(path):  # a URL: its bytes (remote/files.py)
+        return io.BufferedReader(io.BytesIO(read_url(path)))  # type: ignore[arg-type]
     fd, _ = open_fd(path)
     try:
         return open(fd, "rb")
@@ -98,6 +103,8 @@ def read_bytes(path: str) -> bytes:
     Raises:
         NotRegularFileError: ``path`` is a FIFO, a device, a socket or a directory.
     """
+    if is_url(path):  # a URL: from the batch read at once, or one request (remote/files.py)
+        return read_url(path)
     fd, size = open_fd(path)
     try:
         data = os.read(fd, size)

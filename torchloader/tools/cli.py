@@ -122,7 +122,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from torchloader.packs.format import verify_pack
+    from torchloader.packs.verify import verify_pack
 
     problems = verify_pack(args.dst)
     for problem in problems:

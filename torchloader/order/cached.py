@@ -1,0 +1,65 @@
+"""Epochs of a remote pack ordered by its cache: nothing downloaded twice in one epoch.
+
+A ``ChunkedSampler`` over a ``PackedDataset`` at a URL whose cache (``cache_limit``)
+cannot hold this rank's share of the data set reorders its epoch, after the usual
+chunked order has fixed which samples this rank reads (so every sample still comes
+exactly once per epoch, on one rank):
+
+1. the shards the cache holds when the epoch begins are read first, before
+   downloads could evict them;
+2. the other shards, in a random order drawn from ``(seed, epoch, rank)``, are read
+   in windows of ``W`` shards, ``W`` = the shards the limit holds less two (room for
+   the chunk being loaded and the one prefetched after it): a window's shards are
+   downloaded as its chunks need them and are all read before the next window's
+   downloads evict them.
+
+Inside each group (the cached shards, then each window) the chunks keep the
+chunked order; a chunk whose samples lie in two groups is served as two shorter
+chunks. The order is a pure function of ``(seed, epoch, rank)`` and the set of
+shards cached at the epoch's start, which ``ChunkedSampler.state_dict`` saves, so a
+resumed epoch repeats it exactly. The cost: a window mixes chunks of ``W`` shards
+only, against the whole data set without a cache limit (a cache that holds a
+rank's share changes nothing: the order is the chunked order). Processes that share one
+cache folder share its limit; give each rank its own ``cache_dir`` (or its share
+of the limit) when several read through one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["cache_aware"]
+
+
+def cache_aware(
+    order: np.ndarray, lengths: np.ndarray, plan: Any, cached: list[int], key: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, chunk_lengths)``: ``order`` regrouped by the cache (see the module).
+
+    ``plan`` has ``stops`` (one past each shard's last sample), ``nbytes`` (of each
+    shard) and ``limit``; ``cached``: the shards cached as the epoch begins; ``key``:
+    ``(seed, epoch, rank)``.
+    """
+    limit = plan.limit
+    if limit is None or not len(order):
+        return order, lengths
+    nbytes = np.asarray(plan.nbytes, dtype=np.int64)
+    shard = np.searchsorted(plan.stops, order, side="right")
+    needed = np.unique(shard)
+    biggest = int(nbytes.max())
+    if int(nbytes[needed].sum()) + 2 * biggest <= limit:
+        return order, lengths  # the whole share fits: no shard is evicted before it is read
+    window = max(1, limit // biggest - 2)
+    is_cached = np.isin(needed, np.asarray(cached, dtype=np.int64))
+    rest = needed[~is_cached]
+    rest = rest[np.random.default_rng([*key, 1]).permutation(len(rest))]
+    group = np.zeros(int(needed.max()) + 1, dtype=np.int64)  # 0: cached
+    group[rest] = 1 + np.arange(len(rest)) // window
+    groups = group[shard]
+    new = np.argsort(groups, kind="stable")  # each group keeps the chunked order
+    chunk = np.repeat(np.arange(len(lengths)), lengths)[new]
+    groups = groups[new]
+    cuts = np.flatnonzero((np.diff(chunk) != 0) | (np.diff(groups) != 0)) + 1
+    return order[new], np.diff(np.concatenate([[0], cuts, [len(order)]])).astype(np.int64)

@@ -1,0 +1,99 @@
+"""The cache folder's bytes: counted, reserved before a download, freed least-recently-used.
+
+Every process that reads through one cache folder (DataLoader workers, ranks on one
+node, other jobs) keeps it under one byte limit together, through an advisory
+``flock`` on ``CACHE/.lock``, held only while counting and deleting (never during a
+download). What counts is every file under the folder, at its full size: a download
+in progress is preallocated to its final size (``truncate``) before its first byte
+arrives, so the folder's size is never over the limit, even for a moment. Only
+finished shards are evicted, the least recently used first (their modification
+time: set when a shard is downloaded or opened, and at most once a second while a
+process reads it); downloads in progress and a pack's small files (manifest, labels,
+index) are never evicted.
+
+A shard evicted while another process has it mapped stays readable for that process
+(the kernel keeps an unlinked file until its last map is gone), so eviction never
+breaks a reader; its disk blocks are freed when that reader lets go of it (each
+process keeps at most a few shards mapped: ``packs/_maps.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from torchloader._core.units import format_bytes
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: one process per cache folder
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["FINISHED", "evict_for", "folder_bytes", "locked"]
+
+FINISHED = re.compile(r"shard-\d+\.[0-9a-f]{16}\.npy$")  # an evictable, finished download
+WAIT_SECONDS = 600.0  # for other processes' downloads to free their space
+
+
+@contextmanager
+def locked(path: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def folder_bytes(root: str) -> tuple[int, list[tuple[float, str, int]]]:
+    """``(bytes of every file under root, [(mtime, path, bytes)] of the finished shards)``."""
+    used, finished = 0, []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:  # removed by another process meanwhile
+                continue
+            used += info.st_size
+            if FINISHED.match(name):
+                finished.append((info.st_mtime, path, info.st_size))
+    return used, finished
+
+
+def evict_for(root: str, nbytes: int, limit: int | None, create: str) -> None:
+    """Make room for ``nbytes`` under ``limit`` and create ``create`` at that size.
+
+    Evicts finished shards, least recently used first; waits for downloads in
+    progress elsewhere where they alone fill the folder.
+
+    Raises:
+        TimeoutError: other processes' downloads held the space for ``WAIT_SECONDS``.
+    """
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        with locked(os.path.join(root, ".lock")):
+            used, finished = folder_bytes(root) if limit is not None else (0, [])
+            for _, path, size in sorted(finished):
+                if limit is None or used + nbytes <= limit:
+                    break
+                try:
+                    os.remove(path)
+                except FileNotFoundError:
+                    pass
+                used -= size
+            if limit is None or used + nbytes <= limit:
+                with open(create, "wb") as f:
+                    f.truncate(nbytes)  # the space is taken from now on
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the cache '{root}' ({format_bytes(limit)}) has been full of other downloads in progress "
+                f"for {WAIT_SECONDS:.0f} s; raise cache_limit or give each job its own cache_dir"
+            )
+        time.sleep(0.05)

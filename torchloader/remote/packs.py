@@ -1,0 +1,152 @@
+"""``RemotePack``: a pack at a URL, read through the local ``ShardCache``.
+
+``PackedDataset("s3://bucket/train.packed")`` reads the manifest from the URL
+(with retries), downloads the small files (labels, an encoded pack's index) when
+it opens, and each shard when a sample of it is first read, or ahead of time
+(``prefetch``: ``ChunkedLoader`` asks for the next chunk's shards while it
+serves the current one). Every file is checked against the manifest's SHA-256
+as it arrives (``cache.py``), so ``PackedDataset``'s memory maps (``packs/_maps.py``)
+see only verified files. ``verify`` hashes every object at the URL without caching it.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+import numpy as np
+
+from torchloader.packs.format import MANIFEST, Manifest
+from torchloader.remote.cache import ShardCache, default_cache_dir
+from torchloader.remote.retries import Retries, retrying
+from torchloader.remote.urls import filesystem, join_url
+
+__all__ = ["RemotePack"]
+
+
+class RemotePack:
+    """A pack at ``url`` (see the module docstring); picklable, opens nothing until used.
+
+    Args:
+        url: the pack's URL (``s3://bucket/prefix``, ``gs://...``, ``https://...``).
+        cache_dir: the local cache folder (default ``default_cache_dir()``).
+        cache_limit: bytes the cache folder may hold (``"200GiB"``; None: no limit).
+        storage_options: passed to fsspec (``{"anon": True}``, an ``endpoint_url``, ...).
+        retries: how failed reads are retried (default: 5 tries, from 0.5 s apart).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        cache_dir: str | None = None,
+        cache_limit: int | str | None = None,
+        storage_options: dict[str, Any] | None = None,
+        retries: Retries | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self.retries = retries or Retries()
+        self.fs, self.path = filesystem(self.url, self.storage_options)
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.cache_limit = cache_limit
+        self._cache: ShardCache | None = None
+        self._files: dict[str, tuple[str, str, int]] = {}  # cached path -> (name, sha256, bytes)
+        self._paths: dict[str, str] = {}  # name in the pack -> cached path
+        self._manifest: Manifest | None = None
+
+    def manifest(self) -> Manifest:
+        """The pack's manifest, read from the URL (once)."""
+        if self._manifest is None:
+            url = join_url(self.url, MANIFEST)
+            try:
+                data = retrying(lambda: self.fs.cat_file(join_url(self.path, MANIFEST)), url, "reading")
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(
+                    f"'{url}' does not exist: '{self.url}' is not a pack, or its pack was interrupted; "
+                    f"run `torchloader pack SRC {self.url}` (again) to complete it"
+                ) from exc
+            self._manifest = Manifest.parse(data, url, self.url)
+            self._index_files(self._manifest)
+        return self._manifest
+
+    def _index_files(self, m: Manifest) -> None:
+        files = [(s.file, s.sha256, s.nbytes) for s in m.shards]
+        for small in (m.labels, m.encoded and m.encoded["index"]):
+            if small:
+                files.append((small["file"], small["sha256"], -1))
+        for name, sha256, nbytes in files:
+            self._paths[name] = self.cache.local(name, sha256)
+            self._files[self._paths[name]] = (name, sha256, nbytes)
+
+    @property
+    def cache(self) -> ShardCache:
+        if self._cache is None:
+            self._cache = ShardCache(self.url, self.fs, self.path, self.cache_dir, self.cache_limit, self.retries)
+        return self._cache
+
+    def cached(self, name: str) -> str:
+        """The local path of the pack's file ``name`` in the cache (downloaded or not)."""
+        return self._paths[name]
+
+    def open(self, path: str) -> IO[bytes]:
+        """The cached file at ``path`` (from :meth:`cached`), downloaded first if needed."""
+        name, sha256, nbytes = self._files[path]
+        if nbytes < 0:  # a small file: its size is known once asked for
+            nbytes = retrying(lambda: self.fs.size(join_url(self.path, name)), join_url(self.url, name), "reading")
+        return self.cache.open(name, sha256, int(nbytes))
+
+    def cached_shards(self) -> frozenset[int]:
+        """The numbers of the shards in the cache now."""
+        m = self.manifest()
+        return frozenset(k for k, s in enumerate(m.shards) if self.cache.is_cached(s.file, s.sha256))
+
+    def prefetch(self, shards: list[int]) -> None:
+        """Start downloading the shards numbered ``shards`` that are not cached."""
+        m = self.manifest()
+        self.cache.prefetch([(m.shards[k].file, m.shards[k].sha256, m.shards[k].nbytes) for k in shards])
+
+    def verify(self) -> list[str]:
+        """Every object of the pack hashed as it streams from the URL; [] if all is well."""
+        from torchloader.packs.verify import count_problems, expected_files
+
+        manifest, problems = self.manifest(), []
+        for name, shape, dtype, sha256 in expected_files(manifest):
+            url = join_url(self.url, name)
+            try:
+                problems += retrying(lambda: self._verify_one(name, url, shape, dtype, sha256), url, "reading")
+            except FileNotFoundError:
+                problems.append(f"'{url}' is missing")
+        return problems + count_problems(manifest)
+
+    def _verify_one(self, name: str, url: str, shape: tuple, dtype: str, sha256: str) -> list[str]:
+        from torchloader.packs.verify import digest_of_stream, header_problem
+
+        with self.fs.open(join_url(self.path, name), "rb") as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                array_shape, _, array_dtype = read(f)
+            except ValueError as exc:
+                return [f"'{url}' cannot be read: ValueError: {exc}"]
+            problems = header_problem(url, array_shape, array_dtype, shape, dtype)
+            if problems:
+                return problems
+            f.seek(0)
+            if digest_of_stream(f) != sha256:
+                return [f"'{url}' has a different checksum than the manifest: its bytes changed"]
+        return []
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["fs"] = None  # each process makes its own (fsspec caches them)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.fs, _ = filesystem(self.url, self.storage_options)
+        if self._cache is not None:
+            self._cache.fs = self.fs
