@@ -14,14 +14,20 @@ import collections
 import re
 import threading
 import time
+import urllib.request
 from typing import Any
 
 from moto.server import DomainDispatcherApplication, create_backend_app
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 __all__ = ["S3Server"]
 
 _KEY = re.compile(r"Credential=([^/]+)/")
+
+
+class _Quiet(WSGIRequestHandler):
+    def log(self, *args: Any, **kwargs: Any) -> None:  # no line per request in the test output
+        pass
 
 
 class S3Server:
@@ -30,21 +36,30 @@ class S3Server:
         self.requests: collections.Counter[tuple[str, str, str]] = collections.Counter()  # (key, method, path)
         self.bytes_sent: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
+        self.in_flight = self.peak_in_flight = 0  # requests being answered at once
         self._app = DomainDispatcherApplication(create_backend_app)
         self.port = 0
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.start()
+        # moto keeps its buckets in this process: each server starts empty
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")).read()
 
     def _wsgi(self, environ: dict, start_response: Any) -> Any:
         match = _KEY.search(environ.get("HTTP_AUTHORIZATION", ""))
         key = match.group(1) if match else "anonymous"
         path = environ.get("PATH_INFO", "")
-        if self.latency:
-            time.sleep(self.latency)
         with self._lock:
             self.requests[(key, environ["REQUEST_METHOD"], path)] += 1
-        body = self._app(environ, start_response)
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self.latency:
+                time.sleep(self.latency)
+            body = self._app(environ, start_response)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
         if environ["REQUEST_METHOD"] == "GET":
             body = list(body)
             with self._lock:
@@ -67,7 +82,7 @@ class S3Server:
         }
 
     def start(self) -> None:
-        self._server = make_server("127.0.0.1", self.port, self._wsgi, threaded=True)
+        self._server = make_server("127.0.0.1", self.port, self._wsgi, threaded=True, request_handler=_Quiet)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="s3-server", daemon=True)
         self._thread.start()
@@ -83,6 +98,8 @@ class S3Server:
         """The paths of the GET requests (of ``key``) whose path ends with ``suffix``, one per request."""
         with self._lock:
             return sorted(
-                p for (k, m, p), n in self.requests.items() for _ in range(n)
+                p
+                for (k, m, p), n in self.requests.items()
+                for _ in range(n)
                 if m == "GET" and (key is None or k == key) and p.endswith(suffix)
             )

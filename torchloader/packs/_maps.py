@@ -164,10 +164,7 @@ class PackFiles:
     def _opened(self, path: str) -> Iterator[tuple[BinaryIO, os.stat_result, NpyHeader]]:
         """The open file, its ``fstat`` and its ``.npy`` header (a remote pack's file:
         downloaded first if it is not cached, opened under its download lock)."""
-        try:
-            f = open(path, "rb") if self.remote is None else self.remote.open(path)
-        except OSError as exc:
-            raise damaged(self.root, f"cannot open '{path}' ({type(exc).__name__}: {exc})") from exc
+        f = self._open_file(path)
         with f:
             try:
                 info = os.fstat(f.fileno())
@@ -175,6 +172,14 @@ class PackFiles:
             except (OSError, ValueError) as exc:
                 raise damaged(self.root, f"cannot read the header of '{path}' ({type(exc).__name__}: {exc})") from exc
             yield f, info, header
+
+    def _open_file(self, path: str) -> BinaryIO:
+        if self.remote is not None:  # its own errors: the URL and the attempts, a checksum refused
+            return self.remote.open(path)
+        try:
+            return open(path, "rb")
+        except OSError as exc:
+            raise damaged(self.root, f"cannot open '{path}' ({type(exc).__name__}: {exc})") from exc
 
     def recheck(self) -> None:
         """At most once a second: no mapped file still in place has shrunk."""

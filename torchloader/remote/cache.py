@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
@@ -58,14 +59,16 @@ class ShardCache:
 
     Args:
         url: the pack's URL (its folder in the cache is named after it).
-        fs, path: the fsspec filesystem and the pack's path in it.
+        fs_of, path: gives the fsspec filesystem (of this process); the pack's path in it.
         cache_dir: the cache folder, shared by every pack cached there.
         limit: bytes the whole cache folder may hold (None: no limit).
         retries: how failed reads are retried.
     """
 
-    def __init__(self, url: str, fs: Any, path: str, cache_dir: str, limit: int | str | None, retries: Retries) -> None:
-        self.url, self.fs, self.path = url, fs, path
+    def __init__(
+        self, url: str, fs_of: Callable[[], Any], path: str, cache_dir: str, limit: int | str | None, retries: Retries
+    ) -> None:
+        self.url, self.fs_of, self.path = url, fs_of, path
         self.root = os.path.abspath(cache_dir)
         self.limit = None if limit is None else parse_bytes(limit)
         self.retries = retries
@@ -150,7 +153,7 @@ class ShardCache:
         Never more than ``nbytes`` (the space reserved): a longer object fails its checksum."""
         digest, left = hashlib.sha256(), nbytes
         with (
-            self.fs.open(self.path.rstrip("/") + "/" + name, "rb", block_size=_BLOCK) as src,
+            self.fs_of().open(self.path.rstrip("/") + "/" + name, "rb", block_size=_BLOCK) as src,
             open(partial, "r+b") as f,
         ):
             while block := src.read(min(_BLOCK, left + 1)):
@@ -171,7 +174,7 @@ class ShardCache:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(fs=None, _pool=None, _pending={}, _guard=None, downloaded=0)  # fs: RemotePack's
+        state.update(fs_of=None, _pool=None, _pending={}, _guard=None, downloaded=0)  # fs_of: RemotePack's
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ see only verified files. ``verify`` hashes every object at the URL without cachi
 
 from __future__ import annotations
 
+import os
 from typing import IO, Any
 
 import numpy as np
@@ -46,13 +47,22 @@ class RemotePack:
         self.url = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.retries = retries or Retries()
-        self.fs, self.path = filesystem(self.url, self.storage_options)
+        self._fs, self.path = filesystem(self.url, self.storage_options)
+        self._pid = os.getpid()
         self.cache_dir = cache_dir or default_cache_dir()
         self.cache_limit = cache_limit
         self._cache: ShardCache | None = None
         self._files: dict[str, tuple[str, str, int]] = {}  # cached path -> (name, sha256, bytes)
         self._paths: dict[str, str] = {}  # name in the pack -> cached path
         self._manifest: Manifest | None = None
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem, made anew in a forked process (fsspec's are not fork-safe)."""
+        if self._pid != os.getpid() or self._fs is None:
+            self._fs, _ = filesystem(self.url, {**self.storage_options, "skip_instance_cache": True})
+            self._pid = os.getpid()
+        return self._fs
 
     def manifest(self) -> Manifest:
         """The pack's manifest, read from the URL (once)."""
@@ -81,7 +91,9 @@ class RemotePack:
     @property
     def cache(self) -> ShardCache:
         if self._cache is None:
-            self._cache = ShardCache(self.url, self.fs, self.path, self.cache_dir, self.cache_limit, self.retries)
+            self._cache = ShardCache(
+                self.url, lambda: self.fs, self.path, self.cache_dir, self.cache_limit, self.retries
+            )
         return self._cache
 
     def cached(self, name: str) -> str:
@@ -142,11 +154,10 @@ class RemotePack:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["fs"] = None  # each process makes its own (fsspec caches them)
+        state["_fs"] = None  # each process makes its own
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.fs, _ = filesystem(self.url, self.storage_options)
         if self._cache is not None:
-            self._cache.fs = self.fs
+            self._cache.fs_of = lambda: self.fs

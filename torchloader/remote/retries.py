@@ -22,6 +22,8 @@ T = TypeVar("T")
 # errors that a retry cannot fix: the object or the permission is missing, or the call is wrong
 _FINAL = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError, TypeError, ImportError)
 _FINAL_NAMES = ("Credentials", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+# where the errors of a dropped connection or a busy server come from (besides OSError)
+_NETWORK = {"botocore", "aiobotocore", "aiohttp", "urllib3", "requests", "http", "s3fs", "gcsfs", "fsspec", "asyncio"}
 
 
 class RemoteError(OSError):
@@ -63,6 +65,11 @@ def is_final(exc: BaseException) -> bool:
     return isinstance(exc, _FINAL) or any(name in type(exc).__name__ for name in _FINAL_NAMES)
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Whether the network or the server may be to blame (so another try may pass)."""
+    return isinstance(exc, (OSError, EOFError)) or type(exc).__module__.split(".")[0] in _NETWORK
+
+
 def retrying(call: Callable[[], T], url: str, what: str, retries: Retries | None = None) -> T:
     """``call()``, tried again after a failure that may pass (see the module docstring).
 
@@ -78,6 +85,8 @@ def retrying(call: Callable[[], T], url: str, what: str, retries: Retries | None
         except Exception as exc:
             if is_final(exc):
                 raise _final(exc, url, what) from exc
+            if not is_transient(exc):
+                raise  # a bug, not the network: as it is
             if attempt == retries.attempts:
                 raise RemoteError(url, what, attempt, exc) from exc
             time.sleep(retries.backoff * 2 ** (attempt - 1) * (1 + random.random() / 4))
