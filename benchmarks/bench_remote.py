@@ -160,11 +160,14 @@ class S3Server:
 
 
 class FolderWatch:
-    """The largest byte size of the files under ``root`` seen, walked every ``every`` s."""
+    """The largest byte size of the files under ``root`` seen, walked every ``every`` s
+    (``peak``), and the largest of those plus the files under ``root`` already deleted
+    but still mapped or open in this process or its children (``held_peak``: the disk
+    space the cache takes, as ``df`` sees it)."""
 
     def __init__(self, root: str, every: float = 0.05) -> None:
-        self.root, self.every = root, every
-        self.peak = 0
+        self.root, self.every = os.path.abspath(root), every
+        self.peak = self.held_peak = 0
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cache-watch", daemon=True)
@@ -180,13 +183,46 @@ class FolderWatch:
                     except FileNotFoundError:
                         pass
             self.peak = max(self.peak, used)
+            self.held_peak = max(self.held_peak, used + sum(self._deleted().values()))
             self.samples += 1
             self._stop.wait(self.every)
+
+    def _deleted(self) -> dict[int, int]:
+        """{inode: bytes} of the files under root deleted but mapped or open in this
+        process tree (Linux /proc; a map's length stands for its file's size)."""
+        held: dict[int, int] = {}
+        for pid in [os.getpid(), *_children(os.getpid())]:
+            try:
+                with open(f"/proc/{pid}/maps") as f:
+                    for line in f:
+                        parts = line.split(maxsplit=5)
+                        if len(parts) == 6 and parts[5].startswith(self.root) and parts[5].endswith(" (deleted)\n"):
+                            start, end = (int(a, 16) for a in parts[0].split("-"))
+                            held[int(parts[4])] = max(held.get(int(parts[4]), 0), end - start)
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith(self.root) and link.endswith(" (deleted)"):
+                        info = os.stat(f"/proc/{pid}/fd/{fd}")
+                        held[info.st_ino] = max(held.get(info.st_ino, 0), info.st_size)
+            except OSError:  # the process or the fd went away meanwhile
+                continue
+        return held
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join()
         return self.peak
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return found
 
 
 @dataclass
@@ -310,6 +346,12 @@ def run(args: argparse.Namespace, server: S3Server, tmp: str, loaders: list[Chun
     local = PackedDataset(local_dst)
     shards = local.manifest.shards
     pack_bytes = sum(s.nbytes for s in shards)
+    limit = int(args.limit_share * pack_bytes)
+    if limit < max(s.nbytes for s in shards):
+        raise SystemExit(
+            f"cache_limit {format_bytes(limit)} ({args.limit_share:.0%} of the pack) is less than one shard "
+            f"({format_bytes(max(s.nbytes for s in shards))}): pass a smaller --shard-bytes"
+        )
     print(machine())
     print(
         f"{args.n} JPEGs {SIZE}x{SIZE} packed raw into {len(shards)} shards of up to {args.shard_bytes} "
@@ -372,7 +414,6 @@ def run(args: argparse.Namespace, server: S3Server, tmp: str, loaders: list[Chun
     warm.sent = tuple(map(sum, zip(*(e.sent for e in warm_epochs))))  # of all 3
 
     # 4. remote, cache_limit
-    limit = int(args.limit_share * pack_bytes)
     limited_dir = os.path.join(tmp, "cache-limited")
     os.makedirs(limited_dir)
     watch = FolderWatch(limited_dir)
@@ -473,7 +514,8 @@ def run(args: argparse.Namespace, server: S3Server, tmp: str, loaders: list[Chun
     print(
         f"cache folder, largest size seen (every 50 ms): no limit {format_bytes(cold_peak)}; "
         f"cache_limit {format_bytes(limit)} ({limit:,} bytes): {format_bytes(limited_peak)} ({limited_peak:,} bytes, "
-        f"{limited_peak / limit:.2f}x the limit, {watch.samples} looks)"
+        f"{limited_peak / limit:.2f}x the limit, {watch.samples} looks); with the files evicted but still mapped "
+        f"or open in the loader's processes: {format_bytes(watch.held_peak)} ({watch.held_peak / limit:.2f}x the limit)"
     )
     print("checks: " + ("every epoch held each sample once; cold and warm epochs = the local pack's batches"
                         if not problems else "; ".join(problems)))

@@ -202,30 +202,39 @@ class PackFiles:
 
 
 class RemoteShards:
-    """The shards of a remote pack, each downloaded and mapped when first read (a
-    list of maps to the dataset). A map whose cached file was evicted is let go of at
-    most a second later, so that the disk space it holds is freed."""
+    """The shards of a remote pack, each downloaded and mapped when first read (a list
+    of maps to the dataset). Each read checks that the cached file is still there (one
+    ``stat``): a map whose file was evicted is let go of and the shard fetched again, so
+    a reader never holds the disk space of more than the shards it is reading."""
 
     def __init__(self, files: PackFiles) -> None:
         self._files = files
         self._entries = files._files()[: len(files.manifest.shards)]
-        self._maps: dict[int, tuple[str, np.ndarray]] = {}
-        self._checked = time.monotonic()
+        self._maps: dict[int, tuple[str, int, np.ndarray]] = {}
+        self._touched = time.monotonic()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __getitem__(self, k: int) -> np.ndarray:
-        if time.monotonic() - self._checked >= RECHECK_SECONDS:
-            self._checked = time.monotonic()
-            for j, (path, _) in list(self._maps.items()):
-                if not os.path.exists(path):  # evicted: free its blocks once this map goes
-                    del self._maps[j]
-                else:
-                    touch(path)  # still read: evicted last
         mapped = self._maps.get(k)
-        if mapped is None:
-            mapped = (self._files.remote.cached(self._entries[k][0]), self._files._map(*self._entries[k]))
-            self._maps[k] = mapped
-            del self._files._mapped[:]  # (recheck: a cached file is never truncated in place)
-        return mapped[1]
+        if mapped is not None:
+            try:
+                if os.stat(mapped[0]).st_ino == mapped[1]:
+                    self._touch()
+                    return mapped[2]
+            except FileNotFoundError:
+                pass
+            del self._maps[k]  # evicted: let go of it (its blocks are freed) and fetch it again
+        path = self._files.remote.cached(self._entries[k][0])
+        array = self._files._map(*self._entries[k])
+        self._maps[k] = (path, self._files._mapped[-1].inode, array)
+        del self._files._mapped[:]  # (recheck: a cached file is never truncated in place)
+        return array
+
+    def _touch(self) -> None:
+        """At most once a second: the mapped files are recently used (evicted last)."""
+        if time.monotonic() - self._touched >= RECHECK_SECONDS:
+            self._touched = time.monotonic()
+            for path, _, _ in self._maps.values():
+                touch(path)

@@ -1,20 +1,20 @@
 """The cache folder's bytes: counted, reserved before a download, freed least-recently-used.
 
 Every process that reads through one cache folder (DataLoader workers, ranks on one
-node, other jobs) keeps it under one byte limit together, through an advisory
-``flock`` on ``CACHE/.lock``, held only while counting and deleting (never during a
-download). What counts is every file under the folder, at its full size: a download
-in progress is preallocated to its final size (``truncate``) before its first byte
-arrives, so the folder's size is never over the limit, even for a moment. Only
-finished shards are evicted, the least recently used first (their modification
-time: set when a shard is downloaded or opened, and at most once a second while a
-process reads it); downloads in progress and a pack's small files (manifest, labels,
-index) are never evicted.
+node, other jobs) keeps it under one byte limit together, through an advisory ``flock``
+on ``CACHE/.lock``, held while counting, deleting, creating and renaming (never during a
+download), so a count never misses a file being renamed. What counts is every file under
+the folder, at its full size: a download in progress is preallocated to its final size
+(``truncate``) before its first byte arrives, so the folder's size is never over the
+limit, even for a moment. Only finished shards are evicted, the least recently used
+first (their modification time: set when a shard is downloaded or opened, and at most
+once a second while a process reads it); downloads in progress and a pack's small files
+(manifest, labels, index) are never evicted.
 
-A shard evicted while another process has it mapped stays readable for that process
-(the kernel keeps an unlinked file until its last map is gone), so eviction never
-breaks a reader; its disk blocks are freed when that reader lets go of it (each
-process keeps at most a few shards mapped: ``packs/_maps.py``).
+A shard evicted while another process has it mapped stays readable for that process (the
+kernel keeps an unlinked file until its last map is gone), so eviction never breaks a
+reader; its disk blocks are freed when that reader lets go of it (each process keeps at
+most a few shards mapped: ``packs/_maps.py``).
 """
 
 from __future__ import annotations

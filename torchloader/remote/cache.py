@@ -76,7 +76,7 @@ class ShardCache:
         os.makedirs(self.folder, exist_ok=True)
         url_txt = os.path.join(self.folder, "url.txt")
         if not os.path.exists(url_txt):
-            with open(url_txt, "w", encoding="utf-8") as f:
+            with locked(os.path.join(self.root, ".lock")), open(url_txt, "w", encoding="utf-8") as f:
                 f.write(url + "\n")
         self.downloaded = 0  # bytes this process downloaded
         self._pool: ThreadPoolExecutor | None = None
@@ -142,7 +142,8 @@ class ShardCache:
                     f"another pack was written there since): refused. `torchloader verify {self.url}` "
                     f"lists what differs; `torchloader pack SRC {self.url} --overwrite` rebuilds it"
                 )
-            os.replace(partial, final)
+            with locked(os.path.join(self.root, ".lock")):  # no count of the folder sees neither name
+                os.replace(partial, final)
             self.downloaded += nbytes
         finally:
             if os.path.exists(partial):

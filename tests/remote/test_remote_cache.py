@@ -1,0 +1,156 @@
+"""The cache of a remote pack under ``ChunkedLoader`` and ``ChunkedSampler``: the limit
+held while a data set four times its size is read for three epochs, no shard downloaded
+twice in an epoch, the next chunk's shards prefetched, and an exact resume."""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_images
+
+from torchloader import ChunkedLoader, ChunkedSampler, PackedDataset, pack
+from torchloader.order.cached import cache_aware
+from torchloader.remote._space import locked
+
+URL = "s3://bucket/big.packed"
+# small data sets, chunks of one class: no warning about how they mix
+pytestmark = pytest.mark.filterwarnings("ignore::torchloader.PoorShuffleWarning")
+SHARD = 1568  # bytes of a shard of 4 samples of 12 x 10 x 3 (+ the .npy header)
+
+
+@pytest.fixture
+def remote_pack(tmp_path, s3):
+    src = write_images(tmp_path / "src", classes=2, per_class=32)  # 64 samples, 16 shards
+    pack(src, URL, shard_bytes=1500, progress=False, storage_options=s3.storage_options())
+    pack(src, tmp_path / "local", shard_bytes=1500, progress=False)
+    return PackedDataset(tmp_path / "local")
+
+
+def _folder_size(root):
+    return sum(
+        os.path.getsize(os.path.join(d, n))
+        for d, _, names in os.walk(root)
+        for n in names
+        if os.path.exists(os.path.join(d, n))
+    )
+
+
+class _Watch:
+    """The cache folder's size, sampled every few milliseconds on a thread."""
+
+    def __init__(self, root):
+        self.root, self.peak, self._stop = root, 0, threading.Event()
+        os.makedirs(root, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.002):
+            with locked(os.path.join(self.root, ".lock")):  # as the cache counts: no rename half seen
+                self.peak = max(self.peak, _folder_size(self.root))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def _shard_gets(s3):
+    return collections.Counter(p.rsplit("/", 1)[-1] for p in s3.gets(suffix=".npy") if "shard-" in p)
+
+
+def test_the_cache_limit_holds_over_three_epochs_of_a_pack_four_times_its_size(tmp_path, s3, remote_pack):
+    limit = 4 * SHARD + 2000  # a quarter of the pack's 16 shards, plus labels.npy
+    ds = PackedDataset(URL, storage_options=s3.storage_options(), cache_dir=tmp_path / "cache", cache_limit=limit)
+    loader = ChunkedLoader(ds, batch_size=4, chunk_size=4, seed=3, num_workers=2, multiprocessing_context="fork")
+    watch = _Watch(tmp_path / "cache")
+    per_epoch = []
+    try:
+        for _ in range(3):
+            before = _shard_gets(s3)
+            seen = []
+            for xb, yb in loader:
+                seen += [(bytes(x.numpy()), int(y)) for x, y in zip(xb, yb)]
+            per_epoch.append(_shard_gets(s3) - before)
+            expected = [(bytes(x.numpy()), int(y)) for x, y in (remote_pack[i] for i in range(len(remote_pack)))]
+            assert sorted(seen) == sorted(expected)  # every sample once, and the right pixels
+    finally:
+        peak = watch.stop()
+        loader.close()
+    assert 0 < peak <= limit
+    # The loader runs ahead into the next epoch (its first chunk, and the prefetch of the
+    # one after), so a pass counts a few of the next epoch's downloads: no shard is
+    # downloaded more than once per epoch, plus once for that look-ahead.
+    total = sum(per_epoch, collections.Counter())
+    assert max(total.values()) <= 3 + 1 and sum(total.values()) <= 3 * 16 + 2
+    assert sum(total.values()) >= 2 * 16  # the cache holds a quarter: most shards come again
+
+
+def test_the_order_is_grouped_by_the_cache_and_still_every_sample_once():
+    class Plan:
+        stops = np.arange(4, 65, 4)  # 16 shards of 4 samples
+        nbytes = [100] * 16
+        limit = 500  # 5 shards: windows of 3
+
+    order = np.random.default_rng(0).permutation(64)
+    lengths = np.full(8, 8)
+    cached = [1, 5, 9]
+    new, new_lengths = cache_aware(order, lengths, Plan, cached, (0, 2, 0))
+    assert sorted(new.tolist()) == list(range(64)) and new_lengths.sum() == 64
+    shards = new // 4
+    assert set(shards[:12].tolist()) == set(cached)  # the cached shards first
+    rest = shards[12:]
+    windows = [set(rest[k : k + 12].tolist()) for k in range(0, len(rest), 12)]
+    assert all(len(w) <= 3 for w in windows)  # then windows of 3 shards, each read whole
+    assert len(set().union(*windows)) == 13
+    again, _ = cache_aware(order, lengths, Plan, cached, (0, 2, 0))
+    assert np.array_equal(new, again)  # a pure function of its arguments
+    other, _ = cache_aware(order, lengths, Plan, cached, (0, 3, 0))
+    assert not np.array_equal(new, other)  # another epoch, other windows
+    Plan.limit = 100 * 16 + 200
+    same, same_lengths = cache_aware(order, lengths, Plan, cached, (0, 2, 0))
+    assert np.array_equal(same, order) and np.array_equal(same_lengths, lengths)  # it all fits: unchanged
+
+
+def test_a_resumed_epoch_repeats_the_order_it_began_with_though_the_cache_has_changed(tmp_path, s3, remote_pack):
+    opts = s3.storage_options()
+    ds = PackedDataset(URL, storage_options=opts, cache_dir=tmp_path / "cache", cache_limit=4 * SHARD + 2000)
+    ds[0], ds[20]  # a partly filled cache
+    sampler = ChunkedSampler(ds, chunk_size=8, seed=5)
+    sampler.set_epoch(1)
+    it = iter(sampler)
+    first = [next(it) for _ in range(24)]
+    state = sampler.state_dict(consumed=24)
+    assert state["cached"] == sorted({0, 5})
+    rest = list(it)
+    for i in range(0, 64, 4):  # the cache is now another one
+        ds[i]
+    resumed = ChunkedSampler(
+        PackedDataset(URL, storage_options=opts, cache_dir=tmp_path / "cache", cache_limit=4 * SHARD + 2000),
+        chunk_size=8,
+        seed=5,
+    )
+    resumed.load_state_dict(state)
+    assert list(resumed) == rest and sorted(first + rest) == list(range(64))
+
+
+def test_chunked_loader_prefetches_the_next_chunks_shards(tmp_path, s3, remote_pack, monkeypatch):
+    ds = PackedDataset(URL, storage_options=s3.storage_options(), cache_dir=tmp_path / "cache")
+    asked = []
+    real = ds.remote.prefetch
+    monkeypatch.setattr(ds.remote, "prefetch", lambda shards: (asked.append(list(shards)), real(shards)))
+    loader = ChunkedLoader(ds, batch_size=8, chunk_size=8, seed=1, shuffle=False)
+    try:
+        batches = [yb for _, yb in loader]
+    finally:
+        loader.close()
+    assert torch.equal(
+        torch.cat(batches),
+        remote_pack.labels_tensor() if hasattr(remote_pack, "labels_tensor") else torch.from_numpy(remote_pack.labels),
+    )
+    assert asked[:7] == [[2, 3], [4, 5], [6, 7], [8, 9], [10, 11], [12, 13], [14, 15]]  # chunk k+1's, while k loads
