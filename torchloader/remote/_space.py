@@ -13,8 +13,8 @@ once a second while a process reads it); downloads in progress and a pack's smal
 
 A shard evicted while another process has it mapped stays readable for that process (the
 kernel keeps an unlinked file until its last map is gone), so eviction never breaks a
-reader; its disk blocks are freed when that reader lets go of it (each process keeps at
-most a few shards mapped: ``packs/_maps.py``).
+reader; its disk blocks are freed when that reader lets go of it, on its next read of that
+shard (``packs/_maps.RemoteShards``).
 """
 
 from __future__ import annotations
