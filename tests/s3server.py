@@ -34,7 +34,7 @@ class S3Server:
     def __init__(self, latency: float = 0.0) -> None:
         self.latency = latency
         self.requests: collections.Counter[tuple[str, str, str]] = collections.Counter()  # (key, method, path)
-        self.bytes_sent: collections.Counter[str] = collections.Counter()
+        self.bytes_sent: collections.Counter[tuple[str, str]] = collections.Counter()  # (key, path)
         self._lock = threading.Lock()
         self.in_flight = self.peak_in_flight = 0  # requests being answered at once
         self._app = DomainDispatcherApplication(create_backend_app)
@@ -63,7 +63,7 @@ class S3Server:
         if environ["REQUEST_METHOD"] == "GET":
             body = list(body)
             with self._lock:
-                self.bytes_sent[key] += sum(len(part) for part in body)
+                self.bytes_sent[(key, path)] += sum(len(part) for part in body)
         return body
 
     @property
@@ -93,6 +93,15 @@ class S3Server:
             self._server.server_close()
             self._thread.join()
             self._server = None
+
+    def downloaded(self, key: str | None = None) -> collections.Counter[str]:
+        """Bytes sent by GET requests (of ``key``), by path."""
+        with self._lock:
+            out: collections.Counter[str] = collections.Counter()
+            for (k, path), n in self.bytes_sent.items():
+                if key is None or k == key:
+                    out[path] += n
+            return out
 
     def gets(self, key: str | None = None, suffix: str = "") -> list[str]:
         """The paths of the GET requests (of ``key``) whose path ends with ``suffix``, one per request."""

@@ -182,3 +182,14 @@ def test_a_remote_pack_pickles_without_its_filesystem_and_reads_in_workers(tmp_p
     loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=2, multiprocessing_context="fork")
     xs = torch.cat([xb for xb, _ in loader])
     assert torch.equal(xs, PackedDataset(local)[np.arange(24)][0])
+
+
+@pytest.mark.parametrize("encoded", [False, True])
+def test_peek_reads_one_sample_without_downloading_its_shard(tmp_path, s3, encoded):
+    local = PackedDataset(_both(tmp_path, s3, encoded=encoded))
+    ds = _remote(tmp_path, s3)
+    x, y = ds.peek(13)
+    assert torch.equal(x, local[13][0]) and int(y) == int(local[13][1])
+    assert _cached_files(tmp_path / "cache") == []  # nothing cached: a ranged request
+    ds[13]
+    assert torch.equal(ds.peek(13)[0], x) and len(_cached_files(tmp_path / "cache")) == 1  # cached: read from it

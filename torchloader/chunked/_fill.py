@@ -19,6 +19,7 @@ import functools
 import threading
 import warnings
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,14 +38,14 @@ from torchloader.protocols import MapDataset, SupportsGather, SupportsReadSample
 __all__ = ["ChunkFiller", "Skipped", "check_sample", "fill_batched", "fill_slots", "read_sample", "storage_runs"]
 
 
-def read_sample(dataset: MapDataset, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``dataset[index]`` as ``(x, y)`` tensors; any failure names the index.
+def read_sample(dataset: MapDataset, index: int, read: Any = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``dataset[index]`` (or ``read(index)``) as ``(x, y)`` tensors; any failure names the index.
 
     A sample the dataset fails to give may be skipped (``on_error="skip"``); one
     it gives in a form that is not ``x`` or ``(x, y)`` tensors is a bug, and is not.
     """
     try:
-        sample = dataset[index]
+        sample = dataset[index] if read is None else read(index)
     except SampleLoadError:
         raise
     except Exception as exc:
@@ -199,8 +200,9 @@ class ChunkFiller:
         """The index and layout of sample 0 (or, when skipping, of the first sample that
         can be read); a sample passed over here is listed when its batch is served."""
         candidates = self.through.inner_indices(np.arange(0, self.through.size if self.skip else 1))
+        read = self.dataset.peek if offers(self.dataset, "peek") else None  # a remote pack: no download
         with reading_epoch(self.seed, 0):  # a random transform seeded as in epoch 0, not from the loop's generators
-            return first_readable(lambda i: read_sample(self.dataset, i), candidates, skip=self.skip)
+            return first_readable(lambda i: read_sample(self.dataset, i, read), candidates, skip=self.skip)
 
     @property
     def layout(self) -> SampleLayout:

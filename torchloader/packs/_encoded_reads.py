@@ -40,6 +40,9 @@ class EncodedSamples:
         """The file bytes of sample ``index``: a view of its shard's map."""
         ds = self.dataset
         shards = ds._open()
+        peeked = ds._peeked.pop(index, None)  # (peek: read alone)
+        if peeked is not None:
+            return peeked
         k = int(np.searchsorted(ds._stops, index, side="right"))
         offset, length = ds._files.index[index, :2]
         return shards[k][offset : offset + length]

@@ -27,14 +27,15 @@ from torchloader.datasets._dataloader import batch_dataloader, getitems
 from torchloader.datasets._rows import in_shared_memory
 from torchloader.packs._encoded_reads import EncodedSamples, check_reading
 from torchloader.packs._maps import PackFiles
+from torchloader.packs._remote_reads import RemoteReads
 from torchloader.packs.format import Manifest
 from torchloader.protocols import transforms_samples
-from torchloader.remote.open import CachePlan, open_remote
+from torchloader.remote.open import open_remote
 
 __all__ = ["PackedDataset"]
 
 
-class PackedDataset(Dataset):
+class PackedDataset(RemoteReads, Dataset):
     """The samples of a directory written by ``torchloader pack``.
 
     Args:
@@ -93,6 +94,7 @@ class PackedDataset(Dataset):
         self._shards: list[np.ndarray] | None = None  # memory maps, opened on first use
         self._labels: np.ndarray | None = None
         self._layout: SampleLayout | None = None  # of one sample, for batches built in workers
+        self._peeked: dict[int, np.ndarray] = {}  # a sample's row or bytes, read alone (peek)
 
     @property
     def classes(self) -> list[str] | None:
@@ -143,7 +145,9 @@ class PackedDataset(Dataset):
         else:
             shards = self._open()
             k = int(np.searchsorted(self._stops, index, side="right"))
-            x = self._tensor(np.array(shards[k][index - self.manifest.shards[k].start]), batch=False)
+            row = self._peeked.pop(index, None)  # (peek: read alone)
+            row = shards[k][index - self.manifest.shards[k].start] if row is None else row
+            x = self._tensor(np.array(row), batch=False)
         if self.transform is not None:
             x = apply_transform(self.transform, x, index, self.root)  # see NOTE [ per-sample randomness ]
         if self._labels is None:
@@ -268,25 +272,15 @@ class PackedDataset(Dataset):
         if self.remote is not None:
             self.remote.close()
 
-    def prefetch(self, indices: Sequence[int] | np.ndarray) -> None:
-        """Start downloading the shards that hold ``indices`` (a remote pack; a local
-        one has nothing to fetch). ``ChunkedLoader`` calls it with the next chunk's."""
-        if self.remote is not None and len(indices):
-            self.remote.prefetch(np.unique(np.searchsorted(self._stops, np.asarray(indices), side="right")).tolist())
-
-    def cache_plan(self) -> Any:
-        """What ``ChunkedSampler`` orders a remote pack's epochs by (``order/cached.py``):
-        where each shard ends, its bytes, the shards cached now and the cache limit;
-        None for a local pack."""
-        if self.remote is None:
-            return None
-        return CachePlan(self._stops, [s.nbytes for s in self.manifest.shards], self.remote)
-
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_shards"] = state["_labels"] = None  # each process maps the files itself
+        del state["_peeked"]
         state["_files"] = PackFiles(self.root, self.manifest, self.remote)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _peeked={})
 
     def __repr__(self) -> str:
         m = self.manifest

@@ -11,6 +11,7 @@ see only verified files. ``verify`` hashes every object at the URL without cachi
 
 from __future__ import annotations
 
+import io
 import os
 from typing import IO, Any
 
@@ -106,6 +107,25 @@ class RemotePack:
         if nbytes < 0:  # a small file: its size is known once asked for
             nbytes = retrying(lambda: self.fs.size(join_url(self.path, name)), join_url(self.url, name), "reading")
         return self.cache.open(name, sha256, int(nbytes))
+
+    def read_range(self, name: str, start: int, length: int) -> bytes:
+        """``length`` bytes of the pack's file ``name`` from ``start`` (one ranged request)."""
+        url, path = join_url(self.url, name), join_url(self.path, name)
+        data = retrying(lambda: self.fs.cat_file(path, start=start, end=start + length), url, "reading")
+        if len(data) != length:
+            raise ValueError(f"'{url}' is shorter than its manifest says (a damaged pack)")
+        return data
+
+    def read_row(self, name: str, row: int, manifest: Manifest) -> np.ndarray:
+        """Row ``row`` of the raw pack's shard ``name``: its header, then the row (two ranged requests)."""
+        head = io.BytesIO(self.read_range(name, 0, 128))
+        version = np.lib.format.read_magic(head)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        read(head)
+        dtype = np.dtype(manifest.dtype)
+        nbytes = int(np.prod(manifest.sample_shape)) * dtype.itemsize
+        data = self.read_range(name, head.tell() + row * nbytes, nbytes)
+        return np.frombuffer(data, dtype).reshape(manifest.sample_shape)
 
     def cached_shards(self) -> frozenset[int]:
         """The numbers of the shards in the cache now."""
