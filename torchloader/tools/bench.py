@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -50,7 +51,7 @@ from torchloader.chunked.loader import ChunkedLoader
 from torchloader.datasets.preloaded import PreloadedDataset
 from torchloader.packs.dataset import PackedDataset
 from torchloader.protocols import MapDataset
-from torchloader.tools._bench_data import open_for_bench
+from torchloader.tools._bench_data import download_rate, open_for_bench
 from torchloader.tools._plot import plot
 from torchloader.tools.memory import PeakMemory
 from torchloader.tools.report import available_ram
@@ -204,7 +205,21 @@ def bench(
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown mode(s) {unknown}; choose from {list(MODES)}")
-    ds = open_for_bench(path, limit=limit, crop=crop)
+    with tempfile.TemporaryDirectory(prefix="torchloader-bench-cache-") as cache:  # a URL's: cold
+        ds = open_for_bench(path, limit=limit, crop=crop, cache_dir=cache)
+        network = [_network(ds)] if getattr(ds, "remote", None) is not None else []
+        return network + _run(ds, modes, num_workers, batch_size, epochs, ram_budget, progress)
+
+
+def _network(ds: Any) -> Measurement:
+    samples, nbytes = download_rate(ds)
+    name = f"network: the pack downloaded into a cold cache, {format_bytes(int(nbytes))}/s"
+    return Measurement(name, "network", None, samples)
+
+
+def _run(
+    ds: Any, modes: list[str], num_workers: Sequence[int], batch_size: int, epochs: int, ram_budget: Any, progress: bool
+) -> list[Measurement]:
     n, budget, name = len(ds), parse_bytes(ram_budget), type(ds).__name__
     cache: dict[str, PreloadedDataset] = {}
 

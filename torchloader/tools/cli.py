@@ -185,7 +185,7 @@ def _add_bench(commands: Any) -> None:
 def _add_pack(commands: Any) -> None:
     pack = commands.add_parser("pack", help="decode a data set once into .npy shards")
     pack.add_argument("src", help="image folder root/<class>/<file>, a .csv of path,label, or a folder of .npy")
-    pack.add_argument("dst", help="output folder")
+    pack.add_argument("dst", help="output folder, or a URL (s3://bucket/prefix: staged here, then uploaded)")
     pack.add_argument("--size", type=int, nargs="+", metavar="N", help="resize to H W (or N x N)")
     pack.add_argument("--crop", action="store_true", help="keep the aspect ratio, cut the centre")
     pack.add_argument("--mode", default="RGB", choices=("RGB", "L", "RGBA"), help="image channels")

@@ -31,6 +31,7 @@ from torchloader.packs._source import open_source
 from torchloader.packs.dataset import PackedDataset
 from torchloader.packs.format import MANIFEST
 from torchloader.protocols import MapDataset
+from torchloader.remote.urls import is_url
 from torchloader.tools._advice import Probe, advise
 
 __all__ = ["DataReport", "available_ram", "inspect_data"]
@@ -112,7 +113,7 @@ def inspect_data(path: str | os.PathLike[str], *, probe: int = 32, on_error: str
     and describes the others; ``"raise"`` raises :class:`SampleLoadError` for the first.
     """
     path, on_error = os.fspath(path), check_on_error(on_error)
-    if os.path.exists(os.path.join(path, MANIFEST)):
+    if is_url(path) or os.path.exists(os.path.join(path, MANIFEST)):  # (a URL: a pack there)
         return _packed(path)
     source, _ = open_source(path, size=None, crop=False, mode="keep")
     ds = source.dataset
