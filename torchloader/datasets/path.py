@@ -103,7 +103,7 @@ class PathDataset(FromFiles, Dataset):
         self.on_error = check_on_error(on_error)
         self.paths = encode_paths(paths)
         self.storage_options = storage_options
-        self.remote = has_urls(self.paths)
+        self._urls = has_urls(self.paths)
         # the samples on_error="skip" left out, in this process
         self.errors = ErrorLog(limit=skip_limit(max_skipped, len(self.paths)))
         self.labels: np.ndarray | None = None
@@ -165,7 +165,7 @@ class PathDataset(FromFiles, Dataset):
 
     def _fetched(self, indices: Sequence[int] | np.ndarray) -> Any:
         """Inside: the files of ``indices`` that are URLs, read all at once (``remote/files.py``)."""
-        if not self.remote:
+        if not self._urls:
             return contextlib.nullcontext()
         return fetched([os.fsdecode(self.paths[i]) for i in indices], self.storage_options)
 
@@ -268,7 +268,7 @@ class PathDataset(FromFiles, Dataset):
 
     def _load(self, index: int, path: str) -> Any:
         try:
-            with options(self.storage_options) if self.remote else contextlib.nullcontext():
+            with options(self.storage_options) if self._urls else contextlib.nullcontext():
                 if self.decode is None:
                     x = to_tensor(self.reader(path))
                 else:

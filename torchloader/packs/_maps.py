@@ -43,6 +43,7 @@ from torchloader.remote.cache import touch
 __all__ = ["PackFiles", "RemoteShards", "damaged"]
 
 RECHECK_SECONDS = 1.0
+SWEEP_SECONDS = 0.2  # a remote pack's reader lets go of evicted shards at most this late
 
 
 class _Mapped(NamedTuple):
@@ -203,38 +204,49 @@ class PackFiles:
 
 class RemoteShards:
     """The shards of a remote pack, each downloaded and mapped when first read (a list
-    of maps to the dataset). Each read checks that the cached file is still there (one
-    ``stat``): a map whose file was evicted is let go of and the shard fetched again, so
-    a reader never holds the disk space of more than the shards it is reading."""
+    of maps to the dataset). Whenever it maps another shard, and at most every
+    ``SWEEP_SECONDS`` as it reads, it lets go of the maps whose cached file was evicted
+    (one ``stat`` each), so that their disk space is freed; a shard read again after
+    that is fetched again. The shards it reads are marked recently used (evicted last)
+    at most once a second; the others are not, so the cache's order stays the order of use."""
 
     def __init__(self, files: PackFiles) -> None:
         self._files = files
         self._entries = files._files()[: len(files.manifest.shards)]
         self._maps: dict[int, tuple[str, int, np.ndarray]] = {}
-        self._touched = time.monotonic()
+        self._read: set[int] = set()  # read since the last touch
+        self._touched = self._swept = time.monotonic()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __getitem__(self, k: int) -> np.ndarray:
+        now = time.monotonic()
+        if now - self._swept >= SWEEP_SECONDS:
+            self._sweep(now)
         mapped = self._maps.get(k)
-        if mapped is not None:
+        if mapped is None:
+            self._sweep(now)
+            path = self._files.remote.cached(self._entries[k][0])
+            array = self._files._map(*self._entries[k])
+            mapped = self._maps[k] = (path, self._files._mapped[-1].inode, array)
+            del self._files._mapped[:]  # (recheck: a cached file is never truncated in place)
+        self._read.add(k)
+        if now - self._touched >= RECHECK_SECONDS:
+            self._touched = now
+            for j in self._read:
+                if j in self._maps:
+                    touch(self._maps[j][0])
+            self._read.clear()
+        return mapped[2]
+
+    def _sweep(self, now: float) -> None:
+        """Let go of the maps whose cached file is gone (evicted) or replaced."""
+        self._swept = now
+        for j, (path, inode, _) in list(self._maps.items()):
             try:
-                if os.stat(mapped[0]).st_ino == mapped[1]:
-                    self._touch()
-                    return mapped[2]
+                if os.stat(path).st_ino == inode:
+                    continue
             except FileNotFoundError:
                 pass
-            del self._maps[k]  # evicted: let go of it (its blocks are freed) and fetch it again
-        path = self._files.remote.cached(self._entries[k][0])
-        array = self._files._map(*self._entries[k])
-        self._maps[k] = (path, self._files._mapped[-1].inode, array)
-        del self._files._mapped[:]  # (recheck: a cached file is never truncated in place)
-        return array
-
-    def _touch(self) -> None:
-        """At most once a second: the mapped files are recently used (evicted last)."""
-        if time.monotonic() - self._touched >= RECHECK_SECONDS:
-            self._touched = time.monotonic()
-            for path, _, _ in self._maps.values():
-                touch(path)
+            del self._maps[j]

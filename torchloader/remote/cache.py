@@ -151,15 +151,16 @@ class ShardCache:
 
     def _copy(self, name: str, partial: str, nbytes: int) -> str:
         """One try: the object's bytes into ``partial`` (from its start); their SHA-256.
-        Never more than ``nbytes`` (the space reserved): a longer object fails its checksum."""
+        Never more than ``nbytes`` (the space reserved): a shorter or another object fails its checksum."""
         digest, left = hashlib.sha256(), nbytes
         with (
-            self.fs_of().open(self.path.rstrip("/") + "/" + name, "rb", block_size=_BLOCK) as src,
+            # the size the manifest says (no request for it), no read-ahead: one ranged GET per block
+            self.fs_of().open(
+                self.path.rstrip("/") + "/" + name, "rb", block_size=_BLOCK, cache_type="none", size=nbytes
+            ) as src,
             open(partial, "r+b") as f,
         ):
-            while block := src.read(min(_BLOCK, left + 1)):
-                if len(block) > left:
-                    return "longer than the manifest says"
+            while left and (block := src.read(min(_BLOCK, left))):
                 digest.update(block)
                 f.write(block)
                 left -= len(block)
