@@ -192,3 +192,17 @@ def test_a_plan_from_a_resume_point_starts_inside_its_chunk(start):
     assert rest == order[start:].tolist()
     sampler.set_epoch(1)
     assert (epoch, chunk.tolist()) == (1, sampler.chunks()[0].tolist())
+
+
+def test_a_dataset_that_prefetches_is_given_the_next_two_chunks_and_a_failing_plan_still_serves_what_came_before():
+    def plan():
+        yield 0, np.array([0, 1]), False
+        yield 0, np.array([2]), False
+        yield 0, np.array([3, 4]), True
+        raise ValueError("bad plan")
+
+    seen = []
+    with pytest.raises(ValueError, match="^bad plan$"):
+        for (_, indices, _), coming in chunk_producer._ahead(plan()):
+            seen.append((indices.tolist(), coming.tolist()))
+    assert seen == [([0, 1], [2, 3, 4]), ([2], [3, 4]), ([3, 4], [])]

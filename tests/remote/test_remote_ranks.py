@@ -71,9 +71,9 @@ def test_two_gloo_ranks_each_download_only_the_shards_of_their_own_chunks(tmp_pa
         sent = s3.downloaded(f"rank{r}")
         whole = sorted(p for p, n in sent.items() if "shard-" in p and n >= 1568)  # (not a ranged peek at a row)
         assert set(shards) <= set(whole), (whole, shards)
-        ahead = set(whole) - set(shards)  # the next epoch's first chunk, prefetched as this one ended
+        ahead = set(whole) - set(shards)  # the next epoch's first two chunks, prefetched as this one ended
         # each shard whole once (shard 0 perhaps also peeked at: 128 + 360 bytes for the layout)
-        assert len(ahead) <= 2 and all(1568 <= sent[p] <= 1568 + 488 for p in whole), (sent, shards)
+        assert len(ahead) <= 4 and all(1568 <= sent[p] <= 1568 + 488 for p in whole), (sent, shards)
         labels = json.loads((out / f"rank{r}.json").read_text())
         assert labels == local.labels[own].tolist()  # its own samples, in its order
         served += own.tolist()

@@ -15,6 +15,8 @@ process ("terminate called without an active exception").
 from __future__ import annotations
 
 import atexit
+import collections
+import itertools
 import queue
 import threading
 import time
@@ -32,6 +34,8 @@ from torchloader.chunked.stats import LoaderStats
 from torchloader.order.sampler import ChunkedSampler
 
 __all__ = ["LoadedChunk", "Producer", "chunk_plan"]
+
+AHEAD = 2  # chunks whose data a dataset that prefetches (a remote pack) is asked for ahead
 
 
 @dataclass
@@ -59,17 +63,30 @@ def chunk_plan(sampler: ChunkedSampler, epoch: int, start: int) -> Iterator[tupl
         epoch, start = epoch + 1, 0
 
 
-def _ahead(plan: Iterator[tuple[int, np.ndarray, bool]]) -> Iterator[tuple[tuple[int, np.ndarray, bool], np.ndarray]]:
-    """Each chunk of ``plan`` with the indices of the one after it."""
-    current = next(plan, None)
-    while current is not None:
-        try:
-            coming = next(plan, None)
-        except BaseException:  # the chunk before a failing one is still served
-            yield current, current[1][:0]
-            raise
-        yield current, current[1][:0] if coming is None else coming[1]
-        current = coming
+def _ahead(
+    plan: Iterator[tuple[int, np.ndarray, bool]], depth: int = AHEAD
+) -> Iterator[tuple[tuple[int, np.ndarray, bool], np.ndarray]]:
+    """Each chunk of ``plan`` with the indices of the ``depth`` chunks after it (fewer at
+    the end, or before a chunk the plan fails to give: the chunks before it are served)."""
+    coming: collections.deque = collections.deque()
+    failed: BaseException | None = None
+    while True:
+        while failed is None and len(coming) <= depth:
+            try:
+                chunk = next(plan, None)
+            except BaseException as error:
+                failed = error
+                break
+            if chunk is None:
+                break
+            coming.append(chunk)
+        if not coming:
+            if failed is not None:
+                raise failed
+            return
+        current = coming.popleft()
+        after = [c[1] for c in itertools.islice(coming, depth)]
+        yield current, np.concatenate(after) if after else current[1][:0]
 
 
 def _slot(skipped: tuple[int, object]) -> int:

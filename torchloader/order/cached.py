@@ -8,8 +8,8 @@ exactly once per epoch, on one rank):
 1. the shards the cache holds when the epoch begins are read first, before
    downloads could evict them;
 2. the other shards, in a random order drawn from ``(seed, epoch, rank)``, are read
-   in windows of ``W`` shards, ``W`` = the shards the limit holds less two (room for
-   the chunk being loaded and the one prefetched after it): a window's shards are
+   in windows of ``W`` shards, ``W`` = the shards the limit holds less three (room for
+   what ``ChunkedLoader`` prefetches for the next two chunks): a window's shards are
    downloaded as its chunks need them and are all read before the next window's
    downloads evict them.
 
@@ -49,9 +49,9 @@ def cache_aware(
     shard = np.searchsorted(plan.stops, order, side="right")
     needed = np.unique(shard)
     biggest = int(nbytes.max())
-    if int(nbytes[needed].sum()) + 2 * biggest <= limit:
+    if int(nbytes[needed].sum()) + 3 * biggest <= limit:
         return order, lengths  # the whole share fits: no shard is evicted before it is read
-    window = max(1, limit // biggest - 2)
+    window = max(1, limit // biggest - 3)
     is_cached = np.isin(needed, np.asarray(cached, dtype=np.int64))
     rest = needed[~is_cached]
     rest = rest[np.random.default_rng([*key, 1]).permutation(len(rest))]
