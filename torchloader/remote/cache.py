@@ -37,7 +37,7 @@ from torchloader.remote.urls import join_url
 
 __all__ = ["ShardCache", "cached_name", "default_cache_dir", "touch"]
 
-_BLOCK = 8 << 20  # bytes read from the network at a time
+_BLOCK = 64 << 20  # bytes asked for in one request (one GET for most shards)
 
 
 def default_cache_dir() -> str:
