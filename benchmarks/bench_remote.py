@@ -41,9 +41,9 @@ import shutil
 import statistics
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,9 +252,7 @@ def one_epoch(loader: ChunkedLoader, since: float | None = None) -> Epoch:
         rows.append(torch.cat([yb[:, None], xb[:, :, 0, 0].long(), xb[:, :, SIZE // 2, SIZE // 2].long()], 1))
     end = time.perf_counter()
     after = (samples - first_samples) / (end - first) if end > first else float("nan")
-    return Epoch(
-        samples, end - start, first - start, after, loader.stats.wait_seconds - wait0, torch.cat(rows).numpy()
-    )
+    return Epoch(samples, end - start, first - start, after, loader.stats.wait_seconds - wait0, torch.cat(rows).numpy())
 
 
 def counted(server: S3Server, run: Any) -> Any:
@@ -286,7 +284,9 @@ def source_folder(data: str | None, n: int, tmp: str) -> str:
     if params["n"] < n:
         raise SystemExit(f"{data} holds {params['n']} images, fewer than --n {n}: pass another --data")
     files = sorted(
-        os.path.join(c, f) for c in os.listdir(data) if os.path.isdir(os.path.join(data, c))
+        os.path.join(c, f)
+        for c in os.listdir(data)
+        if os.path.isdir(os.path.join(data, c))
         for f in os.listdir(os.path.join(data, c))
     )
     root = os.path.join(tmp, "subset")
@@ -488,8 +488,14 @@ def run(args: argparse.Namespace, server: S3Server, tmp: str, loaders: list[Chun
             extra += "; from PackedDataset(url)"
         rows.append(row(f"remote, cache_limit {args.limit_share:.0%}: epoch {e}", got, got.rate, extra))
         if e == 0:
-            rows.append(row(f"remote, cache_limit {args.limit_share:.0%}: epoch 0 after the first batch", got,
-                            got.after_first, sent=False))
+            rows.append(
+                row(
+                    f"remote, cache_limit {args.limit_share:.0%}: epoch 0 after the first batch",
+                    got,
+                    got.after_first,
+                    sent=False,
+                )
+            )
     print(
         table(
             rows,
@@ -508,8 +514,8 @@ def run(args: argparse.Namespace, server: S3Server, tmp: str, loaders: list[Chun
         )
     )
     print(
-        f"\nfirst batch: seconds from the start of the pass (cold and limited epoch 0: from PackedDataset(url)); "
-        f"samples/s after the first batch: of the samples after it, from it to the end of the pass"
+        "\nfirst batch: seconds from the start of the pass (cold and limited epoch 0: from PackedDataset(url)); "
+        "samples/s after the first batch: of the samples after it, from it to the end of the pass"
     )
     print(
         f"cache folder, largest size seen (every 50 ms): no limit {format_bytes(cold_peak)}; "
@@ -517,8 +523,14 @@ def run(args: argparse.Namespace, server: S3Server, tmp: str, loaders: list[Chun
         f"{limited_peak / limit:.2f}x the limit, {watch.samples} looks); with the files evicted but still mapped "
         f"or open in the loader's processes: {format_bytes(watch.held_peak)} ({watch.held_peak / limit:.2f}x the limit)"
     )
-    print("checks: " + ("every epoch held each sample once; cold and warm epochs = the local pack's batches"
-                        if not problems else "; ".join(problems)))
+    print(
+        "checks: "
+        + (
+            "every epoch held each sample once; cold and warm epochs = the local pack's batches"
+            if not problems
+            else "; ".join(problems)
+        )
+    )
 
 
 if __name__ == "__main__":

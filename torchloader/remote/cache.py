@@ -37,7 +37,7 @@ from torchloader.remote.urls import join_url
 
 __all__ = ["ShardCache", "cached_name", "default_cache_dir", "touch"]
 
-_BLOCK = 64 << 20  # bytes asked for in one request (one GET for most shards)
+_BLOCK = 16 << 20  # bytes asked for in one request (in RAM once per download in flight: 3 at most)
 
 
 def default_cache_dir() -> str:
