@@ -78,7 +78,6 @@ class S3Server:
             "secret": "secret",
             "client_kwargs": {"endpoint_url": self.endpoint},
             "config_kwargs": {"retries": {"max_attempts": retries, "mode": "standard"}, "connect_timeout": 2},
-            "skip_instance_cache": True,
         }
 
     def start(self) -> None:

@@ -79,20 +79,21 @@ def test_a_url_holding_other_objects_is_refused(tmp_path, s3):
 def test_an_interrupted_upload_never_loads_and_a_rerun_uploads_only_what_is_missing(tmp_path, s3, monkeypatch):
     src = write_images(tmp_path / "src")
     opts = s3.storage_options()
-    real_put, calls = s3fs.S3FileSystem.put_file, []
+    fs = s3fs.S3FileSystem(**opts)  # the instance fsspec gives the library for these options
+    real_put, calls = fs.put_file, []
 
-    def dying_put(self, lpath, rpath, *args, **kwargs):
+    def dying_put(lpath, rpath, *args, **kwargs):
         calls.append(rpath)
         if len(calls) == 3:
             raise KeyboardInterrupt  # the job is killed mid-upload
-        return real_put(self, lpath, rpath, *args, **kwargs)
+        return real_put(lpath, rpath, *args, **kwargs)
 
-    monkeypatch.setattr(s3fs.S3FileSystem, "put_file", dying_put)
+    monkeypatch.setattr(fs, "put_file", dying_put)
     with pytest.raises(KeyboardInterrupt):
         pack(src, URL, shard_bytes=1500, progress=False, storage_options=opts)
     with pytest.raises(FileNotFoundError, match=r"manifest.json' does not exist.*interrupted.*torchloader pack SRC"):
         PackedDataset(URL, storage_options=opts, cache_dir=tmp_path / "cache")
-    monkeypatch.setattr(s3fs.S3FileSystem, "put_file", real_put)
+    monkeypatch.setattr(fs, "put_file", real_put)
     uploaded = [p for (_, m, p), n in s3.requests.items() if m == "PUT" and "shard-" in p]
     assert len(uploaded) == 2
     pack(src, URL, shard_bytes=1500, progress=False, storage_options=opts)
