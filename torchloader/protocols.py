@@ -28,7 +28,10 @@ supports, after looking through plain ``torch.utils.data.Subset`` wrappers
 4. Any other dataset: ``ds[i]`` per sample, copied into its slot, by the same runs.
 
 The first sample the loader reads fixes the layout (shape, dtype, memory order)
-every other sample must have; it is read once, when the loader is built. A
+every other sample must have; it is read once, when the loader is built (through
+``peek_sample(index)`` where the dataset has one: a remote ``PackedDataset`` reads that
+one sample without downloading its shard). A dataset with ``prefetch_samples(indices)``
+is told the next two chunks' indices while a chunk loads (a remote pack downloads their shards). A
 dataset whose ``on_error`` is ``"skip"`` has the samples it cannot read left out
 of their batch, and listed in its ``errors`` where it has an ``ErrorLog`` there
 (:class:`SkipsErrors` describes both).

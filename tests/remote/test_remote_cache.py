@@ -5,8 +5,14 @@ twice in an epoch, the next chunk's shards prefetched, and an exact resume."""
 from __future__ import annotations
 
 import collections
+import fcntl
 import os
+import pickle
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -100,7 +106,7 @@ def test_the_order_is_grouped_by_the_cache_and_still_every_sample_once():
     order = np.random.default_rng(0).permutation(64)
     lengths = np.full(8, 8)
     cached = [1, 5, 9]
-    new, new_lengths = cache_aware(order, lengths, Plan, cached, (0, 2, 0))
+    new, new_lengths = cache_aware(order, lengths, Plan, cached, (0, 2, 0), Plan.limit)
     assert sorted(new.tolist()) == list(range(64)) and new_lengths.sum() == 64
     shards = new // 4
     assert set(shards[:12].tolist()) == set(cached)  # the cached shards first
@@ -108,12 +114,12 @@ def test_the_order_is_grouped_by_the_cache_and_still_every_sample_once():
     windows = [set(rest[k : k + 12].tolist()) for k in range(0, len(rest), 12)]
     assert all(len(w) <= 3 for w in windows)  # then windows of 3 shards, each read whole
     assert len(set().union(*windows)) == 13
-    again, _ = cache_aware(order, lengths, Plan, cached, (0, 2, 0))
+    again, _ = cache_aware(order, lengths, Plan, cached, (0, 2, 0), Plan.limit)
     assert np.array_equal(new, again)  # a pure function of its arguments
-    other, _ = cache_aware(order, lengths, Plan, cached, (0, 3, 0))
+    other, _ = cache_aware(order, lengths, Plan, cached, (0, 3, 0), Plan.limit)
     assert not np.array_equal(new, other)  # another epoch, other windows
     Plan.limit = 100 * 16 + 300
-    same, same_lengths = cache_aware(order, lengths, Plan, cached, (0, 2, 0))
+    same, same_lengths = cache_aware(order, lengths, Plan, cached, (0, 2, 0), Plan.limit)
     assert np.array_equal(same, order) and np.array_equal(same_lengths, lengths)  # it all fits: unchanged
 
 
@@ -126,17 +132,20 @@ def test_a_resumed_epoch_repeats_the_order_it_began_with_though_the_cache_has_ch
     it = iter(sampler)
     first = [next(it) for _ in range(24)]
     state = sampler.state_dict(consumed=24)
-    assert state["cached"] == sorted({0, 5})
+    assert state["cached"] == sorted({0, 5}) and state["cache_limit"] == 4 * SHARD + 2000
     rest = list(it)
     for i in range(0, 64, 4):  # the cache is now another one
         ds[i]
-    resumed = ChunkedSampler(
-        PackedDataset(URL, storage_options=opts, cache_dir=tmp_path / "cache", cache_limit=4 * SHARD + 2000),
-        chunk_size=8,
-        seed=5,
-    )
-    resumed.load_state_dict(state)
-    assert list(resumed) == rest and sorted(first + rest) == list(range(64))
+    for limit in (4 * SHARD + 2000, 6 * SHARD + 2000, None):  # the limit it began with is saved too
+        resumed = ChunkedSampler(
+            PackedDataset(URL, storage_options=opts, cache_dir=tmp_path / "cache", cache_limit=limit),
+            chunk_size=8,
+            seed=5,
+        )
+        resumed.load_state_dict(state)
+        assert list(resumed) == rest and sorted(first + rest) == list(range(64))
+    with pytest.raises(ValueError, match=r"ordered by the cache of a remote pack.*resume it over the same URL"):
+        ChunkedSampler(remote_pack, chunk_size=8, seed=5).load_state_dict(state)
 
 
 def test_chunked_loader_prefetches_the_next_chunks_shards(tmp_path, s3, remote_pack, monkeypatch):
@@ -155,3 +164,76 @@ def test_chunked_loader_prefetches_the_next_chunks_shards(tmp_path, s3, remote_p
     )
     # the shards of chunks k+1 and k+2 (2 shards each), asked for while chunk k loads
     assert asked[:6] == [[2, 3, 4, 5], [4, 5, 6, 7], [6, 7, 8, 9], [8, 9, 10, 11], [10, 11, 12, 13], [12, 13, 14, 15]]
+
+
+def test_a_fork_while_a_cache_lock_is_held_does_not_keep_it_held(tmp_path):
+    lock, held, release = str(tmp_path / ".lock"), threading.Event(), threading.Event()
+
+    def holder():
+        with locked(lock):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    ready, tell = os.pipe()
+    child = os.fork()
+    if child == 0:  # a child that outlives the parent's hold (a DataLoader worker, say)
+        os.write(tell, b"1")  # (its fork hooks have run)
+        time.sleep(5)
+        os._exit(0)
+    os.close(tell)
+    try:
+        assert os.read(ready, 1) == b"1"
+        release.set()
+        thread.join()
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free now, though the child lives
+        finally:
+            os.close(fd)
+    finally:
+        os.close(ready)
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+
+
+def test_a_download_whose_process_died_does_not_hold_its_space(tmp_path, s3, remote_pack):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    limit = 2 * SHARD + 2000
+    ds = PackedDataset(URL, storage_options=s3.storage_options(), cache_dir=tmp_path / "cache", cache_limit=limit)
+    ds[0]
+    orphan = (
+        next((tmp_path / "cache").glob("*/labels.*.npy")).parent / f"shard-00009.x.npy.{dead.stdout.strip()}.7.partial"
+    )
+    orphan.write_bytes(b"\0" * SHARD)  # preallocated by a process that was killed mid-download
+    assert torch.equal(ds[60][0], remote_pack[60][0]) and not orphan.exists()
+    assert _folder_size(tmp_path / "cache") <= limit
+
+
+@pytest.mark.parametrize("encoded", [False, True])
+def test_thread_workers_read_a_remote_pack_under_a_tight_limit(tmp_path, s3, encoded):
+    src = write_images(tmp_path / "src", classes=2, per_class=32)
+    url = f"s3://bucket/threads-{encoded}.packed"
+    pack(src, url, shard_bytes=1500, progress=False, storage_options=s3.storage_options(), encoded=encoded)
+    pack(src, tmp_path / "local", shard_bytes=1500, progress=False, encoded=encoded)
+    local = PackedDataset(tmp_path / "local")
+    limit = 6 * max(s.nbytes for s in local.manifest.shards) + 8000
+    ds = PackedDataset(url, storage_options=s3.storage_options(), cache_dir=tmp_path / "cache", cache_limit=limit)
+    loader = ChunkedLoader(ds, 4, chunk_size=8, seed=2, num_workers=4, worker_type="thread")
+    expected = sorted((bytes(x.numpy()), int(y)) for x, y in (local[i] for i in range(len(local))))
+    try:
+        for _ in range(2):
+            assert sorted((bytes(x.numpy()), int(y)) for xb, yb in loader for x, y in zip(xb, yb)) == expected
+    finally:
+        loader.close()
+
+
+def test_a_cached_pack_reads_in_a_new_process_with_the_server_gone(tmp_path, s3, remote_pack):
+    ds = PackedDataset(URL, storage_options=s3.storage_options(), cache_dir=tmp_path / "cache", retries=1)
+    for i in range(len(ds)):
+        ds[i]
+    s3.stop()
+    copy = pickle.loads(pickle.dumps(ds))  # as a DataLoader worker gets it: maps the cached files itself
+    assert all(torch.equal(copy[i][0], remote_pack[i][0]) for i in range(len(ds)))

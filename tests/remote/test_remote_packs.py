@@ -4,6 +4,7 @@ written, read, verified and refused exactly as local packs are."""
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -66,8 +67,9 @@ def test_packing_to_the_same_url_again_reuses_it_refuses_other_options_or_overwr
         pack(src, URL, shard_bytes=3000, progress=False, storage_options=opts)
     pack(src, URL, shard_bytes=3000, progress=False, storage_options=opts, overwrite=True)
     assert PackedDataset(URL, storage_options=opts, cache_dir=tmp_path / "c").manifest.options["shard_bytes"] == 3000
-    staging = tmp_path / "default-cache" / "staging"
+    staging = tmp_path / "default-cache-staging"
     assert staging.is_dir() and os.listdir(staging) == []  # removed once uploaded
+    assert not (tmp_path / "default-cache").exists()  # (not in the cache folder: not its to count)
 
 
 def test_a_url_holding_other_objects_is_refused(tmp_path, s3):
@@ -84,6 +86,8 @@ def test_an_interrupted_upload_never_loads_and_a_rerun_uploads_only_what_is_miss
 
     def dying_put(lpath, rpath, *args, **kwargs):
         calls.append(rpath)
+        if len(calls) == 1:
+            time.sleep(1.1)  # files written a second after the journal (S3 keeps times to the second)
         if len(calls) == 3:
             raise KeyboardInterrupt  # the job is killed mid-upload
         return real_put(lpath, rpath, *args, **kwargs)
@@ -102,6 +106,31 @@ def test_an_interrupted_upload_never_loads_and_a_rerun_uploads_only_what_is_miss
     ds = PackedDataset(URL, storage_options=opts, cache_dir=tmp_path / "cache")
     assert len(ds) == 24 and verify_pack(URL, storage_options=opts) == []
     assert "manifest.json.partial" not in [p.rsplit("/", 1)[-1] for p in s3fs.S3FileSystem(**opts).ls(URL)]
+
+
+def test_an_interrupted_overwrite_never_keeps_the_old_packs_objects(tmp_path, s3, monkeypatch):
+    opts = s3.storage_options()
+    pack(write_images(tmp_path / "old", seed=1), URL, shard_bytes=1500, progress=False, storage_options=opts)
+    time.sleep(1.1)  # (S3 keeps modification times to the second)
+    fs = s3fs.S3FileSystem(**opts)
+    real_put, calls = fs.put_file, []
+
+    def dying_put(lpath, rpath, *args, **kwargs):
+        calls.append(rpath)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_put(lpath, rpath, *args, **kwargs)
+
+    monkeypatch.setattr(fs, "put_file", dying_put)
+    src = write_images(tmp_path / "new", seed=2)  # the same sizes, other pixels
+    with pytest.raises(KeyboardInterrupt):
+        pack(src, URL, shard_bytes=1500, progress=False, storage_options=opts, overwrite=True, size=(12, 10))
+    monkeypatch.setattr(fs, "put_file", real_put)
+    pack(src, URL, shard_bytes=1500, progress=False, storage_options=opts, overwrite=True, size=(12, 10))
+    assert verify_pack(URL, storage_options=opts) == []
+    pack(src, tmp_path / "local", shard_bytes=1500, progress=False, size=(12, 10))
+    ds, local = _remote(tmp_path, s3), PackedDataset(tmp_path / "local")
+    assert all(torch.equal(ds[i][0], local[i][0]) for i in range(len(ds)))
 
 
 def test_a_changed_object_is_refused_by_name_never_served_and_named_by_verify(tmp_path, s3):
@@ -186,11 +215,11 @@ def test_a_remote_pack_pickles_without_its_filesystem_and_reads_in_workers(tmp_p
 
 
 @pytest.mark.parametrize("encoded", [False, True])
-def test_peek_reads_one_sample_without_downloading_its_shard(tmp_path, s3, encoded):
+def test_peek_sample_reads_one_sample_without_downloading_its_shard(tmp_path, s3, encoded):
     local = PackedDataset(_both(tmp_path, s3, encoded=encoded))
     ds = _remote(tmp_path, s3)
-    x, y = ds.peek(13)
+    x, y = ds.peek_sample(13)
     assert torch.equal(x, local[13][0]) and int(y) == int(local[13][1])
     assert _cached_files(tmp_path / "cache") == []  # nothing cached: a ranged request
     ds[13]
-    assert torch.equal(ds.peek(13)[0], x) and len(_cached_files(tmp_path / "cache")) == 1  # cached: read from it
+    assert torch.equal(ds.peek_sample(13)[0], x) and len(_cached_files(tmp_path / "cache")) == 1  # cached: read from it

@@ -55,3 +55,13 @@ def test_a_csv_of_s3_paths_and_a_missing_object_named_with_its_index(tmp_path, s
 def test_an_empty_bucket_folder_is_refused_by_name(s3):
     with pytest.raises(FileNotFoundError, match=r"'s3://bucket/none' holds no files ending in .jpg"):
         PathDataset.from_folder("s3://bucket/none", storage_options=s3.storage_options())
+
+
+def test_a_batch_asks_for_each_file_once(s3, bucket_folder):
+    ds = PathDataset.from_folder("s3://bucket/imgs", storage_options=s3.storage_options())
+    s3.requests.clear()
+    ds[list(range(8))]
+    assert len(s3.gets(suffix=".png")) == 8
+    s3.requests.clear()
+    list(ds.dataloader(4, shuffle=False))
+    assert len(s3.gets(suffix=".png")) == 18

@@ -186,21 +186,21 @@ class ChunkFiller:
         self.seed = seed  # of the loader: per-sample transforms draw from (seed, epoch, index)
         _warn_of_the_old_contract(self.dataset)
         self.batched = offers(self.dataset, "gather") and not transforms_samples(self.dataset)
-        self.prefetches = offers(self.dataset, "prefetch")  # is told the next chunk (a remote pack)
+        self.prefetches = offers(self.dataset, "prefetch_samples")  # is told the next chunk (a remote pack)
         self._threads: ThreadPoolExecutor | None = None  # started on first use
 
     def prefetch(self, indices: np.ndarray) -> None:
         """Let the dataset fetch what ``indices`` (a coming chunk) need ahead of time (a
         remote ``PackedDataset`` downloads their shards)."""
         if self.prefetches and len(indices):
-            self.dataset.prefetch(self.through.inner_indices(np.asarray(indices)))
+            self.dataset.prefetch_samples(self.through.inner_indices(np.asarray(indices)))
 
     @functools.cached_property
     def first(self) -> tuple[int, SampleLayout]:
         """The index and layout of sample 0 (or, when skipping, of the first sample that
         can be read); a sample passed over here is listed when its batch is served."""
         candidates = self.through.inner_indices(np.arange(0, self.through.size if self.skip else 1))
-        read = self.dataset.peek if offers(self.dataset, "peek") else None  # a remote pack: no download
+        read = self.dataset.peek_sample if offers(self.dataset, "peek_sample") else None  # a remote pack: no download
         with reading_epoch(self.seed, 0):  # a random transform seeded as in epoch 0, not from the loop's generators
             return first_readable(lambda i: read_sample(self.dataset, i, read), candidates, skip=self.skip)
 

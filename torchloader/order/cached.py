@@ -16,8 +16,9 @@ exactly once per epoch, on one rank):
 Inside each group (the cached shards, then each window) the chunks keep the
 chunked order; a chunk whose samples lie in two groups is served as two shorter
 chunks. The order is a pure function of ``(seed, epoch, rank)`` and the set of
-shards cached at the epoch's start, which ``ChunkedSampler.state_dict`` saves, so a
-resumed epoch repeats it exactly. The cost: a window mixes chunks of ``W`` shards
+shards cached at the epoch's start and the cache's limit then, which
+``ChunkedSampler.state_dict`` saves, so a resumed epoch repeats it exactly (a state saved
+over a local pack resumes over a remote one in the local order). The cost: a window mixes chunks of ``W`` shards
 only, against the whole data set without a cache limit (a cache that holds a
 rank's share changes nothing: the order is the chunked order). Processes that share one
 cache folder share its limit; give each rank its own ``cache_dir`` (or its share
@@ -34,15 +35,14 @@ __all__ = ["cache_aware"]
 
 
 def cache_aware(
-    order: np.ndarray, lengths: np.ndarray, plan: Any, cached: list[int], key: tuple[int, int, int]
+    order: np.ndarray, lengths: np.ndarray, plan: Any, cached: list[int], key: tuple[int, int, int], limit: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(indices, chunk_lengths)``: ``order`` regrouped by the cache (see the module).
 
-    ``plan`` has ``stops`` (one past each shard's last sample), ``nbytes`` (of each
-    shard) and ``limit``; ``cached``: the shards cached as the epoch begins; ``key``:
-    ``(seed, epoch, rank)``.
+    ``plan`` has ``stops`` (one past each shard's last sample) and ``nbytes`` (of each
+    shard); ``cached``: the shards cached as the epoch begins; ``key``: ``(seed, epoch,
+    rank)``; ``limit``: the cache's byte limit then (None: no limit, the order unchanged).
     """
-    limit = plan.limit
     if limit is None or not len(order):
         return order, lengths
     nbytes = np.asarray(plan.nbytes, dtype=np.int64)

@@ -80,7 +80,7 @@ class ChunkedSampler(DistributedSampler):
         self.num_samples = len(data_source)
         plan = getattr(data_source, "cache_plan", None)  # a remote pack: epochs ordered by its cache
         self._plan = plan() if callable(plan) else None
-        self._cached: dict[int, list[int]] = {}  # the shards cached when each recent epoch began
+        self._cached: dict[int, tuple[list[int], int | None]] = {}  # (shards cached, limit) as an epoch began
         if self.num_samples == 0:
             raise ValueError("data_source is empty; a sampler needs at least one sample")
         self.chunk_size = check_chunking(data_source, chunk_size, ram_budget)
@@ -163,9 +163,10 @@ class ChunkedSampler(DistributedSampler):
         if self._plan is None:
             return order, lengths
         if epoch not in self._cached:  # the cache as this epoch begins, kept for its resume
-            self._cached = {e: c for e, c in self._cached.items() if e >= epoch - 2}
-            self._cached[epoch] = sorted(self._plan.cached())
-        return cache_aware(order, lengths, self._plan, self._cached[epoch], (self.seed, epoch, self.rank))
+            self._cached = {e: c for e, c in self._cached.items() if e >= min(epoch, self.epoch) - 1}
+            self._cached[epoch] = (sorted(self._plan.cached()), self._plan.limit)
+        cached, limit = self._cached[epoch]
+        return cache_aware(order, lengths, self._plan, cached, (self.seed, epoch, self.rank), limit)
 
     def chunks(self) -> list[np.ndarray]:
         """This epoch's chunks for this rank, in order, as index arrays."""
@@ -235,7 +236,7 @@ class ChunkedSampler(DistributedSampler):
             "num_replicas": self.num_replicas,
             "rank": self.rank,
             "block_size": self.block_size,
-            **({"cached": self._cached.get(epoch, [])} if self._plan is not None else {}),
+            **_cache_state(self._cached.get(epoch)),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -255,8 +256,18 @@ class ChunkedSampler(DistributedSampler):
         consumed = self._check_consumed(state["consumed"])
         self.set_epoch(state["epoch"])
         self._start = consumed
-        if self._plan is not None and "cached" in state:  # the order the saved epoch began with
-            self._cached[state["epoch"]] = list(state["cached"])
+        self._resume_cache(state)
+
+    def _resume_cache(self, state: dict[str, Any]) -> None:
+        """The cache the saved epoch was ordered by (``order/cached.py``), for its resume."""
+        limit = state.get("cache_limit")
+        if self._plan is None and limit is not None:
+            raise ValueError(
+                f"cannot resume: the saved epoch was ordered by the cache of a remote pack (cache_limit={limit}); "
+                f"resume it over the same URL"
+            )
+        if self._plan is not None:  # none saved: ordered as a local pack would be
+            self._cached[state["epoch"]] = (list(state.get("cached", [])), limit)
 
     def _check_consumed(self, consumed: Any) -> int:
         consumed = check_int("consumed", consumed)
@@ -273,6 +284,10 @@ class ChunkedSampler(DistributedSampler):
             f"drop_last={self.drop_last}, num_replicas={self.num_replicas}, "
             f"rank={self.rank}, block_size={self.block_size})"
         )
+
+
+def _cache_state(cache: tuple[list[int], int | None] | None) -> dict[str, Any]:
+    return {} if cache is None else {"cached": cache[0], "cache_limit": cache[1]}
 
 
 _CONFIG_KEYS = (

@@ -29,6 +29,7 @@ them. Write packs once and replace them only with ``torchloader pack``.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -216,29 +217,32 @@ class RemoteShards:
         self._maps: dict[int, tuple[str, int, np.ndarray]] = {}
         self._read: set[int] = set()  # read since the last touch
         self._touched = self._swept = time.monotonic()
+        self._lock, self._pid = threading.Lock(), os.getpid()  # loader threads share it
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __getitem__(self, k: int) -> np.ndarray:
-        now = time.monotonic()
-        if now - self._swept >= SWEEP_SECONDS:
-            self._sweep(now)
-        mapped = self._maps.get(k)
-        if mapped is None:
-            self._sweep(now)
-            path = self._files.remote.cached(self._entries[k][0])
-            array = self._files._map(*self._entries[k])
-            mapped = self._maps[k] = (path, self._files._mapped[-1].inode, array)
-            del self._files._mapped[:]  # (recheck: a cached file is never truncated in place)
-        self._read.add(k)
-        if now - self._touched >= RECHECK_SECONDS:
-            self._touched = now
-            for j in self._read:
-                if j in self._maps:
-                    touch(self._maps[j][0])
-            self._read.clear()
-        return mapped[2]
+        if self._pid != os.getpid():  # forked: a lock no thread of this process holds
+            self._lock, self._pid = threading.Lock(), os.getpid()
+        with self._lock:
+            now = time.monotonic()
+            mapped = self._maps.get(k)
+            if mapped is None or now - self._swept >= SWEEP_SECONDS:
+                self._sweep(now)
+                mapped = self._maps.get(k)
+            if mapped is None:
+                path = self._files.remote.cached(self._entries[k][0])
+                array = self._files._map(*self._entries[k])
+                mapped = self._maps[k] = (path, self._files._mapped.pop().inode, array)
+            self._read.add(k)
+            if now - self._touched >= RECHECK_SECONDS:
+                self._touched = now
+                for j in self._read:
+                    if j in self._maps:
+                        touch(self._maps[j][0])
+                self._read.clear()
+            return mapped[2]
 
     def _sweep(self, now: float) -> None:
         """Let go of the maps whose cached file is gone (evicted) or replaced."""
@@ -249,4 +253,4 @@ class RemoteShards:
                     continue
             except FileNotFoundError:
                 pass
-            del self._maps[j]
+            self._maps.pop(j, None)

@@ -26,13 +26,13 @@ class RemoteReads:
     _encoded: Any
     _peeked: dict[int, np.ndarray]
 
-    def prefetch(self, indices: Sequence[int] | np.ndarray) -> None:
+    def prefetch_samples(self, indices: Sequence[int] | np.ndarray) -> None:
         """Start downloading the shards that hold ``indices`` (a remote pack; a local
         one has nothing to fetch). ``ChunkedLoader`` calls it with the next chunk's."""
         if self.remote is not None and len(indices):
             self.remote.prefetch(np.unique(np.searchsorted(self._stops, np.asarray(indices), side="right")).tolist())
 
-    def peek(self, index: int) -> Any:
+    def peek_sample(self, index: int) -> Any:
         """``ds[index]``, read without downloading its shard where it is not cached (a
         remote pack: one ranged request for the sample's bytes). ``ChunkedLoader`` reads
         the samples' layout with it, so a rank downloads only the shards of its own chunks."""

@@ -35,18 +35,40 @@ except ImportError:  # pragma: no cover - Windows: one process per cache folder
 __all__ = ["FINISHED", "evict_for", "folder_bytes", "locked"]
 
 FINISHED = re.compile(r"shard-\d+\.[0-9a-f]{16}\.npy$")  # an evictable, finished download
+PARTIAL = re.compile(r"\.(\d+)\.\d+\.partial$")  # a download in progress, by its process id
 WAIT_SECONDS = 600.0  # for other processes' downloads to free their space
+
+
+_HELD: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _close_inherited() -> None:
+    """In a forked child: close the copies of the parent's lock descriptors. A ``flock``
+    belongs to the open file, which the child's copy would keep locked for as long as the
+    child lives, after the parent has let go (every process sharing the cache would wait)."""
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited)
 
 
 @contextmanager
 def locked(path: str) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if missing)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    _HELD.add(fd)
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
+        _HELD.discard(fd)
         os.close(fd)  # releases the lock
 
 
@@ -66,11 +88,12 @@ def folder_bytes(root: str) -> tuple[int, list[tuple[float, str, int]]]:
     return used, finished
 
 
-def evict_for(root: str, nbytes: int, limit: int | None, create: str) -> None:
+def evict_for(root: str, nbytes: int, limit: int | None, create: str, url: str = "") -> None:
     """Make room for ``nbytes`` under ``limit`` and create ``create`` at that size.
 
-    Evicts finished shards, least recently used first; waits for downloads in
-    progress elsewhere where they alone fill the folder.
+    Evicts finished shards, least recently used first, and the downloads of processes
+    that died mid-way; waits for downloads in progress elsewhere where they alone fill
+    the folder (``url``: the download it is for, named in the error).
 
     Raises:
         TimeoutError: other processes' downloads held the space for ``WAIT_SECONDS``.
@@ -79,6 +102,8 @@ def evict_for(root: str, nbytes: int, limit: int | None, create: str) -> None:
     while True:
         with locked(os.path.join(root, ".lock")):
             used, finished = folder_bytes(root) if limit is not None else (0, [])
+            if limit is not None and used + nbytes > limit:
+                used -= _remove_orphans(root)
             for _, path, size in sorted(finished):
                 if limit is None or used + nbytes <= limit:
                     break
@@ -93,7 +118,34 @@ def evict_for(root: str, nbytes: int, limit: int | None, create: str) -> None:
                 return
         if time.monotonic() > deadline:
             raise TimeoutError(
-                f"the cache '{root}' ({format_bytes(limit)}) has been full of other downloads in progress "
-                f"for {WAIT_SECONDS:.0f} s; raise cache_limit or give each job its own cache_dir"
+                f"downloading '{url}': the cache '{root}' ({format_bytes(limit)}) has been full of other "
+                f"downloads in progress for {WAIT_SECONDS:.0f} s; raise cache_limit or give each job its own cache_dir"
             )
         time.sleep(0.05)
+
+
+def _remove_orphans(root: str) -> int:
+    """Remove the partial downloads of processes that are gone (killed mid-way); their bytes."""
+    freed = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            match = PARTIAL.search(name)
+            if match is None or _alive(int(match.group(1))):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                freed += os.path.getsize(path)
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+    return freed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        return True
+    return True

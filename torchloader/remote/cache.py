@@ -23,6 +23,7 @@ Layout::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import threading
@@ -82,6 +83,7 @@ class ShardCache:
         self._pool: ThreadPoolExecutor | None = None
         self._pending: dict[str, Future] = {}
         self._guard = threading.Lock()
+        self._pid = os.getpid()
 
     def local(self, name: str, sha256: str) -> str:
         """Where ``name`` is (or will be) in the cache."""
@@ -90,27 +92,30 @@ class ShardCache:
     def is_cached(self, name: str, sha256: str) -> bool:
         return os.path.exists(self.local(name, sha256))
 
-    def open(self, name: str, sha256: str, nbytes: int) -> IO[bytes]:
-        """The cached file ``name``, open for reading, downloaded first if it is not
-        cached; opened under its download lock, so an eviction cannot remove it between."""
+    def open(self, name: str, sha256: str, nbytes: int | Callable[[], int]) -> IO[bytes]:
+        """The cached file ``name``, open for reading, downloaded first if it is not cached
+        (``nbytes``: its size, or what gives it: asked for only to download it). Once open,
+        an eviction cannot take it away (it is opened right after the rename, under the
+        folder's lock; a file evicted before that is downloaded again)."""
         final = self.local(name, sha256)
-        try:
-            f = open(final, "rb")
-            touch(final)
-            return f
-        except FileNotFoundError:
-            pass
-        lock = os.path.join(self.folder, "." + os.path.basename(final) + ".lock")
-        with locked(lock):
-            if not os.path.exists(final):
-                self._download(name, sha256, nbytes, final)
-            f = open(final, "rb")
-            touch(final)
-            return f
+        for _ in range(3):
+            try:
+                f = open(final, "rb")
+                touch(final)
+                return f
+            except FileNotFoundError:
+                pass
+            with locked(os.path.join(self.folder, "." + os.path.basename(final) + ".lock")):
+                if not os.path.exists(final):
+                    return self._download(name, sha256, nbytes if isinstance(nbytes, int) else nbytes(), final)
+        raise FileNotFoundError(
+            f"'{final}' (of '{join_url(self.url, name)}') was evicted as soon as it was cached 3 times"
+        )
 
     def prefetch(self, files: list[tuple[str, str, int]]) -> None:
         """Start downloading ``(name, sha256, nbytes)`` of files not cached, two at a
         time on background threads; a failure is left for the reader to meet again."""
+        self._after_fork()
         with self._guard:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(2, thread_name_prefix="torchloader-prefetch")
@@ -119,21 +124,26 @@ class ShardCache:
                 if (pending is None or pending.done()) and not self.is_cached(name, sha256):
                     self._pending[name] = self._pool.submit(self._prefetch_one, name, sha256, nbytes)
 
+    def _after_fork(self) -> None:
+        """A forked process starts with no prefetch threads (and a lock no thread holds)."""
+        if self._pid != os.getpid():
+            self._pid, self._pool, self._pending, self._guard = os.getpid(), None, {}, threading.Lock()
+
     def _prefetch_one(self, name: str, sha256: str, nbytes: int) -> None:
         try:
             self.open(name, sha256, nbytes).close()
         except Exception:  # the reader downloads it again, and raises what fails
             pass
 
-    def _download(self, name: str, sha256: str, nbytes: int, final: str) -> None:
+    def _download(self, name: str, sha256: str, nbytes: int, final: str) -> IO[bytes]:
+        url = join_url(self.url, name)
         if self.limit is not None and nbytes > self.limit:
             raise ValueError(
-                f"'{join_url(self.url, name)}' is {format_bytes(nbytes)}, more than cache_limit="
+                f"'{url}' is {format_bytes(nbytes)}, more than cache_limit="
                 f"{format_bytes(self.limit)}: raise cache_limit (or re-pack with a smaller shard_bytes)"
             )
         partial = f"{final}.{os.getpid()}.{threading.get_ident()}.partial"
-        evict_for(self.root, nbytes, self.limit, partial)
-        url = join_url(self.url, name)
+        evict_for(self.root, nbytes, self.limit, partial, url)
         try:
             digest = retrying(lambda: self._copy(name, partial, nbytes), url, "downloading", self.retries)
             if digest != sha256:
@@ -142,32 +152,42 @@ class ShardCache:
                     f"another pack was written there since): refused. `torchloader verify {self.url}` "
                     f"lists what differs; `torchloader pack SRC {self.url} --overwrite` rebuilds it"
                 )
-            with locked(os.path.join(self.root, ".lock")):  # no count of the folder sees neither name
+            with locked(os.path.join(self.root, ".lock")):  # no count sees neither name; no eviction before open
                 os.replace(partial, final)
+                f = open(final, "rb")
             self.downloaded += nbytes
+            return f
         finally:
             if os.path.exists(partial):
                 os.remove(partial)
 
     def _copy(self, name: str, partial: str, nbytes: int) -> str:
-        """One try: the object's bytes into ``partial`` (from its start); their SHA-256.
+        """One try: the object's bytes into ``partial`` (from its start), synced; their SHA-256.
         Never more than ``nbytes`` (the space reserved): a shorter or another object fails its checksum."""
         digest, left = hashlib.sha256(), nbytes
-        with (
-            # the size the manifest says (no request for it), no read-ahead: one ranged GET per block
-            self.fs_of().open(
-                self.path.rstrip("/") + "/" + name, "rb", block_size=_BLOCK, cache_type="none", size=nbytes
-            ) as src,
-            open(partial, "r+b") as f,
-        ):
-            while left and (block := src.read(min(_BLOCK, left))):
-                digest.update(block)
-                f.write(block)
-                left -= len(block)
+        source = self.path.rstrip("/") + "/" + name
+        # the size the manifest says (no request for it), no read-ahead: one ranged GET per block
+        with self.fs_of().open(source, "rb", block_size=_BLOCK, cache_type="none", size=nbytes) as src:
+            with open(partial, "r+b") as f:
+                while left:
+                    try:
+                        block = src.read(min(_BLOCK, left))
+                    except OSError as exc:
+                        if exc.errno == errno.EINVAL or "InvalidRange" in str(exc):
+                            return "shorter than the manifest says"  # (S3 answers 416 past the end)
+                        raise
+                    if not block:
+                        break
+                    digest.update(block)
+                    f.write(block)
+                    left -= len(block)
+                f.flush()
+                os.fsync(f.fileno())  # a cached file is trusted by its name: never a torn one
         return digest.hexdigest() if left == 0 else "shorter than the manifest says"
 
     def close(self) -> None:
         """Stop prefetching (a download under way finishes first)."""
+        self._after_fork()
         with self._guard:
             pool, self._pool = self._pool, None
             self._pending = {}

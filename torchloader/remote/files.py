@@ -29,9 +29,11 @@ _BATCH: contextvars.ContextVar[tuple[dict[str, Any] | None, dict[str, Any]]] = c
 
 @contextmanager
 def fetched(paths: Sequence[str], storage_options: dict[str, Any] | None) -> Iterator[None]:
-    """Inside: the URLs among ``paths`` already read, all at once (see the module)."""
-    urls = [p for p in paths if is_url(p)]
-    found: dict[str, Any] = {}
+    """Inside: the URLs among ``paths`` already read, all at once (see the module); those
+    the batch being read has already (a batch read inside another) are not asked again."""
+    _, outer = _BATCH.get()
+    urls = [p for p in paths if is_url(p) and p not in outer]
+    found: dict[str, Any] = dict(outer)
     if len(urls) > 1:
         fs, _ = filesystem(urls[0], storage_options)
         try:
@@ -39,7 +41,7 @@ def fetched(paths: Sequence[str], storage_options: dict[str, Any] | None) -> Ite
         except Exception:  # the whole request failed: each file is read (and retried) alone
             answer = {}
         by_path = {fs._strip_protocol(u): u for u in urls}
-        found = {by_path[p]: v for p, v in answer.items() if p in by_path and isinstance(v, bytes)}
+        found.update({by_path[p]: v for p, v in answer.items() if p in by_path and isinstance(v, bytes)})
     token = _BATCH.set((storage_options, found))
     try:
         yield

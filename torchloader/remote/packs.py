@@ -11,7 +11,6 @@ see only verified files. ``verify`` hashes every object at the URL without cachi
 
 from __future__ import annotations
 
-import io
 import os
 from typing import IO, Any
 
@@ -70,7 +69,7 @@ class RemotePack:
         if self._manifest is None:
             url = join_url(self.url, MANIFEST)
             try:
-                data = retrying(lambda: self.fs.cat_file(join_url(self.path, MANIFEST)), url, "reading")
+                data = retrying(lambda: self.fs.cat_file(join_url(self.path, MANIFEST)), url, "reading", self.retries)
             except FileNotFoundError as exc:
                 raise FileNotFoundError(
                     f"'{url}' does not exist: '{self.url}' is not a pack, or its pack was interrupted; "
@@ -104,27 +103,32 @@ class RemotePack:
     def open(self, path: str) -> IO[bytes]:
         """The cached file at ``path`` (from :meth:`cached`), downloaded first if needed."""
         name, sha256, nbytes = self._files[path]
-        if nbytes < 0:  # a small file: its size is known once asked for
-            nbytes = retrying(lambda: self.fs.size(join_url(self.path, name)), join_url(self.url, name), "reading")
-        return self.cache.open(name, sha256, int(nbytes))
+        if nbytes >= 0:
+            return self.cache.open(name, sha256, nbytes)
+        url, remote = join_url(self.url, name), join_url(self.path, name)  # a small file: its size when downloaded
+        return self.cache.open(
+            name, sha256, lambda: int(retrying(lambda: self.fs.size(remote), url, "reading", self.retries))
+        )
 
     def read_range(self, name: str, start: int, length: int) -> bytes:
         """``length`` bytes of the pack's file ``name`` from ``start`` (one ranged request)."""
         url, path = join_url(self.url, name), join_url(self.path, name)
-        data = retrying(lambda: self.fs.cat_file(path, start=start, end=start + length), url, "reading")
+        data = retrying(lambda: self.fs.cat_file(path, start=start, end=start + length), url, "reading", self.retries)
         if len(data) != length:
             raise ValueError(f"'{url}' is shorter than its manifest says (a damaged pack)")
         return data
 
     def read_row(self, name: str, row: int, manifest: Manifest) -> np.ndarray:
         """Row ``row`` of the raw pack's shard ``name``: its header, then the row (two ranged requests)."""
-        head = io.BytesIO(self.read_range(name, 0, 128))
-        version = np.lib.format.read_magic(head)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        read(head)
+        preamble = self.read_range(name, 0, 12)  # magic, version, header length (2 or 4 bytes)
+        start = (
+            10 + int.from_bytes(preamble[8:10], "little")
+            if preamble[6] == 1
+            else 12 + int.from_bytes(preamble[8:12], "little")
+        )
         dtype = np.dtype(manifest.dtype)
         nbytes = int(np.prod(manifest.sample_shape)) * dtype.itemsize
-        data = self.read_range(name, head.tell() + row * nbytes, nbytes)
+        data = self.read_range(name, start + row * nbytes, nbytes)
         return np.frombuffer(data, dtype).reshape(manifest.sample_shape)
 
     def cached_shards(self) -> frozenset[int]:
@@ -145,7 +149,9 @@ class RemotePack:
         for name, shape, dtype, sha256 in expected_files(manifest):
             url = join_url(self.url, name)
             try:
-                problems += retrying(lambda: self._verify_one(name, url, shape, dtype, sha256), url, "reading")
+                problems += retrying(
+                    lambda: self._verify_one(name, url, shape, dtype, sha256), url, "reading", self.retries
+                )
             except FileNotFoundError:
                 problems.append(f"'{url}' is missing")
         return problems + count_problems(manifest)

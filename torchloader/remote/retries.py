@@ -21,7 +21,16 @@ __all__ = ["RemoteError", "Retries", "retrying"]
 T = TypeVar("T")
 # errors that a retry cannot fix: the object or the permission is missing, or the call is wrong
 _FINAL = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError, TypeError, ImportError)
-_FINAL_NAMES = ("Credentials", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+_FINAL_NAMES = (
+    "Credentials",
+    "AccessDenied",
+    "Forbidden",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ParamValidation",
+    "NoSuchBucket",
+    "InvalidBucketName",
+)
 # where the errors of a dropped connection or a busy server come from (besides OSError)
 _NETWORK = {"botocore", "aiobotocore", "aiohttp", "urllib3", "requests", "http", "s3fs", "gcsfs", "fsspec", "asyncio"}
 
@@ -94,9 +103,11 @@ def retrying(call: Callable[[], T], url: str, what: str, retries: Retries | None
 
 
 def _final(exc: BaseException, url: str, what: str) -> BaseException:
+    """The error, with the URL in front (as its base type: a subclass may take other arguments)."""
     message = f"{what} '{url}': {type(exc).__name__}: {exc}"
-    if isinstance(exc, (FileNotFoundError, PermissionError)):
-        return type(exc)(message)
-    if isinstance(exc, (ValueError, TypeError, ImportError)):
-        return type(exc)(message)
+    for kind in (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ImportError, TypeError):
+        if isinstance(exc, kind):
+            return kind(message)
+    if isinstance(exc, ValueError) or "ParamValidation" in type(exc).__name__ or "Bucket" in type(exc).__name__:
+        return ValueError(f"{message} (check the URL and the storage_options)")
     return PermissionError(f"{message} (check the credentials and the storage_options for this URL)")

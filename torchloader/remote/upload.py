@@ -1,12 +1,13 @@
 """``pack(src, "s3://bucket/prefix")``: pack into a local staging folder, then upload it.
 
 The pack is written locally first (``pack`` as always: resumable, checksummed), in
-``<cache dir>/staging/<16 hex of the URL>``, then uploaded with the same rule as a
+``<cache dir>-staging/<16 hex of the URL>``, then uploaded with the same rule as a
 local pack, manifest last: the manifest to be written goes up first as
 ``manifest.json.partial`` (a journal), then every other file, then ``manifest.json``;
 the journal is removed last. A killed upload never looks complete (no
 ``manifest.json``), and a re-run finds the staged pack, sees the same journal at
-the URL and uploads only the files that are missing or of another size. The
+the URL and uploads only the files that are missing, of another size, or older than
+the journal (a file of an earlier pack; where the store gives no times, every file). The
 staging folder is removed once the pack is at the URL.
 
 A URL that holds a pack already is reused when it was packed with the same options
@@ -37,8 +38,10 @@ JOURNAL = MANIFEST + ".partial"
 
 
 def staging_dir(url: str) -> str:
-    """The local folder a pack for ``url`` is written to before it is uploaded."""
-    return os.path.join(default_cache_dir(), "staging", hashlib.sha256(url.encode()).hexdigest()[:16])
+    """The local folder a pack for ``url`` is written to before it is uploaded: beside the
+    default cache folder, not in it (its bytes are not the cache's to count or evict)."""
+    cache = default_cache_dir().rstrip(os.sep)
+    return os.path.join(cache + "-staging", hashlib.sha256(url.encode()).hexdigest()[:16])
 
 
 def remote_pack_at(
@@ -82,14 +85,14 @@ def upload_pack(staging: str, url: str, storage_options: dict[str, Any] | None, 
     retries = Retries()
     names = _names_at(fs, path, url)
     resumed = JOURNAL in names and _read(fs, join_url(path, JOURNAL), url) == manifest
-    sizes = _sizes_at(fs, path) if resumed else {}
+    done = _written_since_journal(fs, path) if resumed else {}
     if not resumed:
         retrying(lambda: fs.pipe_file(join_url(path, JOURNAL), manifest), join_url(url, JOURNAL), "writing", retries)
     files = _files_of(json.loads(manifest))
     bar = tqdm(total=len(files), unit="file", desc="uploading", disable=not progress)
     for name in files:
         local = os.path.join(staging, name)
-        if sizes.get(name) != os.path.getsize(local):
+        if done.get(name) != os.path.getsize(local):
             target = join_url(path, name)
             retrying(lambda: fs.put_file(local, target), join_url(url, name), "uploading", retries)  # noqa: B023
         bar.update(1)
@@ -114,11 +117,22 @@ def _names_at(fs: Any, path: str, url: str) -> set[str]:
     return {item.rstrip("/").rsplit("/", 1)[-1] for item in listed}
 
 
-def _sizes_at(fs: Any, path: str) -> dict[str, int]:
+def _written_since_journal(fs: Any, path: str) -> dict[str, int]:
+    """``{name: size}`` of the objects at ``path`` written after the journal (by the
+    interrupted upload of this pack); {} where the store gives no modification times."""
+    items = {item["name"].rstrip("/").rsplit("/", 1)[-1]: item for item in fs.ls(path, detail=True, refresh=True)}
+    since = _modified(items.get(JOURNAL, {}))
+    if since is None:
+        return {}
     return {
-        item["name"].rstrip("/").rsplit("/", 1)[-1]: int(item.get("size") or 0)
-        for item in fs.ls(path, detail=True, refresh=True)
+        name: int(item.get("size") or 0)
+        for name, item in items.items()
+        if (when := _modified(item)) is not None and when > since  # (a tie: written again, to be safe)
     }
+
+
+def _modified(item: dict[str, Any]) -> Any:
+    return item.get("LastModified") or item.get("mtime") or item.get("updated")
 
 
 def _read(fs: Any, path: str, url: str) -> bytes:
