@@ -66,7 +66,15 @@ def test_packing_to_the_same_url_again_reuses_it_refuses_other_options_or_overwr
     with pytest.raises(FileExistsError, match=r"holds a different pack \(differs in shard_bytes\).*overwrite"):
         pack(src, URL, shard_bytes=3000, progress=False, storage_options=opts)
     pack(src, URL, shard_bytes=3000, progress=False, storage_options=opts, overwrite=True)
-    assert PackedDataset(URL, storage_options=opts, cache_dir=tmp_path / "c").manifest.options["shard_bytes"] == 3000
+    ds = PackedDataset(URL, storage_options=opts, cache_dir=tmp_path / "c")
+    assert ds.manifest.options["shard_bytes"] == 3000 and len(ds.manifest.shards) == 3
+    names = sorted(p.rsplit("/", 1)[-1] for p in s3fs.S3FileSystem(**opts).ls(URL, refresh=True))
+    assert names == [
+        "labels.npy",
+        "manifest.json",
+        *[s.file for s in ds.manifest.shards],
+        "sources.txt",
+    ]  # no old shard
     staging = tmp_path / "default-cache-staging"
     assert staging.is_dir() and os.listdir(staging) == []  # removed once uploaded
     assert not (tmp_path / "default-cache").exists()  # (not in the cache folder: not its to count)

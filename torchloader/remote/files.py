@@ -33,6 +33,7 @@ def fetched(paths: Sequence[str], storage_options: dict[str, Any] | None) -> Ite
     the batch being read has already (a batch read inside another) are not asked again."""
     _, outer = _BATCH.get()
     urls = [p for p in paths if is_url(p) and p not in outer]
+    urls = [u for u in urls if u.split("://", 1)[0] == urls[0].split("://", 1)[0]] if urls else urls  # one protocol
     found: dict[str, Any] = dict(outer)
     if len(urls) > 1:
         fs, _ = filesystem(urls[0], storage_options)

@@ -11,6 +11,7 @@ error, passed through with the URL in front), a bad argument.
 
 from __future__ import annotations
 
+import errno
 import random
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ _FINAL_NAMES = (
     "NoSuchBucket",
     "InvalidBucketName",
 )
+_LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # of the cache's disk, not the network
 # where the errors of a dropped connection or a busy server come from (besides OSError)
 _NETWORK = {"botocore", "aiobotocore", "aiohttp", "urllib3", "requests", "http", "s3fs", "gcsfs", "fsspec", "asyncio"}
 
@@ -70,7 +72,10 @@ class Retries:
 
 
 def is_final(exc: BaseException) -> bool:
-    """Whether another try cannot help (see the module docstring)."""
+    """Whether another try cannot help (see the module docstring): also a full or
+    read-only local disk, which is not the network's doing."""
+    if isinstance(exc, OSError) and exc.errno in _LOCAL_ERRNOS:
+        return True
     return isinstance(exc, _FINAL) or any(name in type(exc).__name__ for name in _FINAL_NAMES)
 
 
@@ -105,6 +110,8 @@ def retrying(call: Callable[[], T], url: str, what: str, retries: Retries | None
 def _final(exc: BaseException, url: str, what: str) -> BaseException:
     """The error, with the URL in front (as its base type: a subclass may take other arguments)."""
     message = f"{what} '{url}': {type(exc).__name__}: {exc}"
+    if isinstance(exc, OSError) and exc.errno in _LOCAL_ERRNOS:
+        return OSError(exc.errno, f"{message} (on this machine's disk: make room for the cache, or move cache_dir)")
     for kind in (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ImportError, TypeError):
         if isinstance(exc, kind):
             return kind(message)

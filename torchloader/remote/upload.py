@@ -99,6 +99,9 @@ def upload_pack(staging: str, url: str, storage_options: dict[str, Any] | None, 
     bar.close()
     retrying(lambda: fs.pipe_file(join_url(path, MANIFEST), manifest), join_url(url, MANIFEST), "writing", retries)
     retrying(lambda: fs.rm_file(join_url(path, JOURNAL)), join_url(url, JOURNAL), "removing", retries)
+    for name in sorted(names - set(files) - {MANIFEST, JOURNAL}):  # an earlier pack's files the new one lacks
+        if _OWN.match(name):
+            retrying(lambda: fs.rm_file(join_url(path, name)), join_url(url, name), "removing", retries)  # noqa: B023
 
 
 def _files_of(manifest: dict[str, Any]) -> list[str]:
