@@ -83,7 +83,9 @@ class S3Server:
     def start(self) -> None:
         self._server = make_server("127.0.0.1", self.port, self._wsgi, threaded=True, request_handler=_Quiet)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="s3-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="s3-server", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

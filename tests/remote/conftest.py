@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import s3fs
 from PIL import Image
 from s3server import S3Server
 
@@ -12,14 +13,15 @@ from s3server import S3Server
 @pytest.fixture
 def s3(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHLOADER_CACHE", str(tmp_path / "default-cache"))  # pack's staging folder
+    # no instance metadata service here: botocore would wait for it in every new process
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     server = S3Server()
     try:
-        import s3fs
-
         s3fs.S3FileSystem(**server.storage_options()).mkdir("bucket")
         yield server
     finally:
         server.stop()
+        s3fs.S3FileSystem.clear_instance_cache()  # clients of a stopped server: nothing more to reach
 
 
 def write_images(root, classes=2, per_class=12, size=(12, 10), seed=0):
