@@ -22,6 +22,7 @@ from conftest import write_images
 from torchloader import ChunkedLoader, ChunkedSampler, PackedDataset, pack
 from torchloader.order.cached import cache_aware
 from torchloader.remote._space import locked
+from torchloader.remote.retries import RemoteError
 
 URL = "s3://bucket/big.packed"
 # small data sets, chunks of one class: no warning about how they mix
@@ -237,3 +238,18 @@ def test_a_cached_pack_reads_in_a_new_process_with_the_server_gone(tmp_path, s3,
     s3.stop()
     copy = pickle.loads(pickle.dumps(ds))  # as a DataLoader worker gets it: maps the cached files itself
     assert all(torch.equal(copy[i][0], remote_pack[i][0]) for i in range(len(ds)))
+
+
+def test_the_server_killed_mid_epoch_ends_the_loader_with_the_url_and_the_attempts(tmp_path, s3, remote_pack):
+    ds = PackedDataset(URL, storage_options=s3.storage_options(), cache_dir=tmp_path / "cache", retries=2)
+    loader = ChunkedLoader(ds, 4, chunk_size=8, shuffle=False)
+    try:
+        batches = iter(loader)
+        first = next(batches)
+        assert torch.equal(first[1], torch.from_numpy(remote_pack.labels[:4]))
+        s3.stop()
+        with pytest.raises(RemoteError, match=r"downloading 's3://bucket/big.packed/shard-000\d\d.npy' failed 2 times"):
+            for _ in batches:
+                pass
+    finally:
+        loader.close()
