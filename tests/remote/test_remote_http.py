@@ -20,8 +20,9 @@ class _Quiet(SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def http(tmp_path):
-    """``(base URL, the folder it serves)``."""
+def http(tmp_path, monkeypatch):
+    """``(base URL, the folder it serves)``; the default cache folder in ``tmp_path``."""
+    monkeypatch.setenv("TORCHLOADER_CACHE", str(tmp_path / "default-cache"))
     root = tmp_path / "www"
     root.mkdir()
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
@@ -50,6 +51,7 @@ def test_a_pack_served_over_http_reads_as_the_local_pack(tmp_path, http, encoded
     finally:
         loader.close()
     assert verify_pack(f"{base}/p") == []
+    assert not (tmp_path / "default-cache").exists()  # verify reads the objects, caches nothing
 
 
 def test_a_csv_of_http_urls(tmp_path, http):

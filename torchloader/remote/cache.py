@@ -73,12 +73,7 @@ class ShardCache:
         self.root = os.path.abspath(cache_dir)
         self.limit = None if limit is None else parse_bytes(limit)
         self.retries = retries
-        self.folder = os.path.join(self.root, hashlib.sha256(url.encode()).hexdigest()[:16])
-        os.makedirs(self.folder, exist_ok=True)
-        url_txt = os.path.join(self.folder, "url.txt")
-        if not os.path.exists(url_txt):
-            with locked(os.path.join(self.root, ".lock")), open(url_txt, "w", encoding="utf-8") as f:
-                f.write(url + "\n")
+        self.folder = os.path.join(self.root, hashlib.sha256(url.encode()).hexdigest()[:16])  # made by a download
         self.downloaded = 0  # bytes this process downloaded
         self._pool: ThreadPoolExecutor | None = None
         self._pending: dict[str, Future] = {}
@@ -105,6 +100,7 @@ class ShardCache:
                 return f
             except FileNotFoundError:
                 pass
+            self._made()
             with locked(os.path.join(self.folder, "." + os.path.basename(final) + ".lock")):
                 if not os.path.exists(final):
                     return self._download(name, sha256, nbytes if isinstance(nbytes, int) else nbytes(), final)
@@ -134,6 +130,15 @@ class ShardCache:
             self.open(name, sha256, nbytes).close()
         except Exception:  # the reader downloads it again, and raises what fails
             pass
+
+    def _made(self) -> None:
+        """The pack's folder in the cache, with ``url.txt`` (which URL it caches)."""
+        url_txt = os.path.join(self.folder, "url.txt")
+        if not os.path.exists(url_txt):
+            os.makedirs(self.folder, exist_ok=True)
+            with locked(os.path.join(self.root, ".lock")):  # (counted: its bytes are the folder's)
+                with open(url_txt, "w", encoding="utf-8") as f:
+                    f.write(self.url + "\n")
 
     def _download(self, name: str, sha256: str, nbytes: int, final: str) -> IO[bytes]:
         url = join_url(self.url, name)
