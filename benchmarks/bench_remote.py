@@ -431,9 +431,9 @@ def run(args: argparse.Namespace, server: S3Server, tmp: str, loaders: list[Chun
         else:
             got = counted(server, lambda: one_epoch(loader))
         check(f"limited epoch {e}", got, None)
-        snapshot = getattr(loader.sampler, "_cached", {}).get(e)  # what the sampler ordered epoch e by
+        snapshot = getattr(loader.sampler, "_cached", {}).get(e)  # (shards, limit) the sampler ordered epoch e by
         if snapshot is not None:
-            cached_at_start[e] = len(snapshot)
+            cached_at_start[e] = len(snapshot[0])
         limited.append(got)
     loader.close()
     limited_peak = watch.stop()
