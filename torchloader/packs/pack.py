@@ -17,6 +17,7 @@ a folder of photos of every size, at about its own size on disk, decoded when re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -164,6 +165,8 @@ def _pack_to_url(
     summary = pack(src, staging, overwrite=True, **local)
     upload_pack(staging, url, storage_options, local["progress"])
     shutil.rmtree(staging)
+    with contextlib.suppress(OSError):  # the staging folder's parent, once no other pack is staged there
+        os.rmdir(os.path.dirname(staging))
     return PackSummary(summary.samples, summary.bytes, time.perf_counter() - start, summary.skipped)
 
 
