@@ -53,6 +53,7 @@ def test_every_public_class_pickles(tmp_path):
     objects.append(torchloader.TransformError("t", index=1, skippable=False))
     objects.append(torchloader.RandomResizedCrop(8, scale=(0.5, 1.0)))
     objects.append(torchloader.CenterCrop(8, resize=10))
+    objects.append(torchloader.RemoteError.of("s3://b/x", "reading", 2, ConnectionError("refused")))
     classes = {
         name
         for name in torchloader.__all__
@@ -63,6 +64,7 @@ def test_every_public_class_pickles(tmp_path):
     for obj in objects:
         copy = pickle.loads(pickle.dumps(obj))
         assert type(copy) is type(obj)
+    assert (copy.url, copy.attempts, str(copy)) == (obj.url, 2, str(obj))  # (the RemoteError)
 
 
 def test_modules_stay_small():

@@ -8,6 +8,9 @@
 - :class:`ChunkedLoader`: loads those chunks into RAM under a budget, serves batches.
 - :class:`DeviceLoader`: copies the next batch to the GPU while the model works.
 - :func:`pack` and :class:`PackedDataset`: decode once into shards, then memory-map.
+- URLs (``s3://``, ``gs://``, ``https://``, through fsspec): ``PackedDataset(url, cache_limit=...)``
+  reads a pack through a bounded local cache, ``PathDataset`` reads files; a read that
+  fails after its retries raises :class:`RemoteError`.
 - :func:`from_sequence`: a Keras-style ``Sequence`` inside a torch ``DataLoader``.
 - :class:`RandomResizedCrop` and :class:`CenterCrop`: crops applied while images decode
   (``PathDataset(..., decode=...)``), so folders of every size feed the fast paths.
@@ -16,7 +19,7 @@
   so that the loaders take their fast paths for it.
 
 The implementation lives in subpackages (``order``, ``datasets``, ``readers``,
-``chunked``, ``packs``, ``tools``, ``_core``); only the names below are the API.
+``chunked``, ``packs``, ``remote``, ``tools``, ``_core``); only the names below are the API.
 """
 
 from torchloader._version import __version__ as __version__
@@ -49,6 +52,7 @@ from torchloader.readers.crops import CenterCrop, RandomResizedCrop
 from torchloader.readers.image import ImageReader
 from torchloader.readers.resize import Resize
 from torchloader.readers.suffix import SuffixReader
+from torchloader.remote.retries import RemoteError
 from torchloader.tools.report import inspect_data
 
 __all__ = [
@@ -72,6 +76,7 @@ __all__ = [
     "PreloadedDataset",
     "PtReader",
     "RandomResizedCrop",
+    "RemoteError",
     "Resize",
     "SampleLoadError",
     "ShuffleQuality",

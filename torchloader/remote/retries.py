@@ -40,15 +40,30 @@ _NETWORK = {"botocore", "aiobotocore", "aiohttp", "urllib3", "requests", "http",
 class RemoteError(OSError):
     """A URL could not be read (or written) after every attempt; names both.
 
+    It takes one message argument, so that a ``DataLoader`` re-raises it in the main
+    process with its own type when it happened in a worker.
+
     Example:
-        >>> str(RemoteError("s3://b/x", "reading", 3, ConnectionError("refused")))
+        >>> str(RemoteError.of("s3://b/x", "reading", 3, ConnectionError("refused")))
         "reading 's3://b/x' failed 3 times; the last error: ConnectionError: refused"
     """
 
-    def __init__(self, url: str, what: str, attempts: int, last: BaseException) -> None:
-        super().__init__(f"{what} '{url}' failed {attempts} times; the last error: {type(last).__name__}: {last}")
+    def __init__(self, message: str, *, url: str | None = None, attempts: int | None = None) -> None:
+        super().__init__(message)
         self.url = url
         self.attempts = attempts
+
+    @classmethod
+    def of(cls, url: str, what: str, attempts: int, last: BaseException) -> RemoteError:
+        message = f"{what} '{url}' failed {attempts} times; the last error: {type(last).__name__}: {last}"
+        return cls(message, url=url, attempts=attempts)
+
+    def __reduce__(self) -> tuple:
+        return _remote_error, (str(self), self.url, self.attempts)
+
+
+def _remote_error(message: str, url: str | None, attempts: int | None) -> RemoteError:
+    return RemoteError(message, url=url, attempts=attempts)
 
 
 class Retries:
@@ -102,7 +117,7 @@ def retrying(call: Callable[[], T], url: str, what: str, retries: Retries | None
             if not is_transient(exc):
                 raise  # a bug, not the network: as it is
             if attempt == retries.attempts:
-                raise RemoteError(url, what, attempt, exc) from exc
+                raise RemoteError.of(url, what, attempt, exc) from exc
             time.sleep(retries.backoff * 2 ** (attempt - 1) * (1 + random.random() / 4))
     raise AssertionError("unreachable")  # pragma: no cover
 
