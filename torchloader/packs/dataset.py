@@ -44,7 +44,8 @@ class PackedDataset(RemoteReads, Dataset):
             in ``ds[i]``; ``gather`` returns the stored pixels).
         verify: also check every shard's SHA-256 at open (reads the whole pack
             once). Always checked: the manifest, the size of every file, the
-            labels' checksum; see ``_maps.py`` for what is checked when.
+            labels' checksum; see ``_maps.py`` for what is checked when. A pack at a
+            URL checks every file's SHA-256 as it downloads it, with or without this.
         reader, decode: for an encoded pack: the ``ImageReader`` (default RGB) and
             the decode spec (``RandomResizedCrop(224)``, ``CenterCrop(224, resize=256)``;
             default none: each image at its own size), as for ``PathDataset``.
