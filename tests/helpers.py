@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import multiprocessing.connection
 import os
 import signal
 import time
@@ -62,3 +63,22 @@ def china() -> np.ndarray:
 IGNORE_FORK_WARNING = pytest.mark.filterwarnings(
     "ignore:This process .* is multi-threaded, use of fork:DeprecationWarning"
 )
+
+
+def wait_for_ranks(ranks, end):
+    """Wait for the rank processes ``ranks`` until all have ended, one has failed (the
+    others would wait for it) or ``end`` (``time.monotonic()``) has passed; kill those
+    left. Returns the names of the ranks still running at the deadline (a hang)."""
+    try:
+        running = list(ranks)
+        while running and time.monotonic() < end:
+            multiprocessing.connection.wait([process.sentinel for process in running], end - time.monotonic())
+            running = [process for process in running if process.exitcode is None]
+            if any(process.exitcode for process in ranks):
+                break
+        return [process.name for process in running] if time.monotonic() >= end else []
+    finally:
+        for process in ranks:
+            if process.is_alive():
+                process.kill()
+            process.join(10)

@@ -19,7 +19,6 @@ import collections
 import csv
 import datetime
 import json
-import multiprocessing.connection
 import time
 import traceback
 import warnings
@@ -29,6 +28,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import wait_for_ranks
 from torch.utils.data import DataLoader
 
 from torchloader import ChunkedLoader, ChunkedSampler, PathDataset, PreloadedDataset, SkippedSampleWarning
@@ -213,20 +213,7 @@ def _launch(folder, out, names):
 
 def _finish(ranks, out, end):
     """``{rank: {case: report}}`` of a launched job, or fail with the ranks' tracebacks."""
-    try:
-        running = list(ranks)
-        # until all are done, one fails (the others would wait for it), or the deadline
-        while running and time.monotonic() < end:
-            multiprocessing.connection.wait([process.sentinel for process in running], end - time.monotonic())
-            running = [process for process in running if process.exitcode is None]
-            if any(process.exitcode for process in ranks):
-                break
-        hung = [process.name for process in running] if time.monotonic() >= end else []
-    finally:
-        for process in ranks:
-            if process.is_alive():
-                process.kill()
-                process.join(10)
+    hung = wait_for_ranks(ranks, end)
     errors = {path.name: path.read_text() for path in sorted(out.glob("*.error"))}
     assert not hung, f"ranks still running after {DEADLINE} s (a hang): {hung}; {errors}"
     assert [process.exitcode for process in ranks] == [0] * WORLD, errors

@@ -5,13 +5,13 @@ every sample once."""
 from __future__ import annotations
 
 import json
-import multiprocessing.connection
 import time
 
 import numpy as np
 import pytest
 import torch.multiprocessing as mp
 from conftest import write_images
+from helpers import wait_for_ranks
 from remote_rank import rank_main
 
 from torchloader import ChunkedSampler, PackedDataset, pack
@@ -49,19 +49,9 @@ def test_two_gloo_ranks_each_download_only_the_shards_of_their_own_chunks(tmp_pa
     ]
     for process in ranks:
         process.start()
-    end = time.monotonic() + DEADLINE
-    try:
-        running = list(ranks)
-        while running and time.monotonic() < end and not any(p.exitcode for p in ranks):
-            multiprocessing.connection.wait([p.sentinel for p in running], end - time.monotonic())
-            running = [p for p in running if p.exitcode is None]
-    finally:
-        for process in ranks:
-            if process.is_alive():
-                process.kill()
-            process.join(10)
+    hung = wait_for_ranks(ranks, time.monotonic() + DEADLINE)
     errors = {path.name: path.read_text() for path in sorted(out.glob("*.error"))}
-    assert [p.exitcode for p in ranks] == [0] * WORLD, errors
+    assert not hung and [p.exitcode for p in ranks] == [0] * WORLD, (hung, errors)
     stops = np.array([s.stop for s in local.manifest.shards])
     served = []
     for r in range(WORLD):

@@ -46,6 +46,7 @@ __all__ = [
     "is_pack",
     "read_sources",
     "sha256_of",
+    "sha256_of_stream",
     "write_sources",
 ]
 
@@ -282,8 +283,13 @@ def read_sources(root: str) -> list[str]:
 
 
 def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+        return sha256_of_stream(f)
+
+
+def sha256_of_stream(f: Any, block: int = 1 << 20) -> str:
+    """SHA-256 of what is left to read in the binary stream ``f`` (a file, a remote object)."""
+    digest = hashlib.sha256()
+    while chunk := f.read(block):
+        digest.update(chunk)
     return digest.hexdigest()

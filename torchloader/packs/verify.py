@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
 from typing import Any
 
 import numpy as np
 
-from torchloader.packs.format import INDEX_COLUMNS, MANIFEST, Manifest, sha256_of
+from torchloader.packs.format import INDEX_COLUMNS, MANIFEST, Manifest, sha256_of_stream
+from torchloader.readers._npy_header import read_npy_header
 from torchloader.remote.urls import is_url
 
 __all__ = ["verify_pack"]
@@ -55,28 +56,34 @@ def count_problems(manifest: Manifest) -> list[str]:
     return []
 
 
-def header_problem(path: str, array_shape: tuple, array_dtype: Any, shape: tuple, dtype: str) -> list[str]:
-    found, expected = f"{np.dtype(array_dtype)} {tuple(array_shape)}", f"{np.dtype(dtype)} {tuple(shape)}"
-    return [] if found == expected else [f"'{path}' holds {found}, the manifest says {expected}"]
+def check_npy(f: Any, where: str, shape: tuple, dtype: str, sha256: str) -> list[str]:
+    """Problems of the ``.npy`` stream ``f`` (of ``where``: a path or a URL) against its
+    manifest entry: its header's shape and dtype, then its SHA-256."""
+    try:
+        header = read_npy_header(f, where)
+    except ValueError as exc:
+        return [f"'{where}' cannot be read: ValueError: {exc}"]
+    size = getattr(f, "size", None)  # an fsspec file's; a local file's from fstat
+    if size is None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # (a stream of no known size: by checksum)
+            size = os.fstat(f.fileno()).st_size
+    if size is not None and size != header.file_size:
+        return [f"'{where}' cannot be read: ValueError: it is {size} bytes, its header needs {header.file_size}"]
+    found, expected = f"{header.dtype} {header.shape}", f"{np.dtype(dtype)} {tuple(shape)}"
+    if found != expected:
+        return [f"'{where}' holds {found}, the manifest says {expected}"]
+    f.seek(0)
+    if sha256_of_stream(f) != sha256:
+        return [f"'{where}' has a different checksum than the manifest: its bytes changed"]
+    return []
 
 
 def _check_array(path: str, shape: tuple, dtype: str, sha256: str) -> list[str]:
     if not os.path.exists(path):
         return [f"'{path}' is missing"]
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as exc:
+        f = open(path, "rb")
+    except OSError as exc:
         return [f"'{path}' cannot be read: {type(exc).__name__}: {exc}"]
-    problems = header_problem(path, array.shape, array.dtype, shape, dtype)
-    if problems:
-        return problems
-    if sha256_of(path) != sha256:
-        return [f"'{path}' has a different checksum than the manifest: its bytes changed"]
-    return []
-
-
-def digest_of_stream(stream: Any, block: int = 8 << 20) -> str:
-    digest = hashlib.sha256()
-    while chunk := stream.read(block):
-        digest.update(chunk)
-    return digest.hexdigest()
+    with f:
+        return check_npy(f, path, shape, dtype, sha256)

@@ -82,7 +82,7 @@ def open_regular(path: str) -> io.BufferedReader:
         ...     g.read()
         b''
     """
-    if is_url(path):  # a URL: its bytes (remote/files.py)
+    if "://" in path and is_url(path):  # a URL: its bytes (remote/files.py)
         return io.BufferedReader(io.BytesIO(read_url(path)))  # type: ignore[arg-type]
     fd, _ = open_fd(path)
     try:
@@ -103,7 +103,7 @@ def read_bytes(path: str) -> bytes:
     Raises:
         NotRegularFileError: ``path`` is a FIFO, a device, a socket or a directory.
     """
-    if is_url(path):  # a URL: from the batch read at once, or one request (remote/files.py)
+    if "://" in path and is_url(path):  # a URL (one substring test for a local file, per sample)
         return read_url(path)
     fd, size = open_fd(path)
     try:

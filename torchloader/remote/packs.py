@@ -11,17 +11,21 @@ see only verified files. ``verify`` hashes every object at the URL without cachi
 
 from __future__ import annotations
 
+import io
 import os
 from typing import IO, Any
 
 import numpy as np
 
 from torchloader.packs.format import MANIFEST, Manifest
+from torchloader.readers._npy_header import read_npy_header
 from torchloader.remote.cache import ShardCache, default_cache_dir
 from torchloader.remote.retries import Retries, retrying
 from torchloader.remote.urls import filesystem, join_url
 
 __all__ = ["RemotePack"]
+
+_HEAD = 65536 + 12  # bytes that hold any .npy header of format 1.0 (a pack's are 128)
 
 
 class RemotePack:
@@ -122,16 +126,15 @@ class RemotePack:
 
     def read_row(self, name: str, row: int, manifest: Manifest) -> np.ndarray:
         """Row ``row`` of the raw pack's shard ``name``: its header, then the row (two ranged requests)."""
-        preamble = self.read_range(name, 0, 12)  # magic, version, header length (2 or 4 bytes)
-        start = (
-            10 + int.from_bytes(preamble[8:10], "little")
-            if preamble[6] == 1
-            else 12 + int.from_bytes(preamble[8:12], "little")
-        )
-        dtype = np.dtype(manifest.dtype)
-        nbytes = int(np.prod(manifest.sample_shape)) * dtype.itemsize
-        data = self.read_range(name, start + row * nbytes, nbytes)
-        return np.frombuffer(data, dtype).reshape(manifest.sample_shape)
+        nbytes = next(s.nbytes for s in manifest.shards if s.file == name)
+        url = join_url(self.url, name)
+        try:  # a pack's headers are 128 bytes; a longer one is read again, whole
+            header = read_npy_header(io.BytesIO(self.read_range(name, 0, min(nbytes, 128))), url)
+        except ValueError:
+            header = read_npy_header(io.BytesIO(self.read_range(name, 0, min(nbytes, _HEAD))), url)
+        size = int(np.prod(manifest.sample_shape)) * header.dtype.itemsize
+        data = self.read_range(name, header.offset + row * size, size)
+        return np.frombuffer(data, header.dtype).reshape(manifest.sample_shape)
 
     def cached_shards(self) -> frozenset[int]:
         """The numbers of the shards in the cache now."""
@@ -159,22 +162,10 @@ class RemotePack:
         return problems + count_problems(manifest)
 
     def _verify_one(self, name: str, url: str, shape: tuple, dtype: str, sha256: str) -> list[str]:
-        from torchloader.packs.verify import digest_of_stream, header_problem
+        from torchloader.packs.verify import check_npy
 
         with self.fs.open(join_url(self.path, name), "rb") as f:
-            try:
-                version = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                array_shape, _, array_dtype = read(f)
-            except ValueError as exc:
-                return [f"'{url}' cannot be read: ValueError: {exc}"]
-            problems = header_problem(url, array_shape, array_dtype, shape, dtype)
-            if problems:
-                return problems
-            f.seek(0)
-            if digest_of_stream(f) != sha256:
-                return [f"'{url}' has a different checksum than the manifest: its bytes changed"]
-        return []
+            return check_npy(f, url, shape, dtype, sha256)
 
     def close(self) -> None:
         if self._cache is not None:
