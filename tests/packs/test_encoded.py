@@ -172,20 +172,20 @@ def test_a_flipped_byte_in_a_shard_is_found_by_verify(packed, tmp_path):
 
 
 def test_an_interrupted_encoded_pack_never_looks_complete_and_a_rerun_finishes_it(photos, tmp_path, monkeypatch):
-    read = _encoded._read
+    read = _encoded._sized
 
     def dies_at_20(dataset, index, *args):
         if index == 20:
             raise KeyboardInterrupt  # the job killed mid-pack
         return read(dataset, index, *args)
 
-    monkeypatch.setattr(_encoded, "_read", dies_at_20)
+    monkeypatch.setattr(_encoded, "_sized", dies_at_20)
     with pytest.raises(KeyboardInterrupt):
         pack(photos, tmp_path / "p", encoded=True, num_workers=2, progress=False, shard_bytes="64KiB")
     assert not (tmp_path / "p" / MANIFEST).exists()
     with pytest.raises(FileNotFoundError, match="interrupted"):
         PackedDataset(tmp_path / "p")
-    monkeypatch.setattr(_encoded, "_read", read)
+    monkeypatch.setattr(_encoded, "_sized", read)
     assert pack(photos, tmp_path / "p", encoded=True, progress=False, shard_bytes="64KiB").samples == N
     assert verify_pack(str(tmp_path / "p")) == [] and not [n for n in os.listdir(tmp_path / "p") if "partial" in n]
 

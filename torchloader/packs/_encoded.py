@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from torchloader.errors import SampleLoadError
 from torchloader.packs._writer import ShardWritten
 from torchloader.packs.format import sha256_of
-from torchloader.readers._files import read_bytes
+from torchloader.readers._files import read_many
 from torchloader.readers.image import simplejpeg
 
 __all__ = ["HEADER_BYTES", "EncodedWritten", "image_size", "write_encoded"]
@@ -62,10 +62,11 @@ def image_size(data: bytes, path: str) -> tuple[int, int]:
         return image.height, image.width
 
 
-def _read(dataset: Any, index: int, max_side: int | None = None) -> tuple[bytes, tuple[int, int]]:
+def _sized(dataset: Any, index: int, max_side: int | None, data: bytes | Exception) -> tuple[bytes, tuple[int, int]]:
     path = dataset.path(index)
     try:
-        data = read_bytes(path)
+        if isinstance(data, Exception):
+            raise data
         size = image_size(data, path)
         if max_side is not None and max(size) > max_side:
             return _shrunk(data, max_side)
@@ -108,43 +109,59 @@ def _in_order(dataset: Any, workers: int, max_side: int | None = None) -> Iterat
 
 def _read_run(dataset: Any, start: int, stop: int, max_side: int | None) -> list[tuple[int, Any]]:
     out: list[tuple[int, Any]] = []
-    for index in range(start, stop):
+    read = read_many([dataset.path(index) for index in range(start, stop)])  # all requested at once
+    for index, data in zip(range(start, stop), read):
         try:
-            out.append((index, _read(dataset, index, max_side)))
+            out.append((index, _sized(dataset, index, max_side, data)))
         except SampleLoadError as exc:
             out.append((index, exc))
     return out
 
 
 class _ShardFile:
-    """One shard being written: a temporary file with room for its header."""
+    """One shard being written: a temporary file with room for its header.
+
+    The files' bytes are gathered as they are (no copy into a buffer) and handed to
+    the kernel ``_BUFFER`` bytes at a time by one ``os.writev``.
+    """
 
     def __init__(self, dst: str, number: int) -> None:
         self.number = number
         self.file = f"shard-{number:05d}.npy"
         self.partial = os.path.join(dst, self.file + ".partial")
-        self.f = open(self.partial, "wb", buffering=_BUFFER)
-        self.f.write(b"\0" * HEADER_BYTES)
+        self.fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+        self.pending: list[bytes] = [b"\0" * HEADER_BYTES]
+        self.pending_bytes = HEADER_BYTES
         self.size = 0
         self.kept: list[int] = []
         self.skipped: list[dict[str, str]] = []
 
     def add(self, index: int, data: bytes) -> int:
         offset = self.size
-        self.f.write(data)
+        self.pending.append(data)
+        self.pending_bytes += len(data)
+        if self.pending_bytes >= _BUFFER:
+            self.flush()
         self.size += len(data)
         self.kept.append(index)
         return offset
 
+    def flush(self) -> None:
+        write_all(self.fd, self.pending)
+        self.pending, self.pending_bytes = [], 0
+
     def finish(self, dst: str) -> ShardWritten:
+        """Write the header, sync, rename and hash (on ``write_encoded``'s finishing thread:
+        ``fsync`` and SHA-256 let go of the GIL, so the next shard is filled meanwhile)."""
         header = io.BytesIO()
         np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (self.size,)})
         assert len(header.getvalue()) == HEADER_BYTES, "a .npy header of another length"
-        self.f.seek(0)
-        self.f.write(header.getvalue())
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
+        try:
+            self.flush()
+            os.pwrite(self.fd, header.getvalue(), 0)
+            os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
         if not self.kept:
             os.remove(self.partial)
             return ShardWritten(self.number, None, np.zeros(0, np.int64), self.skipped, "", 0)
@@ -154,34 +171,56 @@ class _ShardFile:
         return ShardWritten(self.number, self.file, kept, self.skipped, sha256_of(final), HEADER_BYTES + self.size)
 
     def abandon(self) -> None:
-        self.f.close()
+        os.close(self.fd)
+
+
+_IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024
+
+
+def write_all(fd: int, parts: list[bytes]) -> None:
+    """Write ``parts`` one after the other at ``fd``'s position (``os.writev``, short writes
+    resumed; one joined ``os.write`` where the OS has no ``writev``)."""
+    if not hasattr(os, "writev"):
+        parts = [b"".join(parts)]
+    for start in range(0, len(parts), _IOV_MAX):
+        views = [memoryview(part) for part in parts[start : start + _IOV_MAX]]
+        first = 0
+        while first < len(views):
+            written = os.writev(fd, views[first:]) if hasattr(os, "writev") else os.write(fd, views[first])
+            while first < len(views) and written >= len(views[first]):
+                written -= len(views[first])
+                first += 1
+            if written:
+                views[first] = views[first][written:]
 
 
 def write_encoded(
     dataset: Any, dst: str, shard_bytes: int, on_error: str, workers: int, progress: bool, max_side: int | None = None
 ) -> EncodedWritten:
     """Copy every sample's file into shards of about ``shard_bytes`` (see the module)."""
-    shards: list[ShardWritten] = []
+    finishing: list[Future[ShardWritten]] = []
     rows: list[tuple[int, int, int, int]] = []
     shard = _ShardFile(dst, 0)
     bar = tqdm(total=len(dataset), unit="file", desc="packing (encoded)", disable=not progress)
-    try:
-        for index, read in _in_order(dataset, workers, max_side):
-            bar.update(1)
-            if isinstance(read, SampleLoadError):
-                if on_error != "skip":
-                    raise read
-                shard.skipped.append({"path": dataset.path(index), "error": str(read)})
-                continue
-            data, (height, width) = read
-            if shard.size and shard.size + len(data) > shard_bytes:
-                shards.append(shard.finish(dst))
-                shard = _ShardFile(dst, shard.number + 1)
-            rows.append((shard.add(index, data), len(data), height, width))
-        shards.append(shard.finish(dst))
-    except BaseException:
-        shard.abandon()
-        raise
-    finally:
-        bar.close()
+    with ThreadPoolExecutor(1, thread_name_prefix="torchloader-pack-finish") as finisher:
+        try:
+            for index, read in _in_order(dataset, workers, max_side):
+                bar.update(1)
+                if isinstance(read, SampleLoadError):
+                    if on_error != "skip":
+                        raise read
+                    shard.skipped.append({"path": dataset.path(index), "error": str(read)})
+                    continue
+                data, (height, width) = read
+                if shard.size and shard.size + len(data) > shard_bytes:
+                    finishing.append(finisher.submit(shard.finish, dst))
+                    shard = _ShardFile(dst, shard.number + 1)
+                rows.append((shard.add(index, data), len(data), height, width))
+            finishing.append(finisher.submit(shard.finish, dst))
+        except BaseException:
+            shard.abandon()
+            raise  # (the pool waits for the shards already handed to it: no thread left writing)
+        finally:
+            bar.close()
+        shards = [future.result() for future in finishing]  # a failed sync or rename raises here
     return EncodedWritten(shards, np.asarray(rows, np.int64).reshape(-1, 4))

@@ -20,7 +20,7 @@ import stat
 from torchloader.remote.files import read_url
 from torchloader.remote.urls import is_url
 
-__all__ = ["NotRegularFileError", "open_regular", "read_bytes"]
+__all__ = ["NotRegularFileError", "open_regular", "read_bytes", "read_many"]
 
 _FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
 _KINDS = (
@@ -107,16 +107,83 @@ def read_bytes(path: str) -> bytes:
         return read_url(path)
     fd, size = open_fd(path)
     try:
-        data = os.read(fd, size)
-        if len(data) == size or not data:  # the whole file, or it shrank to nothing
-            return data
-        parts, done = [data], len(data)  # a short read: large files read in parts
-        while done < size and (block := os.read(fd, size - done)):
-            parts.append(block)
-            done += len(block)
-        return b"".join(parts)
+        return _read_fd(fd, size)
     finally:
         os.close(fd)
+
+
+def read_many(paths: list[str]) -> list[bytes | Exception]:
+    """The bytes of each file of ``paths`` (or the ``Exception`` reading it raised), in order,
+    with the disk asked for all of them before the first is read.
+
+    Each local file is opened (as :func:`read_bytes` opens it) and advised
+    ``POSIX_FADV_WILLNEED``, which starts its read in the background; then the files
+    are read one by one. On a cold disk that keeps ``len(paths)`` requests in flight
+    instead of one: 4,000 JPEGs of 24 KB read at 245 MB/s one by one and at
+    800-900 MB/s 32 to 512 at a time here (``benchmarks/bench_crops.py``). Where the OS
+    has no ``posix_fadvise`` the files are just read. A URL is read by ``read_bytes``.
+
+    Example:
+        >>> import tempfile, os
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     with open(os.path.join(d, "a"), "wb") as f:
+        ...         _ = f.write(b"xy")
+        ...     [type(r).__name__ if isinstance(r, Exception) else r for r in read_many([f.name, d])]
+        [b'xy', 'NotRegularFileError']
+    """
+    opened: list[tuple[int, int] | Exception | str | None] = []  # None: read and closed
+    try:
+        for path in paths:
+            opened.append(path if "://" in path and is_url(path) else _open_advised(path))
+        out: list[bytes | Exception] = []
+        for i, got in enumerate(opened):
+            if isinstance(got, tuple):
+                opened[i] = None
+                try:
+                    out.append(_read_fd(*got))
+                except OSError as exc:
+                    out.append(exc)
+                finally:
+                    os.close(got[0])
+            elif isinstance(got, str):
+                try:
+                    out.append(read_bytes(got))
+                except Exception as exc:  # a URL's errors (RemoteError, ...) are the sample's
+                    out.append(exc)
+            else:
+                out.append(got)
+        return out
+    finally:
+        for got in opened:  # an interrupted read: nothing left open
+            if isinstance(got, tuple):
+                os.close(got[0])
+
+
+def _open_advised(path: str) -> tuple[int, int] | OSError:
+    try:
+        fd, size = open_fd(path)
+    except OSError as exc:
+        return exc
+    if _ADVISE is not None and size:
+        try:
+            os.posix_fadvise(fd, 0, size, _ADVISE)
+        except OSError:
+            pass  # a hint: a file system that takes none is read all the same
+    return fd, size
+
+
+_ADVISE = getattr(os, "POSIX_FADV_WILLNEED", None) if hasattr(os, "posix_fadvise") else None
+
+
+def _read_fd(fd: int, size: int) -> bytes:
+    data = os.read(fd, size)
+    if len(data) == size or not data:  # the whole file, or it shrank to nothing
+        return data
+    parts, done = [data], len(data)  # a short read: large files read in parts
+    while done < size and (block := os.read(fd, size - done)):
+        parts.append(block)
+        done += len(block)
+    return b"".join(parts)
 
 
 def _kind(mode: int) -> str | None:
