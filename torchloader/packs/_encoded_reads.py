@@ -47,6 +47,18 @@ class EncodedSamples:
         offset, length = ds._files.index[index, :2]
         return shards[k][offset : offset + length]
 
+    def bytes_of_batch(self, indices: Sequence[int]) -> list[np.ndarray]:
+        """``bytes_of`` of each of ``indices``: their shards and offsets looked up at once, and
+        views of plain arrays (a ``np.memmap`` slice costs a subclass round trip each)."""
+        ds = self.dataset
+        shards = ds._open()
+        if ds._peeked or not isinstance(shards, list):  # a peeked sample, or a remote pack's shards
+            return [self.bytes_of(int(index)) for index in indices]
+        at = np.asarray(indices, dtype=np.int64)
+        where = np.searchsorted(ds._stops, at, side="right").tolist()
+        plain = {k: shards[k].view(np.ndarray) for k in set(where)}
+        return [plain[k][o : o + n] for k, (o, n) in zip(where, ds._files.index[at, :2].tolist())]
+
     def source(self, index: int) -> str:
         """The file sample ``index`` was packed from (for errors)."""
         if self._sources is None:
@@ -80,8 +92,9 @@ class EncodedSamples:
         slots = range(len(indices)) if slots is None else slots
         stored = stored_view(out, torch.uint8, channels_last=True)
         direct = stored is not None and ds.transform is None
-        for slot, index in zip(slots, indices):
-            if direct and self._decode_into(index, stored[slot]):
+        datas = self.bytes_of_batch(indices) if direct else [None] * len(indices)
+        for slot, index, data in zip(slots, indices, datas):
+            if direct and self._decode_into(index, stored[slot], data):
                 continue
             x = ds[index] if ds.labels is None else ds[index][0]
             if not isinstance(x, torch.Tensor) or x.shape != out.shape[1:] or x.dtype != out.dtype:
@@ -94,10 +107,10 @@ class EncodedSamples:
             return torch.from_numpy(np.asarray(ds.labels[np.asarray(indices, dtype=np.int64)]))
         return torch.stack([torch.as_tensor(ds[int(index)][1]) for index in indices])  # as ds[i] labels them
 
-    def _decode_into(self, index: int, slot: np.ndarray) -> bool:
+    def _decode_into(self, index: int, slot: np.ndarray, data: np.ndarray) -> bool:
         ds = self.dataset
         try:
-            data, name = self.bytes_of(index), f"{ds.root}[{index}]"
+            name = f"{ds.root}[{index}]"
             if ds.decode is None:
                 return ds.reader.decode_into(data, name, slot)
             if slot.shape != output_shape(ds.decode, ds.reader):
