@@ -2,7 +2,8 @@
 (issue 16): ``ChunkedLoader`` over ``PackedDataset(url)`` through its local shard cache.
 
 The data is ``--n`` 128x128 JPEGs in class folders (``make_data.make_set``, or ``--data``),
-packed raw (``pack(..., size=128, shard_bytes=--shard-bytes)``) twice: into a local folder,
+packed raw (``pack(..., size=128, shard_bytes=--shard-bytes)``; with ``--encoded``, the files'
+bytes as they are, ``pack(..., encoded=True)``, decoded by the loader) twice: into a local folder,
 and to ``s3://bench/pdl.packed`` on a local S3 server (moto's application behind werkzeug on
 127.0.0.1, in this process or, with ``--server process``, in a forked child), which adds
 ``--latency`` seconds to every request and counts the bytes of its GET responses. Every
@@ -310,6 +311,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs under the cache limit")
     parser.add_argument("--limit-share", type=float, default=0.25, help="cache_limit, as a share of the shards' bytes")
     parser.add_argument("--server", choices=("thread", "process"), default="thread")
+    parser.add_argument("--encoded", action="store_true", help="an encoded pack, decoded as it is read")
     args = parser.parse_args()
     # the folder is stored sorted by class, so chunks of it mix poorly: not what is measured here
     warnings.filterwarnings("ignore", category=PoorShuffleWarning)
@@ -333,7 +335,8 @@ def run(args: argparse.Namespace, server: S3Server, tmp: str, loaders: list[Chun
     s3fs.S3FileSystem(**options).mkdir(BUCKET)
     root = source_folder(args.data, args.n, tmp)
     url = f"s3://{BUCKET}/pdl.packed"
-    how = dict(size=SIZE, shard_bytes=args.shard_bytes, num_workers=WORKERS, progress=False)
+    how: dict[str, Any] = dict(shard_bytes=args.shard_bytes, num_workers=WORKERS, progress=False)
+    how.update({"encoded": True} if args.encoded else {"size": SIZE})
     local_dst = os.path.join(tmp, "local.packed")
     start = time.perf_counter()
     pack(root, local_dst, **how)
@@ -354,7 +357,8 @@ def run(args: argparse.Namespace, server: S3Server, tmp: str, loaders: list[Chun
         )
     print(machine())
     print(
-        f"{args.n} JPEGs {SIZE}x{SIZE} packed raw into {len(shards)} shards of up to {args.shard_bytes} "
+        f"{args.n} JPEGs {SIZE}x{SIZE} packed {'encoded' if args.encoded else 'raw'} into {len(shards)} shards "
+        f"of up to {args.shard_bytes} "
         f"({format_bytes(pack_bytes)}; pack: {packed_local:.1f} s local, {packed_remote:.1f} s to S3 "
         f"with the upload); server: moto on 127.0.0.1 in a {args.server}, {args.latency * 1000:.0f} ms "
         f"added per request"

@@ -48,15 +48,22 @@ class EncodedSamples:
         return shards[k][offset : offset + length]
 
     def bytes_of_batch(self, indices: Sequence[int]) -> list[np.ndarray]:
-        """``bytes_of`` of each of ``indices``: their shards and offsets looked up at once, and
+        """``bytes_of`` of each of ``indices``: their shards and offsets looked up at once, each
+        shard asked for once (a remote pack's: downloaded if need be, marked as read), and
         views of plain arrays (a ``np.memmap`` slice costs a subclass round trip each)."""
         ds = self.dataset
         shards = ds._open()
-        if ds._peeked or not isinstance(shards, list):  # a peeked sample, or a remote pack's shards
+        if ds._peeked:  # a sample read alone (peek): rare, and one at a time
             return [self.bytes_of(int(index)) for index in indices]
         at = np.asarray(indices, dtype=np.int64)
         where = np.searchsorted(ds._stops, at, side="right").tolist()
-        plain = {k: shards[k].view(np.ndarray) for k in set(where)}
+        plain: dict[int, np.ndarray] = {}
+        for k, index in zip(where, indices):
+            if k not in plain:
+                try:
+                    plain[k] = shards[k].view(np.ndarray)
+                except Exception as exc:  # a remote shard that cannot be had: named by its first sample
+                    raise SampleLoadError.from_exception(int(index), self.source(int(index)), exc) from exc
         return [plain[k][o : o + n] for k, (o, n) in zip(where, ds._files.index[at, :2].tolist())]
 
     def source(self, index: int) -> str:
