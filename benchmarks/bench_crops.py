@@ -16,7 +16,9 @@ after a warm-up epoch (FFCV's: the epoch after its warm-up, in a fresh process, 
   ``RandomHorizontalFlip()`` + ``PILToTensor()``, written out by hand (torchvision is not
   installed here): Pillow decodes the file, ``get_params`` draws the box from torch's global
   RNG, ``crop`` + ``resize(BILINEAR)``, flip; the default collate;
-- (c) ``DataLoader(PathDataset.from_folder(root, decode=RandomResizedCrop(128)))``;
+- (c) ``DataLoader(PathDataset.from_folder(root, decode=RandomResizedCrop(128)))``, and with
+  ``reader=ImageReader(fast_dct=True)``: libjpeg-turbo's fast DCT and upsampling, as FFCV's
+  decoder uses (``TJFLAG_FASTDCT``), not Pillow's pixels;
 - (d) the same from an encoded pack of the folder (``pack(..., encoded=True)``, timed), through
   the DataLoader and through ``ChunkedLoader``;
 - (e) the read bounds of the pack: its shards read whole and the folder read file by file
@@ -229,6 +231,9 @@ def pack_rows(root: str, paths: list[str], dst: str, n: int, workers: int) -> li
     ds = PackedDataset(dst, decode=RandomResizedCrop(SIZE))
     r = rate(plain(ds, workers), n)
     rows.append((f"(d) DataLoader(PackedDataset(encoded, decode=RRC({SIZE}))), {workers} workers", r, ""))
+    fast = PackedDataset(dst, decode=RandomResizedCrop(SIZE), reader=ImageReader(fast_dct=True))
+    name = f"(d) the same, reader=ImageReader(fast_dct=True) (FFCV's DCT), {workers} workers"
+    rows.append((name, rate(plain(fast, workers), n), "not Pillow's pixels"))
 
     def chunked():
         return ChunkedLoader(ds, BATCH, ram_budget="256MiB", block_size=16, num_workers=workers)
@@ -300,6 +305,9 @@ def main() -> None:
             r = rate(plain(folder, workers), n)
             name = f"(c) DataLoader(PathDataset.from_folder(decode=RRC({SIZE}))), {workers} workers"
             rows.append((name, r, ""))
+        fast = PathDataset.from_folder(root, decode=RandomResizedCrop(SIZE), reader=ImageReader(fast_dct=True))
+        name = f"(c) the same, reader=ImageReader(fast_dct=True) (FFCV's DCT), {args.workers} workers"
+        rows.append((name, rate(plain(fast, args.workers), n), "not Pillow's pixels"))
         rows += pack_rows(root, paths, os.path.join(tmp, "encoded"), n, args.workers)
         if args.fixed:
             fixed_work = args.fixed.rstrip("/") + "-ffcv"
