@@ -64,5 +64,5 @@ def test_an_interrupted_run_leaves_no_file_open(files, monkeypatch):
 
 
 def test_without_fadvise_the_files_are_read_all_the_same(files, monkeypatch):
-    monkeypatch.setattr(_files, "_ADVISE", None)
+    monkeypatch.setattr(_files, "ADVISE", None)
     assert read_many(files) == [read_bytes(p) for p in files]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 
-__all__ = ["encode_paths", "has_urls"]
+from torchloader.readers._read_ahead import read_ahead
+from torchloader.remote.files import fetched
+
+__all__ = ["batch_files", "encode_paths", "has_urls"]
 
 PathLike = Union[str, bytes, "os.PathLike[str]"]
 
@@ -31,3 +35,13 @@ def has_urls(paths: np.ndarray) -> bool:
 
     maybe = np.flatnonzero(np.char.find(paths, b"://") > 0)
     return any(is_url(paths[i]) for i in maybe[:1000])
+
+
+def batch_files(paths: np.ndarray, indices: Any, urls: bool, storage_options: dict[str, Any] | None) -> Any:
+    """A context in which the files of the batch ``indices`` are read together: URLs all at
+    once (``remote/files.py``), local files a window ahead of the reader (``readers/_read_ahead.py``)."""
+    try:
+        batch = [os.fsdecode(paths[i]) for i in indices]
+    except (IndexError, TypeError, ValueError):
+        return contextlib.nullcontext()  # indices that are not the batch's: the read names them
+    return fetched(batch, storage_options) if urls else read_ahead(batch)

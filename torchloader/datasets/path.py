@@ -29,15 +29,16 @@ from torchloader.datasets._batch import read_batch
 from torchloader.datasets._dataloader import WholeBatchWithErrors, batch_dataloader, getitems
 from torchloader.datasets._from_files import FromFiles
 from torchloader.datasets._labels import encode_labels
-from torchloader.datasets._paths import encode_paths, has_urls
+from torchloader.datasets._paths import batch_files, encode_paths, has_urls
 from torchloader.error_log import ErrorLog, SkippedSample, SkippedSlots, check_on_error, skip_limit
 from torchloader.errors import SampleLoadError
 from torchloader.protocols import offers
 from torchloader.readers._cropped import check_decode, crop_seed, decode_cropped, output_shape
+from torchloader.readers._read_ahead import reading
 from torchloader.readers._tensor import to_tensor
 from torchloader.readers.image import ImageReader
 from torchloader.readers.suffix import Reader, SuffixReader
-from torchloader.remote.files import fetched, options
+from torchloader.remote.files import options
 
 __all__ = ["PathDataset"]
 
@@ -138,8 +139,10 @@ class PathDataset(FromFiles, Dataset):
         return os.fsdecode(self.paths[index])
 
     def __getitems__(self, indices: Any) -> list[Any]:
-        """What a DataLoader with a batch sampler fetches (see ``_dataloader.getitems``)."""
-        return getitems(self, indices)
+        """What a DataLoader with a batch sampler fetches (see ``_dataloader.getitems``); its
+        files are read together, also where ``getitems`` reads them one by one."""
+        with self._fetched(indices):
+            return getitems(self, indices)
 
     def __getitem__(self, index: Any) -> Any:
         """Sample ``index`` as ``(x, y)`` (or ``x``); a list, array, tensor or slice
@@ -164,10 +167,7 @@ class PathDataset(FromFiles, Dataset):
             return read_batch(self, indices, skip=self.on_error == "skip")
 
     def _fetched(self, indices: Sequence[int] | np.ndarray) -> Any:
-        """Inside: the files of ``indices`` that are URLs, read all at once (``remote/files.py``)."""
-        if not self._urls:
-            return contextlib.nullcontext()
-        return fetched([os.fsdecode(self.paths[i]) for i in indices], self.storage_options)
+        return batch_files(self.paths, indices, self._urls, self.storage_options)
 
     def read_samples_into(
         self,
@@ -203,6 +203,7 @@ class PathDataset(FromFiles, Dataset):
         direct = stored is not None and self.transform is None and into
         for slot, index in zip(slots, indices):
             path = os.fsdecode(self.paths[index])
+            reading(path)
             try:
                 if direct and _decode_into(self._read_into, index, path, stored[slot]):  # type: ignore
                     continue

@@ -12,10 +12,12 @@ file, symlinks followed, with :class:`NotRegularFileError`, an ``OSError`` that
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import io
 import os
 import stat
+from typing import Any
 
 from torchloader.remote.files import read_url
 from torchloader.remote.urls import is_url
@@ -30,6 +32,10 @@ _KINDS = (
     (stat.S_ISBLK, "a block device"),
     (stat.S_ISSOCK, "a socket"),
 )
+
+
+# the read-ahead of the batch being read (``_read_ahead.py``): its open, advised files
+AHEAD: contextvars.ContextVar[Any] = contextvars.ContextVar("torchloader_read_ahead", default=None)
 
 
 class NotRegularFileError(OSError):
@@ -54,6 +60,9 @@ def open_fd(path: str) -> tuple[int, int]:
         NotRegularFileError: ``path`` (after following symlinks) is not a regular file.
         OSError: it cannot be opened (``FileNotFoundError``, ``PermissionError``, ...).
     """
+    ahead = AHEAD.get()
+    if ahead is not None and (opened := ahead.take(path)) is not None:
+        return opened  # opened (and checked) a moment ago by the batch's read-ahead
     try:
         fd = os.open(path, _FLAGS)
     except OSError as exc:  # a socket cannot be opened at all: say what it is
@@ -134,7 +143,7 @@ def read_many(paths: list[str]) -> list[bytes | Exception]:
     opened: list[tuple[int, int] | Exception | str | None] = []  # None: read and closed
     try:
         for path in paths:
-            opened.append(path if "://" in path and is_url(path) else _open_advised(path))
+            opened.append(path if "://" in path and is_url(path) else open_advised(path))
         out: list[bytes | Exception] = []
         for i, got in enumerate(opened):
             if isinstance(got, tuple):
@@ -159,20 +168,20 @@ def read_many(paths: list[str]) -> list[bytes | Exception]:
                 os.close(got[0])
 
 
-def _open_advised(path: str) -> tuple[int, int] | OSError:
+def open_advised(path: str) -> tuple[int, int] | OSError:
     try:
         fd, size = open_fd(path)
     except OSError as exc:
         return exc
-    if _ADVISE is not None and size:
+    if ADVISE is not None and size:
         try:
-            os.posix_fadvise(fd, 0, size, _ADVISE)
+            os.posix_fadvise(fd, 0, size, ADVISE)
         except OSError:
             pass  # a hint: a file system that takes none is read all the same
     return fd, size
 
 
-_ADVISE = getattr(os, "POSIX_FADV_WILLNEED", None) if hasattr(os, "posix_fadvise") else None
+ADVISE = getattr(os, "POSIX_FADV_WILLNEED", None) if hasattr(os, "posix_fadvise") else None
 
 
 def _read_fd(fd: int, size: int) -> bytes:

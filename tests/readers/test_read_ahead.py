@@ -1,0 +1,157 @@
+"""Read-ahead of a batch's files: each opened once, advised a bounded window ahead of the
+reader, and every descriptor closed when the batch ends, whatever happened in it."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from torchloader import PathDataset
+from torchloader.readers import _files, _read_ahead
+from torchloader.readers._files import read_bytes
+from torchloader.readers._read_ahead import read_ahead, reading
+
+pytestmark = pytest.mark.skipif(
+    _files.ADVISE is None or not os.path.isdir("/proc/self/fd"), reason="posix_fadvise and /proc/self/fd"
+)
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def files(tmp_path):
+    paths = []
+    for i in range(300):
+        path = tmp_path / f"{i:03d}.bin"
+        path.write_bytes(bytes([i % 256]) * (100 + i))
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Paths opened and advised, in order."""
+    opened, advised = [], []
+    real_open, real_advise = os.open, os.posix_fadvise
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(os.fspath(path))
+        return real_open(path, *args, **kwargs)
+
+    def counting_advise(fd, offset, length, advice):
+        advised.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_advise(fd, offset, length, advice)
+
+    monkeypatch.setattr(_files.os, "open", counting_open)
+    monkeypatch.setattr(_files.os, "posix_fadvise", counting_advise)
+    return opened, advised
+
+
+def read_all(paths, check=None):
+    got = []
+    with read_ahead(paths):
+        for path in paths:
+            reading(path)
+            if check is not None:
+                check()
+            got.append(read_bytes(path))
+    return got
+
+
+def test_each_file_is_opened_once_and_advised_before_it_is_read(files, counted):
+    opened, advised = counted
+    assert read_all(files) == [bytes([i % 256]) * (100 + i) for i in range(300)]
+    assert opened == files and advised == [os.path.realpath(p) for p in files]
+
+
+def test_the_window_holds_at_most_its_files_and_bytes(files, monkeypatch):
+    before = open_descriptors()
+    assert read_all(files, lambda: _check_window(before)) == [read_bytes(p) for p in files]
+    monkeypatch.setattr(_read_ahead, "WINDOW_BYTES", 1000)  # about 3 files of these
+    assert read_all(files, lambda: _check_window(before, 1000 + 400)) == [read_bytes(p) for p in files]
+    assert open_descriptors() == before
+
+
+def _check_window(before, most_bytes=None):
+    ahead = _files.AHEAD.get()
+    assert len(ahead.opened) <= _read_ahead.WINDOW + 1 and open_descriptors() <= before + _read_ahead.WINDOW + 1
+    if most_bytes is not None:
+        assert ahead.ahead_bytes <= most_bytes
+
+
+def test_every_descriptor_is_closed_after_an_error_and_after_files_nobody_took(files):
+    before = open_descriptors()
+    with pytest.raises(RuntimeError, match="a reader failed"):
+        with read_ahead(files):
+            reading(files[0])
+            read_bytes(files[0])
+            raise RuntimeError("a reader failed")
+    assert open_descriptors() == before
+    with read_ahead(files):  # a reader of the user's own opens the files itself
+        for path in files:
+            reading(path)
+            with open(path, "rb") as f:
+                f.read()
+        assert open_descriptors() <= before + _read_ahead.WINDOW + 1
+    assert open_descriptors() == before
+
+
+def test_a_batch_inside_a_batch_and_a_path_twice_are_read_as_usual(files, counted):
+    opened, _ = counted
+    paths = [files[0], files[1], files[0], files[2]]
+    with read_ahead(paths):
+        with read_ahead(paths[1:]):  # the outer batch leads
+            assert read_all(paths) == [read_bytes(p) for p in paths]
+    assert opened[:3] == files[:3]  # the outer read-ahead's opens only, each path once
+
+
+def test_out_of_descriptors_the_read_ahead_steps_aside(files, monkeypatch):
+    real = _files.open_advised
+    calls = []
+
+    def exhausted(path):
+        calls.append(path)
+        return OSError(errno.EMFILE, "Too many open files") if len(calls) > 5 else real(path)
+
+    monkeypatch.setattr(_files, "open_advised", exhausted)
+    before = open_descriptors()
+    with read_ahead(files):
+        assert _files.AHEAD.get().opened == {} and open_descriptors() == before  # all given back
+        assert [read_bytes(p) for p in files] == [bytes([i % 256]) * (100 + i) for i in range(300)]
+    assert len(calls) == 6 and open_descriptors() == before
+
+
+def test_path_dataset_batches_read_ahead_and_give_the_same_samples(tmp_path, counted):
+    opened, advised = counted
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        (tmp_path / f"c{i % 2}").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), np.uint8)).save(tmp_path / f"c{i % 2}" / f"{i:02d}.png")
+    ds = PathDataset.from_folder(tmp_path)
+    singles = [ds[i][0] for i in range(len(ds))]
+    del opened[:], advised[:]
+    x, _ = ds[np.arange(len(ds))]
+    assert all(np.array_equal(x[i], singles[i]) for i in range(len(ds)))
+    assert sorted(opened) == sorted(ds.path(i) for i in range(len(ds))) and len(advised) == len(ds)
+
+
+def test_a_dataloader_batch_read_one_by_one_is_read_ahead_too(tmp_path, counted):
+    from torchloader.datasets import _dataloader
+
+    _, advised = counted
+    for i in range(20):
+        (tmp_path / "c0").mkdir(exist_ok=True)
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(tmp_path / "c0" / f"{i:02d}.png")
+    ds = PathDataset.from_folder(tmp_path)
+    _dataloader._ONE_BY_ONE.add(ds)  # as a worker whose rows the collate copies anyway
+    items = ds.__getitems__(list(range(20)))
+    assert [int(x[0, 0, 0]) for x, _ in items] == list(range(20)) and len(advised) == 20
+    assert ds.__getitems__([0]) and len(advised) == 21
+    with pytest.raises(IndexError):
+        ds.__getitems__([0, 20])  # out of range: the read names it, no read-ahead in the way
