@@ -155,3 +155,75 @@ def test_a_dataloader_batch_read_one_by_one_is_read_ahead_too(tmp_path, counted)
     assert ds.__getitems__([0]) and len(advised) == 21
     with pytest.raises(IndexError):
         ds.__getitems__([0, 20])  # out of range: the read names it, no read-ahead in the way
+
+
+def test_a_path_that_cannot_be_opened_is_named_by_its_own_sample_and_skipped(tmp_path):
+    for i in range(200):
+        Image.fromarray(np.full((4, 4, 3), i % 256, np.uint8)).save(tmp_path / f"{i:03d}.png")
+    paths = [str(tmp_path / f"{i:03d}.png") for i in range(200)]
+    paths[150] = str(tmp_path / "bad\x00name.png")  # os.open raises ValueError: embedded null byte
+    before = open_descriptors()
+    with pytest.raises(Exception, match=r"sample 150 from .*bad\\x00name.png.*embedded null byte"):
+        PathDataset(paths)[np.arange(200)]
+    assert open_descriptors() == before
+    skipping = PathDataset(paths, on_error="skip")
+    with pytest.warns(Warning, match="skipped sample 150"):
+        x = skipping[np.arange(200)]
+    assert len(x) == 199 and open_descriptors() == before
+
+
+def test_descriptors_held_ahead_stay_within_a_quarter_of_the_limit(files, monkeypatch):
+    import resource
+
+    from torchloader.readers import _held
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 120), hard))
+    try:
+        peak = []
+        read_all(files, lambda: peak.append(len(_held._held)))
+        assert 0 < max(peak) <= 30  # 120 // 4: past it, files are advised and closed
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert _held._held == set()
+
+
+def test_a_forked_child_closes_the_descriptors_its_parent_held_ahead(files):
+    import multiprocessing
+
+    def report(fds, conn):
+        conn.send([_inode(fd) for fd in fds])  # (a number the child reused holds another file)
+        conn.close()
+
+    with read_ahead(files):
+        ahead = _files.AHEAD.get()
+        fds = [fd for _, fd, _ in ahead.opened.values()][:5]
+        inodes = [_inode(fd) for fd in fds]
+        assert len(fds) == 5 and None not in inodes
+        ours, theirs = multiprocessing.get_context("fork").Pipe(duplex=False)
+        child = multiprocessing.get_context("fork").Process(target=report, args=(fds, theirs))
+        child.start()
+        theirs.close()
+        got = ours.recv()
+        child.join(30)
+        ours.close()
+    assert not set(got) & set(inodes) and child.exitcode == 0
+
+
+def _inode(fd):
+    try:
+        return os.fstat(fd).st_ino
+    except OSError:
+        return None
+
+
+def test_a_large_file_is_advised_at_its_start_only(tmp_path, monkeypatch):
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(1 << 30)  # sparse: 1 GiB that nobody should ask the disk for whole
+    lengths = []
+    real = os.posix_fadvise
+    monkeypatch.setattr(_files.os, "posix_fadvise", lambda fd, o, n, a: (lengths.append(n), real(fd, o, n, a)))
+    with read_ahead([str(big)]):
+        pass
+    assert lengths == [_files.ADVISE_BYTES]

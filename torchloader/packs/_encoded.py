@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -197,30 +197,54 @@ def write_all(fd: int, parts: list[bytes]) -> None:
 def write_encoded(
     dataset: Any, dst: str, shard_bytes: int, on_error: str, workers: int, progress: bool, max_side: int | None = None
 ) -> EncodedWritten:
-    """Copy every sample's file into shards of about ``shard_bytes`` (see the module)."""
+    """Copy every sample's file into shards of about ``shard_bytes`` (see the module).
+
+    A full shard is finished (``_ShardFile.finish``) on a thread of its own while the next
+    one fills, one at a time: the next full shard waits for it. Interrupted, the pack
+    waits for that one finish to end (through further interrupts), so no thread is left
+    writing into ``dst`` when it returns."""
     finishing: list[Future[ShardWritten]] = []
     rows: list[tuple[int, int, int, int]] = []
     shard = _ShardFile(dst, 0)
+    unfinished: _ShardFile | None = shard  # the shard this thread still owns (not handed over)
     bar = tqdm(total=len(dataset), unit="file", desc="packing (encoded)", disable=not progress)
-    with ThreadPoolExecutor(1, thread_name_prefix="torchloader-pack-finish") as finisher:
-        try:
-            for index, read in _in_order(dataset, workers, max_side):
-                bar.update(1)
-                if isinstance(read, SampleLoadError):
-                    if on_error != "skip":
-                        raise read
-                    shard.skipped.append({"path": dataset.path(index), "error": str(read)})
-                    continue
-                data, (height, width) = read
-                if shard.size and shard.size + len(data) > shard_bytes:
-                    finishing.append(finisher.submit(shard.finish, dst))
-                    shard = _ShardFile(dst, shard.number + 1)
-                rows.append((shard.add(index, data), len(data), height, width))
-            finishing.append(finisher.submit(shard.finish, dst))
-        except BaseException:
-            shard.abandon()
-            raise  # (the pool waits for the shards already handed to it: no thread left writing)
-        finally:
-            bar.close()
+    finisher = ThreadPoolExecutor(1, thread_name_prefix="torchloader-pack-finish")
+    try:
+        for index, read in _in_order(dataset, workers, max_side):
+            bar.update(1)
+            if isinstance(read, SampleLoadError):
+                if on_error != "skip" or not read.skippable:
+                    raise read
+                shard.skipped.append({"path": dataset.path(index), "error": str(read)})
+                continue
+            data, (height, width) = read
+            if shard.size and shard.size + len(data) > shard_bytes:
+                if finishing:
+                    finishing[-1].result()  # one shard finishing at a time (its error raises here)
+                unfinished = None
+                finishing.append(finisher.submit(shard.finish, dst))
+                shard = unfinished = _ShardFile(dst, shard.number + 1)
+            rows.append((shard.add(index, data), len(data), height, width))
+        unfinished = None
+        finishing.append(finisher.submit(shard.finish, dst))
         shards = [future.result() for future in finishing]  # a failed sync or rename raises here
+    except BaseException:
+        if unfinished is not None:
+            unfinished.abandon()
+        _wait_through_interrupts(finishing)
+        raise
+    finally:
+        finisher.shutdown(wait=True)  # (idle by now: every finish has ended)
+        bar.close()
     return EncodedWritten(shards, np.asarray(rows, np.int64).reshape(-1, 4))
+
+
+def _wait_through_interrupts(futures: list[Future[ShardWritten]]) -> None:
+    """Wait for ``futures`` to end, a second Ctrl-C included: a finish still running would
+    write into a rerun's files of the same names."""
+    while True:
+        try:
+            wait(futures)
+            return
+        except KeyboardInterrupt:
+            continue

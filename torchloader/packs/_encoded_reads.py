@@ -51,19 +51,22 @@ class EncodedSamples:
         """``bytes_of`` of each of ``indices``: their shards and offsets looked up at once, each
         shard asked for once (a remote pack's: downloaded if need be, marked as read), and
         views of plain arrays (a ``np.memmap`` slice costs a subclass round trip each)."""
-        ds = self.dataset
-        shards = ds._open()
-        if ds._peeked:  # a sample read alone (peek): rare, and one at a time
-            return [self.bytes_of(int(index)) for index in indices]
-        at = np.asarray(indices, dtype=np.int64)
+        ds, at = self.dataset, np.asarray(indices, dtype=np.int64)
         where = np.searchsorted(ds._stops, at, side="right").tolist()
         plain: dict[int, np.ndarray] = {}
-        for k, index in zip(where, indices):
-            if k not in plain:
-                try:
+        blamed = int(at[0]) if len(at) else 0  # the sample being read
+        try:
+            shards = ds._open()
+            if ds._peeked:  # a sample read alone (peek): rare, and one at a time
+                return [self.bytes_of(int(i)) for i in at]
+            for k, i in zip(where, at.tolist()):
+                if k not in plain:  # (a remote shard: downloaded now if it is not cached)
+                    blamed = i
                     plain[k] = shards[k].view(np.ndarray)
-                except Exception as exc:  # a remote shard that cannot be had: named by its first sample
-                    raise SampleLoadError.from_exception(int(index), self.source(int(index)), exc) from exc
+        except SampleLoadError:
+            raise
+        except Exception as exc:  # named by the sample being read: its shard could not be had
+            raise SampleLoadError.from_exception(blamed, self.source(blamed), exc) from exc
         return [plain[k][o : o + n] for k, (o, n) in zip(where, ds._files.index[at, :2].tolist())]
 
     def source(self, index: int) -> str:

@@ -19,6 +19,7 @@ import os
 import stat
 from typing import Any
 
+from torchloader.readers import _held
 from torchloader.remote.files import read_url
 from torchloader.remote.urls import is_url
 
@@ -128,9 +129,11 @@ def read_many(paths: list[str]) -> list[bytes | Exception]:
     Each local file is opened (as :func:`read_bytes` opens it) and advised
     ``POSIX_FADV_WILLNEED``, which starts its read in the background; then the files
     are read one by one. On a cold disk that keeps ``len(paths)`` requests in flight
-    instead of one: 4,000 JPEGs of 24 KB read at 245 MB/s one by one and at
-    800-900 MB/s 32 to 512 at a time here (``benchmarks/bench_crops.py``). Where the OS
-    has no ``posix_fadvise`` the files are just read. A URL is read by ``read_bytes``.
+    instead of one: 4,000 JPEGs of 24 KB read at 198 MB/s one by one and at 679 MB/s
+    64 at a time here (``benchmarks/bench_pack_cold.py``). The descriptors kept open
+    meanwhile count against the process's budget (``_held.py``); past it a file is
+    advised, closed and opened again to be read. Where the OS has no ``posix_fadvise``
+    the files are just read one by one. A URL is read by ``read_bytes``.
 
     Example:
         >>> import tempfile, os
@@ -140,48 +143,64 @@ def read_many(paths: list[str]) -> list[bytes | Exception]:
         ...     [type(r).__name__ if isinstance(r, Exception) else r for r in read_many([f.name, d])]
         [b'xy', 'NotRegularFileError']
     """
-    opened: list[tuple[int, int] | Exception | str | None] = []  # None: read and closed
+    if ADVISE is None:
+        return [_read_or_error(path) for path in paths]
+    opened: list[tuple[int, int] | Exception | None] = []  # None: advised (or a URL), read by its path
     try:
         for path in paths:
-            opened.append(path if "://" in path and is_url(path) else open_advised(path))
+            opened.append(None if "://" in path and is_url(path) else open_advised(path))
         out: list[bytes | Exception] = []
-        for i, got in enumerate(opened):
-            if isinstance(got, tuple):
-                opened[i] = None
+        for i, (path, got) in enumerate(zip(paths, opened)):
+            opened[i] = None
+            if isinstance(got, Exception):
+                out.append(got)
+            elif got is not None and _held.let_go(got[0]):
                 try:
                     out.append(_read_fd(*got))
                 except OSError as exc:
                     out.append(exc)
                 finally:
                     os.close(got[0])
-            elif isinstance(got, str):
-                try:
-                    out.append(read_bytes(got))
-                except Exception as exc:  # a URL's errors (RemoteError, ...) are the sample's
-                    out.append(exc)
             else:
-                out.append(got)
+                out.append(_read_or_error(path))
         return out
     finally:
         for got in opened:  # an interrupted read: nothing left open
             if isinstance(got, tuple):
-                os.close(got[0])
+                _held.close(got[0])
 
 
-def open_advised(path: str) -> tuple[int, int] | OSError:
+def _read_or_error(path: str) -> bytes | Exception:
+    try:
+        return read_bytes(path)
+    except Exception as exc:  # (a URL's errors too: RemoteError, ...) the sample's
+        return exc
+
+
+def open_advised(path: str) -> tuple[int, int] | Exception | None:
+    """Open ``path`` (``open_fd``'s checks) and advise ``POSIX_FADV_WILLNEED``: ``(fd, size)``
+    kept open and counted as held (``_held.py``; ``let_go`` it before reading and closing), or
+    None where the budget is spent (advised and closed), or the exception opening it raised."""
     try:
         fd, size = open_fd(path)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # (ValueError: a NUL in the path)
         return exc
-    if ADVISE is not None and size:
-        try:
-            os.posix_fadvise(fd, 0, size, ADVISE)
-        except OSError:
-            pass  # a hint: a file system that takes none is read all the same
-    return fd, size
+    try:
+        if ADVISE is not None and size:  # (a large file's start: the kernel reads ahead of its reader)
+            os.posix_fadvise(fd, 0, min(size, ADVISE_BYTES), ADVISE)
+    except OSError:
+        pass  # a hint: a file system that takes none is read all the same
+    except BaseException:
+        os.close(fd)
+        raise
+    if _held.hold(fd):
+        return fd, size
+    os.close(fd)
+    return None
 
 
 ADVISE = getattr(os, "POSIX_FADV_WILLNEED", None) if hasattr(os, "posix_fadvise") else None
+ADVISE_BYTES = 8 << 20  # advised of each file: a 10 GB one is not asked for whole
 
 
 def _read_fd(fd: int, size: int) -> bytes:

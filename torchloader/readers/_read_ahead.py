@@ -4,7 +4,9 @@ Reading a batch one file at a time leaves one request in flight at the disk, whi
 on a cold page cache (a data set larger than RAM: every epoch) is the slowest way to
 read small files. Inside :func:`read_ahead`, the next ``WINDOW`` files of the batch
 (at most ``WINDOW_BYTES`` of them) are opened and advised ``POSIX_FADV_WILLNEED``
-while the batch is read: the kernel reads them in the background, and
+while the batch is read: the kernel reads them in the background (the descriptors
+kept open count against the process's budget, ``_held.py``; past it a file is advised
+and closed), and
 ``open_fd`` hands a reader the descriptor already open for its path (one ``open``
 and ``fstat`` per file, as before), which moves the window to that file. A batch
 loop also calls :func:`reading` before each sample, so the window follows readers
@@ -26,7 +28,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from torchloader.readers import _files
+from torchloader.readers import _files, _held
 
 __all__ = ["WINDOW", "WINDOW_BYTES", "read_ahead", "reading"]
 
@@ -56,13 +58,13 @@ class _ReadAhead:
             self.next += 1
             if self.first[path] != position or path in self.opened:
                 continue  # a path twice in the batch: read the usual way the second time
-            got = _files.open_advised(path)
+            got = _files.open_advised(path)  # (an error opening it is left to its reader)
             if isinstance(got, tuple):
                 self.opened[path] = (position, *got)
                 self.queue.append(path)
                 self.ahead_bytes += got[1]
-            elif got.errno in (errno.EMFILE, errno.ENFILE):  # out of descriptors: leave them to the reader
-                self.close()
+            elif isinstance(got, OSError) and got.errno in (errno.EMFILE, errno.ENFILE):
+                self.close()  # out of descriptors: give them back to the readers
                 self.next = len(self.paths)
 
     def step(self, path: str) -> None:
@@ -80,14 +82,20 @@ class _ReadAhead:
         if got is None:
             return None
         self.ahead_bytes -= got[2]
-        self.step(path)
-        return got[1], got[2]
+        mine = _held.let_go(got[1])  # (False: a fork closed it)
+        try:
+            self.step(path)
+        except BaseException:
+            if mine:
+                os.close(got[1])
+            raise
+        return (got[1], got[2]) if mine else None
 
     def _close(self, path: str) -> None:
         got = self.opened.pop(path, None)
         if got is not None:
             self.ahead_bytes -= got[2]
-            os.close(got[1])
+            _held.close(got[1])
 
     def close(self) -> None:
         while self.queue:
