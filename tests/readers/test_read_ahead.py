@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import IGNORE_FORK_WARNING
 from PIL import Image
 
 from torchloader import PathDataset
@@ -15,9 +16,18 @@ from torchloader.readers import _files, _read_ahead
 from torchloader.readers._files import read_bytes
 from torchloader.readers._read_ahead import read_ahead, reading
 
-pytestmark = pytest.mark.skipif(
-    _files.ADVISE is None or not os.path.isdir("/proc/self/fd"), reason="posix_fadvise and /proc/self/fd"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        _files.ADVISE is None or not os.path.isdir("/proc/self/fd"), reason="posix_fadvise and /proc/self/fd"
+    ),
+    IGNORE_FORK_WARNING,  # (the fork test: on Pythons that warn about threads at a fork)
+]
+
+
+@pytest.fixture(autouse=True)
+def cold(monkeypatch):
+    """Every batch taken as cold: the files a test writes are in the page cache."""
+    monkeypatch.setattr(_read_ahead, "_cold", lambda paths: bool(paths))
 
 
 def open_descriptors() -> int:
@@ -179,12 +189,14 @@ def test_descriptors_held_ahead_stay_within_a_quarter_of_the_limit(files, monkey
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 120), hard))
+    monkeypatch.setattr(_held, "_checked", (0, -2.0))  # read the limit again now
     try:
         peak = []
         read_all(files, lambda: peak.append(len(_held._held)))
         assert 0 < max(peak) <= 30  # 120 // 4: past it, files are advised and closed
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        _held._checked = (0, -2.0)
     assert _held._held == set()
 
 
@@ -227,3 +239,25 @@ def test_a_large_file_is_advised_at_its_start_only(tmp_path, monkeypatch):
     with read_ahead([str(big)]):
         pass
     assert lengths == [_files.ADVISE_BYTES]
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="reads that refuse to wait")
+def test_only_a_batch_with_files_out_of_the_page_cache_is_read_ahead(files, monkeypatch):
+    monkeypatch.undo()  # the real _cold
+    advised = []
+    real = os.posix_fadvise
+
+    def counting(fd, offset, length, advice):
+        if advice == os.POSIX_FADV_WILLNEED:
+            advised.append(fd)
+        return real(fd, offset, length, advice)
+
+    monkeypatch.setattr(_files.os, "posix_fadvise", counting)
+    assert read_all(files) == [read_bytes(p) for p in files] and advised == []  # just written: cached
+    for path in files[150:]:  # half of them out of the page cache: a probe finds one
+        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)  # (dirty pages are not dropped)
+        real(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    assert _read_ahead._cold(files) and not _read_ahead._cold(files[:150])
+    assert read_all(files) == [read_bytes(p) for p in files] and len(advised) == 300

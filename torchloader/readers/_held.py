@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 __all__ = ["close", "hold", "let_go"]
 
@@ -21,10 +22,18 @@ except ImportError:  # Windows (where nothing is read ahead)
 
 
 def _budget() -> int:
-    if resource is None:
-        return 0
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return 4096 if soft == resource.RLIM_INFINITY else max(0, min(4096, soft // 4))
+    """A quarter of the soft limit, read again at most once a second (the limit may change)."""
+    global _checked
+    now = time.monotonic()
+    if now - _checked[1] > 1.0:
+        if resource is None:
+            return 0
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        _checked = (4096 if soft == resource.RLIM_INFINITY else max(0, min(4096, soft // 4)), now)
+    return _checked[0]
+
+
+_checked = (0, -2.0)  # (budget, when it was read)
 
 
 _lock = threading.Lock()
@@ -34,7 +43,7 @@ _held: set[int] = set()
 def hold(fd: int) -> bool:
     """Count ``fd`` as held ahead of its read; False (not counted) past the budget."""
     with _lock:
-        if len(_held) >= _budget():  # (read each time: the limit may have been changed since)
+        if len(_held) >= _budget():
             return False
         _held.add(fd)
         return True
