@@ -261,3 +261,42 @@ def test_only_a_batch_with_files_out_of_the_page_cache_is_read_ahead(files, monk
         os.close(fd)
     assert _read_ahead._cold(files) and not _read_ahead._cold(files[:150])
     assert read_all(files) == [read_bytes(p) for p in files] and len(advised) == 300
+
+
+def test_a_child_forked_inside_a_batch_reads_each_file_on_its_own(files):
+    import multiprocessing
+
+    def read_on(conn):
+        extra = [os.open(os.devnull, os.O_RDONLY) for _ in range(3)]  # numbers a fork freed, reused
+        wrong = []
+        for i, path in enumerate(files[40:], 40):
+            reading(path)
+            if read_bytes(path) != bytes([i % 256]) * (100 + i):
+                wrong.append(i)
+        conn.send(wrong)
+        conn.close()
+        for fd in extra:
+            os.close(fd)
+
+    with read_ahead(files):
+        for path in files[:40]:
+            reading(path)
+            read_bytes(path)
+        ours, theirs = multiprocessing.get_context("fork").Pipe(duplex=False)
+        child = multiprocessing.get_context("fork").Process(target=read_on, args=(theirs,))
+        child.start()
+        theirs.close()
+        wrong = ours.recv()
+        child.join(30)
+        ours.close()
+        assert [read_bytes(p) for p in files[40:]] == [bytes([i % 256]) * (100 + i) for i in range(40, 300)]
+    assert wrong == [] and child.exitcode == 0
+
+
+def test_the_page_cache_probe_reads_no_device_and_never_raises(tmp_path, monkeypatch):
+    monkeypatch.undo()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    odd = [os.devnull, str(fifo), str(tmp_path), str(tmp_path / "missing"), str(tmp_path / "a\x00b")]
+    assert _read_ahead._cold.__module__ == _read_ahead.__name__  # (the real one: not the fixture's)
+    assert _read_ahead._cold(odd) is False and _read_ahead._cold([]) is False

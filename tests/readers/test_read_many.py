@@ -66,3 +66,15 @@ def test_an_interrupted_run_leaves_no_file_open(files, monkeypatch):
 def test_without_fadvise_the_files_are_read_all_the_same(files, monkeypatch):
     monkeypatch.setattr(_files, "ADVISE", None)
     assert read_many(files) == [read_bytes(p) for p in files]
+
+
+def test_a_file_the_process_had_no_descriptor_for_is_read_alone_after(files, monkeypatch):
+    import errno
+
+    real = _files.open_advised
+    monkeypatch.setattr(
+        _files,
+        "open_advised",
+        lambda path: OSError(errno.EMFILE, "Too many open files") if path == files[2] else real(path),
+    )
+    assert read_many(files) == [read_bytes(p) for p in files]

@@ -222,21 +222,30 @@ def write_encoded(
                 if finishing:
                     finishing[-1].result()  # one shard finishing at a time (its error raises here)
                 unfinished = None
-                finishing.append(finisher.submit(shard.finish, dst))
+                finishing.append(_hand_over(finisher, shard, dst))
                 shard = unfinished = _ShardFile(dst, shard.number + 1)
             rows.append((shard.add(index, data), len(data), height, width))
         unfinished = None
-        finishing.append(finisher.submit(shard.finish, dst))
+        finishing.append(_hand_over(finisher, shard, dst))
         shards = [future.result() for future in finishing]  # a failed sync or rename raises here
     except BaseException:
+        _wait_through_interrupts(finishing)  # first: then nothing writes into dst
         if unfinished is not None:
             unfinished.abandon()
-        _wait_through_interrupts(finishing)
         raise
     finally:
         finisher.shutdown(wait=True)  # (idle by now: every finish has ended)
         bar.close()
     return EncodedWritten(shards, np.asarray(rows, np.int64).reshape(-1, 4))
+
+
+def _hand_over(finisher: ThreadPoolExecutor, shard: _ShardFile, dst: str) -> Future[ShardWritten]:
+    """``shard.finish`` on the finishing thread; a shard the pool refused is abandoned."""
+    try:
+        return finisher.submit(shard.finish, dst)
+    except RuntimeError:  # (the interpreter shutting down)
+        shard.abandon()
+        raise
 
 
 def _wait_through_interrupts(futures: list[Future[ShardWritten]]) -> None:

@@ -25,7 +25,7 @@ from torchloader.remote.urls import is_url
 
 __all__ = ["NotRegularFileError", "open_regular", "read_bytes", "read_many"]
 
-_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
@@ -65,7 +65,7 @@ def open_fd(path: str) -> tuple[int, int]:
     if ahead is not None and (opened := ahead.take(path)) is not None:
         return opened  # opened (and checked) a moment ago by the batch's read-ahead
     try:
-        fd = os.open(path, _FLAGS)
+        fd = os.open(path, FLAGS)
     except OSError as exc:  # a socket cannot be opened at all: say what it is
         mode = os.stat(path).st_mode if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP) else stat.S_IFREG
         if _kind(mode):
@@ -152,7 +152,9 @@ def read_many(paths: list[str]) -> list[bytes | Exception]:
         out: list[bytes | Exception] = []
         for i, (path, got) in enumerate(zip(paths, opened)):
             opened[i] = None
-            if isinstance(got, Exception):
+            if isinstance(got, OSError) and got.errno in (errno.EMFILE, errno.ENFILE):
+                out.append(_read_or_error(path))  # out of descriptors then: alone, it may open now
+            elif isinstance(got, Exception):
                 out.append(got)
             elif got is not None and _held.let_go(got[0]):
                 try:

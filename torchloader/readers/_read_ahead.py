@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -48,6 +50,7 @@ class _ReadAhead:
             self.first.setdefault(path, position)
         self.opened: dict[str, tuple[int, int, int]] = {}  # path -> (position, fd, size)
         self.queue: deque[str] = deque()  # the opened paths, in batch order
+        self.owner = (os.getpid(), threading.get_ident())  # another process (a fork) or thread: hands off
         self.cursor = -1  # the position being read
         self.next = 0  # the next position to open
         self.ahead_bytes = 0
@@ -69,7 +72,12 @@ class _ReadAhead:
                 self.close()  # out of descriptors: give them back to the readers
                 self.next = len(self.paths)
 
+    def mine(self) -> bool:
+        return self.owner == (os.getpid(), threading.get_ident())
+
     def step(self, path: str) -> None:
+        if not self.mine():
+            return
         position = self.first.get(path)
         if position is None or position <= self.cursor:
             return  # (already there: the batch loop's reading() and then the reader's open)
@@ -80,11 +88,13 @@ class _ReadAhead:
 
     def take(self, path: str) -> tuple[int, int] | None:
         """The open file of ``path``, if the read-ahead has it; the window moves to it."""
+        if not self.mine():  # a forked child closed these descriptors: their numbers may be reused
+            return None
         got = self.opened.pop(path, None)
         if got is None:
             return None
         self.ahead_bytes -= got[2]
-        mine = _held.let_go(got[1])  # (False: a fork closed it)
+        mine = _held.let_go(got[1])
         try:
             self.step(path)
         except BaseException:
@@ -100,6 +110,8 @@ class _ReadAhead:
             _held.close(got[1])
 
     def close(self) -> None:
+        if not self.mine():
+            return
         while self.queue:
             self._close(self.queue.popleft())
 
@@ -153,11 +165,12 @@ def _cold(paths: list[str]) -> bool:
     byte = bytearray(1)
     for path in paths[:: max(1, len(paths) // PROBES)][:PROBES]:
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            fd = os.open(path, _files.FLAGS)  # (never blocks, never a controlling terminal)
         except (OSError, ValueError):
             continue  # its reader says what is wrong with it
         try:
-            os.preadv(fd, [byte], 0, nowait)
+            if stat.S_ISREG(os.fstat(fd).st_mode):  # (a device is not read here: open_fd refuses it)
+                os.preadv(fd, [byte], 0, nowait)
         except OSError:  # not cached (BlockingIOError), or no way to tell
             return True
         finally:
