@@ -18,12 +18,12 @@ Run: ``python benchmarks/bench_cold_batches.py --data /tmp/pdl20 [--n 8192] [--r
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import numpy as np
 import torch
+from bench_packed import evict  # the files' pages dropped from the page cache
 from common import machine, table
 from torch.utils.data import DataLoader
 
@@ -31,15 +31,6 @@ from torchloader import PathDataset
 from torchloader.readers import _files
 
 BATCH = 256
-
-
-def evict(paths: list[str]) -> None:
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def in_process(ds: PathDataset, order: np.ndarray) -> None:

@@ -30,10 +30,11 @@ import sys
 import tempfile
 import time
 
+from bench_packed import evict  # the files' pages dropped from the page cache
 from common import machine, table
 from make_data import make_mixed_set
 
-from torchloader.readers._files import read_many
+from torchloader.readers._read_ahead import read_many
 
 RUN = 64  # files asked for at once in the read_many row (the pack reads runs of 64)
 PACK = """
@@ -50,17 +51,6 @@ print(time.perf_counter() - start)
 
 def files_of(root: str) -> list[str]:
     return sorted(os.path.join(d, f) for d, _, names in os.walk(root) for f in names)
-
-
-def evict(paths: list[str]) -> None:
-    """Drop the pages of ``paths`` from the page cache (written pages synced first)."""
-    os.sync()
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def timed(fn) -> float:
@@ -138,6 +128,7 @@ def main() -> None:
                 (f"the folder read {RUN} files asked for at once (read_many), cold", advised, paths),
                 ("a copy: read_many runs written to one file, then fsync, cold (a copy's bound)", copy_advised, paths),
             ):
+                os.sync()  # (the last pack's pages written first: no writeback during the run)
                 evict(files)
                 times.setdefault(name, []).append(timed(fn))
             times.setdefault("a copy into one file + fsync, warm (the writing side's bound)", []).append(timed(copy))
@@ -145,6 +136,7 @@ def main() -> None:
                 [("--before", os.path.abspath(args.before))] if args.before else []
             )
             for label, code in checkouts:
+                os.sync()
                 evict(paths)
                 times.setdefault(f"pack(encoded=True, num_workers=2), cold, {label}", []).append(
                     packed_in(code, root, work)

@@ -10,8 +10,15 @@ import os
 
 import pytest
 
-from torchloader.readers import _files
-from torchloader.readers._files import NotRegularFileError, read_bytes, read_many
+from torchloader.readers import _files, _read_ahead
+from torchloader.readers._files import NotRegularFileError, read_bytes
+from torchloader.readers._read_ahead import read_many
+
+
+@pytest.fixture(autouse=True)
+def cold(monkeypatch):
+    """Every run taken as cold: the files a test writes are in the page cache."""
+    monkeypatch.setattr(_read_ahead, "_cold", lambda paths: bool(paths))
 
 
 def open_descriptors() -> int:

@@ -9,7 +9,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from torchloader.readers._read_ahead import read_ahead
+from torchloader.readers._read_ahead import read_ahead, wanted
 from torchloader.remote.files import fetched
 
 __all__ = ["batch_files", "encode_paths", "has_urls"]
@@ -40,6 +40,8 @@ def has_urls(paths: np.ndarray) -> bool:
 def batch_files(paths: np.ndarray, indices: Any, urls: bool, storage_options: dict[str, Any] | None) -> Any:
     """A context in which the files of the batch ``indices`` are read together: URLs all at
     once (``remote/files.py``), local files a window ahead of the reader (``readers/_read_ahead.py``)."""
+    if not urls and not wanted():
+        return contextlib.nullcontext()  # nothing to read ahead here (or an outer batch does)
     try:
         batch = [os.fsdecode(paths[i]) for i in indices]
     except (IndexError, TypeError, ValueError):

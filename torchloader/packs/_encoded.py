@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from torchloader.errors import SampleLoadError
 from torchloader.packs._writer import ShardWritten
 from torchloader.packs.format import sha256_of
-from torchloader.readers._files import read_many
+from torchloader.readers._read_ahead import read_many
 from torchloader.readers.image import simplejpeg
 
 __all__ = ["HEADER_BYTES", "EncodedWritten", "image_size", "write_encoded"]

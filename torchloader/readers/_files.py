@@ -23,7 +23,7 @@ from torchloader.readers import _held
 from torchloader.remote.files import read_url
 from torchloader.remote.urls import is_url
 
-__all__ = ["NotRegularFileError", "open_regular", "read_bytes", "read_many"]
+__all__ = ["NotRegularFileError", "open_regular", "read_bytes"]
 
 FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
 _KINDS = (
@@ -120,63 +120,6 @@ def read_bytes(path: str) -> bytes:
         return _read_fd(fd, size)
     finally:
         os.close(fd)
-
-
-def read_many(paths: list[str]) -> list[bytes | Exception]:
-    """The bytes of each file of ``paths`` (or the ``Exception`` reading it raised), in order,
-    with the disk asked for all of them before the first is read.
-
-    Each local file is opened (as :func:`read_bytes` opens it) and advised
-    ``POSIX_FADV_WILLNEED``, which starts its read in the background; then the files
-    are read one by one. On a cold disk that keeps ``len(paths)`` requests in flight
-    instead of one: 4,000 JPEGs of 24 KB read at 198 MB/s one by one and at 679 MB/s
-    64 at a time here (``benchmarks/bench_pack_cold.py``). The descriptors kept open
-    meanwhile count against the process's budget (``_held.py``); past it a file is
-    advised, closed and opened again to be read. Where the OS has no ``posix_fadvise``
-    the files are just read one by one. A URL is read by ``read_bytes``.
-
-    Example:
-        >>> import tempfile, os
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     with open(os.path.join(d, "a"), "wb") as f:
-        ...         _ = f.write(b"xy")
-        ...     [type(r).__name__ if isinstance(r, Exception) else r for r in read_many([f.name, d])]
-        [b'xy', 'NotRegularFileError']
-    """
-    if ADVISE is None:
-        return [_read_or_error(path) for path in paths]
-    opened: list[tuple[int, int] | Exception | None] = []  # None: advised (or a URL), read by its path
-    try:
-        for path in paths:
-            opened.append(None if "://" in path and is_url(path) else open_advised(path))
-        out: list[bytes | Exception] = []
-        for i, (path, got) in enumerate(zip(paths, opened)):
-            opened[i] = None
-            if isinstance(got, OSError) and got.errno in (errno.EMFILE, errno.ENFILE):
-                out.append(_read_or_error(path))  # out of descriptors then: alone, it may open now
-            elif isinstance(got, Exception):
-                out.append(got)
-            elif got is not None and _held.let_go(got[0]):
-                try:
-                    out.append(_read_fd(*got))
-                except OSError as exc:
-                    out.append(exc)
-                finally:
-                    os.close(got[0])
-            else:
-                out.append(_read_or_error(path))
-        return out
-    finally:
-        for got in opened:  # an interrupted read: nothing left open
-            if isinstance(got, tuple):
-                _held.close(got[0])
-
-
-def _read_or_error(path: str) -> bytes | Exception:
-    try:
-        return read_bytes(path)
-    except Exception as exc:  # (a URL's errors too: RemoteError, ...) the sample's
-        return exc
 
 
 def open_advised(path: str) -> tuple[int, int] | Exception | None:

@@ -13,6 +13,8 @@ import os
 import threading
 import time
 
+from torchloader._core.forks import closed_in_child
+
 __all__ = ["close", "hold", "let_go"]
 
 try:
@@ -37,7 +39,14 @@ _checked = (0, -2.0)  # (budget, when it was read)
 
 
 _lock = threading.Lock()
-_held: set[int] = set()
+
+
+def _new_lock() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread of the parent may have held it at the fork
+
+
+_held: set[int] = closed_in_child(set(), then=_new_lock)
 
 
 def hold(fd: int) -> bool:
@@ -63,18 +72,3 @@ def close(fd: int) -> None:
     """Close ``fd`` if it is still held."""
     if let_go(fd):
         os.close(fd)
-
-
-def _in_child() -> None:
-    global _lock
-    _lock = threading.Lock()  # another thread of the parent may have held it at the fork
-    for fd in _held:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _held.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_in_child)

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from torchloader._core.forks import closed_in_child
 from torchloader._core.units import format_bytes
 
 try:
@@ -39,23 +40,10 @@ PARTIAL = re.compile(r"\.(\d+)\.\d+\.partial$")  # a download in progress, by it
 WAIT_SECONDS = 600.0  # for other processes' downloads to free their space
 
 
-_HELD: set[int] = set()  # descriptors of the locks this process holds
-
-
-def _close_inherited() -> None:
-    """In a forked child: close the copies of the parent's lock descriptors. A ``flock``
-    belongs to the open file, which the child's copy would keep locked for as long as the
-    child lives, after the parent has let go (every process sharing the cache would wait)."""
-    for fd in list(_HELD):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _HELD.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_inherited)
+# Descriptors of the locks this process holds, closed in a forked child: a ``flock`` belongs
+# to the open file, which the child's copy would keep locked for as long as the child lives,
+# after the parent has let go (every process sharing the cache would wait).
+_HELD: set[int] = closed_in_child(set())
 
 
 @contextmanager
