@@ -987,6 +987,34 @@ def test_a_dataloader_worker_killed_mid_epoch_is_an_error_within_seconds_not_a_h
         gc.collect()
 
 
+def test_a_batch_lost_with_its_killed_worker_says_the_worker_died():
+    """The race the test above can meet under load: the killed worker had put a batch in the
+    queue whose memory it hands over by descriptor, so torch's fetch of it fails on the
+    dead worker's socket before torch's own check names the worker."""
+    from types import SimpleNamespace
+
+    from torchloader.datasets._dataloader import _Unwrapped
+
+    class Lost:
+        stopped = False
+
+        def __init__(self, alive):
+            self._workers = [SimpleNamespace(pid=4321, is_alive=lambda: alive)]
+
+        def __next__(self):
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+        def _shutdown_workers(self):
+            self.stopped = True
+
+    lost = Lost(alive=False)
+    with pytest.raises(RuntimeError, match=r"DataLoader worker \(pid 4321\) exited") as raised:
+        next(_Unwrapped(lost, None))
+    assert isinstance(raised.value.__cause__, ConnectionResetError) and lost.stopped
+    with pytest.raises(ConnectionResetError):  # every worker alive: not a death, passed on
+        next(_Unwrapped(Lost(alive=True), None))
+
+
 @contextlib.contextmanager
 def _torchs_asynchronous_raise_tolerated():
     """torch's SIGCHLD handler raises "worker killed" at whatever line the main process is

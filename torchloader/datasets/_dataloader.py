@@ -259,7 +259,21 @@ class _Unwrapped:
         return self
 
     def __next__(self) -> Any:
-        batch, skipped = next(self._iterator)
+        try:
+            batch, skipped = next(self._iterator)
+        except (ConnectionError, EOFError) as exc:
+            # A batch whose shared memory a worker hands over by descriptor, and the worker
+            # killed before the main process fetched it: torch's own check (on a timeout) would
+            # have said the worker died; say so, and stop the others.
+            dead = [w.pid for w in getattr(self._iterator, "_workers", []) if not w.is_alive()]
+            if not dead:
+                raise
+            getattr(self._iterator, "_shutdown_workers", lambda: None)()
+            pids = f"pid {dead[0]}" if len(dead) == 1 else f"pid(s) {', '.join(map(str, dead))}"
+            raise RuntimeError(
+                f"DataLoader worker ({pids}) exited unexpectedly while handing over a batch "
+                f"({type(exc).__name__}: {exc}); see its exit code or the system log (out of memory?)"
+            ) from exc
         if skipped:
             self._errors.record(skipped, stacklevel=3)
         return batch
