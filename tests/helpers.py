@@ -17,18 +17,24 @@ from PIL import Image
 
 @contextlib.contextmanager
 def deadline(seconds):
-    """Fail instead of hanging: SIGALRM interrupts the main thread after ``seconds``."""
+    """Fail instead of hanging: SIGALRM interrupts the main thread after ``seconds``.
+
+    pytest-timeout's own alarm for the whole test (the same timer) is put back after,
+    less the time spent here."""
 
     def expire(signum, frame):
         raise TimeoutError(f"still running after {seconds} s: a hang")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    start = time.monotonic()
     try:
         yield
     finally:
-        signal.alarm(0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 0.001))
 
 
 def free_port() -> int:
