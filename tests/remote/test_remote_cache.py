@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_images
+from helpers import wait_until
 
 from torchloader import ChunkedLoader, ChunkedSampler, PackedDataset, pack
-from torchloader.order.cached import cache_aware
-from torchloader.remote._space import locked
+from torchloader.order.cached import cache_aware, snapshot
+from torchloader.remote._space import evict_for, locked, pinned_bytes
+from torchloader.remote.cache import PREFETCHED_SECONDS
 from torchloader.remote.retries import RemoteError
 
 URL = "s3://bucket/big.packed"
@@ -45,6 +47,11 @@ def _folder_size(root):
         for n in names
         if os.path.exists(os.path.join(d, n))
     )
+
+
+def _small_files(root):
+    """Bytes of the cache's files that are not shards (labels, url.txt: never evicted)."""
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.name.startswith("shard-"))
 
 
 class _Watch:
@@ -96,6 +103,11 @@ def test_the_cache_limit_holds_over_three_epochs_of_a_pack_four_times_its_size(t
     # The loader runs ahead into the next epoch (its first chunk, and the prefetch of the
     # two after), so a pass counts a few of the next epoch's downloads: no shard is
     # downloaded more than once per epoch, plus once for that look-ahead.
+    # Within a pass: each shard once, but for the next epoch's look-ahead (3 shards at most).
+    # Before the room left by the small files was counted, and before a prefetched shard
+    # counted as used, one pass downloaded 5 shards twice, and one shard 5 times in all.
+    for epoch in per_epoch:
+        assert max(epoch.values()) <= 2 and sum(n == 2 for n in epoch.values()) <= 3, per_epoch
     total = sum(per_epoch, collections.Counter())
     assert max(total.values()) <= 3 + 1 and sum(total.values()) <= 3 * 16 + 4, (per_epoch, total)
     assert sum(total.values()) >= 2 * 16, (per_epoch, total)  # the cache holds a quarter: most shards come again
@@ -127,6 +139,55 @@ def test_the_order_is_grouped_by_the_cache_and_still_every_sample_once():
     assert np.array_equal(same, order) and np.array_equal(same_lengths, lengths)  # it all fits: unchanged
 
 
+def test_an_epoch_reads_first_the_most_recently_used_shards_that_fit_its_windows():
+    class Plan:
+        nbytes = [100] * 16
+        recent = [7, 3, 9, 1, 12]  # most recently used first
+
+        def cached(self):
+            return self.recent
+
+        def room(self):
+            return self.space
+
+    plan = Plan()
+    plan.space = 650  # 6 shards: windows of 3
+    assert snapshot(plan) == ([3, 7, 9], 650)
+    plan.space = 399  # 3 shards: windows of one, at least
+    assert snapshot(plan) == ([7], 399)
+    plan.space = None  # no limit: the order does not depend on it
+    assert snapshot(plan) == ([1, 3, 7, 9, 12], None)
+
+
+def test_the_room_for_shards_is_the_limit_less_the_small_files(tmp_path):
+    folder = tmp_path / "cache" / "0123456789abcdef"
+    folder.mkdir(parents=True)
+    (folder / "url.txt").write_bytes(b"u" * 23)
+    (folder / "labels.0123456789abcdef.npy").write_bytes(b"l" * 640)
+    (folder / ".shard-00001.0123456789abcdef.npy.lock").touch()
+    (folder / "shard-00001.0123456789abcdef.npy").write_bytes(b"s" * 1000)  # evictable
+    (folder / "shard-00002.0123456789abcdef.npy.123.456.partial").write_bytes(b"p" * 1000)  # becomes a shard
+    assert pinned_bytes(tmp_path / "cache") == 663
+
+
+def test_a_download_evicts_shards_already_read_before_a_prefetched_shard_not_read_yet(tmp_path, s3, remote_pack):
+    ds = PackedDataset(URL, storage_options=s3.storage_options(), cache_dir=tmp_path / "cache", cache_limit=None)
+    cache = ds.remote.cache
+    shard = {k: (s.file, s.sha256, s.nbytes) for k, s in enumerate(ds.manifest.shards)}
+    cache.prefetch([shard[2]])  # downloaded first, read last
+    wait_until(lambda: cache.is_cached(*shard[2][:2]))
+    for k in (0, 1):
+        ds[4 * k]  # read: downloaded after shard 2, and used
+    assert cache.last_used(*shard[2][:2]) > time.time() + PREFETCHED_SECONDS / 2  # used soon: newest
+    assert ds.remote.cached_shards() == [2, 1, 0]
+    used = sum(f.stat().st_size for f in (tmp_path / "cache").rglob("*") if f.is_file())
+    evict_for(cache.root, SHARD, used + SHARD // 2, str(tmp_path / "cache" / "new.partial"))  # room for one more
+    assert [cache.is_cached(*shard[k][:2]) for k in (0, 1, 2)] == [False, True, True]  # the oldest read one went
+    ds[8]  # its first read: used now, older than what is prefetched next
+    assert abs(cache.last_used(*shard[2][:2]) - time.time()) < 60
+    cache.close()
+
+
 def test_a_resumed_epoch_repeats_the_order_it_began_with_though_the_cache_has_changed(tmp_path, s3, remote_pack):
     opts = s3.storage_options()
     ds = PackedDataset(URL, storage_options=opts, cache_dir=tmp_path / "cache", cache_limit=4 * SHARD + 2000)
@@ -136,7 +197,8 @@ def test_a_resumed_epoch_repeats_the_order_it_began_with_though_the_cache_has_ch
     it = iter(sampler)
     first = [next(it) for _ in range(24)]
     state = sampler.state_dict(consumed=24)
-    assert state["cached"] == sorted({0, 5}) and state["cache_limit"] == 4 * SHARD + 2000
+    # the limit holds 4 shards beside the small files: windows of 1, and the latest shard read first
+    assert state["cached"] == [5] and state["cache_room"] == 4 * SHARD + 2000 - _small_files(tmp_path / "cache")
     rest = list(it)
     for i in range(0, 64, 4):  # the cache is now another one
         ds[i]
@@ -148,6 +210,11 @@ def test_a_resumed_epoch_repeats_the_order_it_began_with_though_the_cache_has_ch
         )
         resumed.load_state_dict(state)
         assert list(resumed) == rest and sorted(first + rest) == list(range(64))
+    older = {**state, "cache_limit": state["cache_room"]}  # 0.1 saved the same under another name
+    del older["cache_room"]
+    resumed = ChunkedSampler(ds, chunk_size=8, seed=5)
+    resumed.load_state_dict(older)
+    assert list(resumed) == rest
     with pytest.raises(ValueError, match=r"ordered by the cache of a remote pack.*resume it over the same URL"):
         ChunkedSampler(remote_pack, chunk_size=8, seed=5).load_state_dict(state)
 

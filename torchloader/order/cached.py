@@ -5,18 +5,23 @@ cannot hold this rank's share of the data set reorders its epoch, after the usua
 chunked order has fixed which samples this rank reads (so every sample still comes
 exactly once per epoch, on one rank):
 
-1. the shards the cache holds when the epoch begins are read first, before
-   downloads could evict them;
+1. the shards the cache holds when the epoch begins, the ``W`` most recently used of
+   them, are read first, before downloads could evict them;
 2. the other shards, in a random order drawn from ``(seed, epoch, rank)``, are read
-   in windows of ``W`` shards, ``W`` = the shards the limit holds less three (room for
-   what ``ChunkedLoader`` prefetches for the next two chunks): a window's shards are
-   downloaded as its chunks need them and are all read before the next window's
-   downloads evict them.
+   in windows of ``W`` shards: a window's shards are downloaded as its chunks need them
+   and are all read before the next window's downloads evict them.
+
+``W`` is the number of shards the cache has room for, less three (the chunk being
+loaded and what ``ChunkedLoader`` prefetches for the next two). The room is the limit
+less the bytes eviction cannot free: the small files (manifest, labels, index) of every
+pack cached there. Eviction takes the least recently used shard first, and a prefetched
+shard counts as used until it is read (``remote/cache.py``), so a download never evicts a
+shard an epoch has still to read.
 
 Inside each group (the cached shards, then each window) the chunks keep the
 chunked order; a chunk whose samples lie in two groups is served as two shorter
 chunks. The order is a pure function of ``(seed, epoch, rank)`` and the set of
-shards cached at the epoch's start and the cache's limit then, which
+shards cached at the epoch's start and the cache's room then, which
 ``ChunkedSampler.state_dict`` saves, so a resumed epoch repeats it exactly (a state saved
 over a local pack resumes over a remote one in the local order). The cost: a window mixes chunks of ``W`` shards
 only, against the whole data set without a cache limit (a cache that holds a
@@ -31,7 +36,25 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["cache_aware"]
+__all__ = ["cache_aware", "snapshot", "window_of"]
+
+AHEAD = 3  # shards in use beyond a window: the chunk being loaded and the two prefetched
+
+
+def window_of(room: int, biggest: int) -> int:
+    """Shards per window: those ``room`` bytes hold (shards of at most ``biggest`` bytes),
+    less ``AHEAD``; at least one."""
+    return max(1, room // max(biggest, 1) - AHEAD)
+
+
+def snapshot(plan: Any) -> tuple[list[int], int | None]:
+    """``(shards to read first, room)`` of ``plan``'s cache as an epoch begins: the ``W`` most
+    recently used shards cached now (sorted), and the bytes the cache has for shards."""
+    room = plan.room()
+    cached = plan.cached()
+    if room is None:
+        return sorted(cached), None
+    return sorted(cached[: window_of(room, int(max(plan.nbytes, default=1)))]), room
 
 
 def cache_aware(
@@ -40,8 +63,9 @@ def cache_aware(
     """``(indices, chunk_lengths)``: ``order`` regrouped by the cache (see the module).
 
     ``plan`` has ``stops`` (one past each shard's last sample) and ``nbytes`` (of each
-    shard); ``cached``: the shards cached as the epoch begins; ``key``: ``(seed, epoch,
-    rank)``; ``limit``: the cache's byte limit then (None: no limit, the order unchanged).
+    shard); ``cached``: the shards to read first (cached as the epoch begins: ``snapshot``);
+    ``key``: ``(seed, epoch, rank)``; ``limit``: the cache's room for shards then (None: no
+    limit, the order unchanged).
     """
     if limit is None or not len(order):
         return order, lengths
@@ -49,9 +73,9 @@ def cache_aware(
     shard = np.searchsorted(plan.stops, order, side="right")
     needed = np.unique(shard)
     biggest = int(nbytes.max())
-    if int(nbytes[needed].sum()) + 3 * biggest <= limit:
+    if int(nbytes[needed].sum()) + AHEAD * biggest <= limit:
         return order, lengths  # the whole share fits: no shard is evicted before it is read
-    window = max(1, limit // biggest - 3)
+    window = window_of(limit, biggest)
     is_cached = np.isin(needed, np.asarray(cached, dtype=np.int64))
     rest = needed[~is_cached]
     rest = rest[np.random.default_rng([*key, 1]).permutation(len(rest))]

@@ -12,7 +12,7 @@ from torchloader._core.checks import check_block, check_int
 from torchloader.order._arguments import check_chunking, check_replicas
 from torchloader.order._epoch_iterator import EpochIterator
 from torchloader.order._frameworks import sharded_by_framework
-from torchloader.order.cached import cache_aware
+from torchloader.order.cached import cache_aware, snapshot
 from torchloader.order.chunking import epoch_order
 
 __all__ = ["ChunkedSampler"]
@@ -80,7 +80,7 @@ class ChunkedSampler(DistributedSampler):
         self.num_samples = len(data_source)
         plan = getattr(data_source, "cache_plan", None)  # a remote pack: epochs ordered by its cache
         self._plan = plan() if callable(plan) else None
-        self._cached: dict[int, tuple[list[int], int | None]] = {}  # (shards cached, limit) as an epoch began
+        self._cached: dict[int, tuple[list[int], int | None]] = {}  # (shards read first, room) as an epoch began
         if self.num_samples == 0:
             raise ValueError("data_source is empty; a sampler needs at least one sample")
         self.chunk_size = check_chunking(data_source, chunk_size, ram_budget)
@@ -164,7 +164,7 @@ class ChunkedSampler(DistributedSampler):
             return order, lengths
         if epoch not in self._cached:  # the cache as this epoch begins, kept for its resume
             self._cached = {e: c for e, c in self._cached.items() if e >= min(epoch, self.epoch) - 1}
-            self._cached[epoch] = (sorted(self._plan.cached()), self._plan.limit)
+            self._cached[epoch] = snapshot(self._plan)
         cached, limit = self._cached[epoch]
         return cache_aware(order, lengths, self._plan, cached, (self.seed, epoch, self.rank), limit)
 
@@ -260,14 +260,14 @@ class ChunkedSampler(DistributedSampler):
 
     def _resume_cache(self, state: dict[str, Any]) -> None:
         """The cache the saved epoch was ordered by (``order/cached.py``), for its resume."""
-        limit = state.get("cache_limit")
-        if self._plan is None and limit is not None:
+        room = state.get("cache_room", state.get("cache_limit"))  # cache_limit: saved by 0.1 (the same use)
+        if self._plan is None and room is not None:
             raise ValueError(
-                f"cannot resume: the saved epoch was ordered by the cache of a remote pack (cache_limit={limit}); "
-                f"resume it over the same URL"
+                f"cannot resume: the saved epoch was ordered by the cache of a remote pack (room for {room} "
+                f"bytes of shards); resume it over the same URL"
             )
         if self._plan is not None:  # none saved: ordered as a local pack would be
-            self._cached[state["epoch"]] = (list(state.get("cached", [])), limit)
+            self._cached[state["epoch"]] = (list(state.get("cached", [])), room)
 
     def _check_consumed(self, consumed: Any) -> int:
         consumed = check_int("consumed", consumed)
@@ -287,7 +287,7 @@ class ChunkedSampler(DistributedSampler):
 
 
 def _cache_state(cache: tuple[list[int], int | None] | None) -> dict[str, Any]:
-    return {} if cache is None else {"cached": cache[0], "cache_limit": cache[1]}
+    return {} if cache is None else {"cached": cache[0], "cache_room": cache[1]}
 
 
 _CONFIG_KEYS = (

@@ -33,7 +33,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: one process per cache folder
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["FINISHED", "evict_for", "folder_bytes", "locked"]
+__all__ = ["FINISHED", "evict_for", "folder_bytes", "locked", "pinned_bytes"]
 
 FINISHED = re.compile(r"shard-\d+\.[0-9a-f]{16}\.npy$")  # an evictable, finished download
 PARTIAL = re.compile(r"\.(\d+)\.\d+\.partial$")  # a download in progress, by its process id
@@ -74,6 +74,21 @@ def folder_bytes(root: str) -> tuple[int, list[tuple[float, str, int]]]:
             if FINISHED.match(name):
                 finished.append((info.st_mtime, path, info.st_size))
     return used, finished
+
+
+def pinned_bytes(root: str) -> int:
+    """Bytes under ``root`` that eviction never frees: the packs' small files (manifests,
+    labels, indexes), not finished shards nor downloads in progress (which become shards)."""
+    pinned = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if FINISHED.match(name) or PARTIAL.search(name):
+                continue
+            try:
+                pinned += os.stat(os.path.join(folder, name)).st_size
+            except FileNotFoundError:  # removed by another process meanwhile
+                continue
+    return pinned
 
 
 def evict_for(root: str, nbytes: int, limit: int | None, create: str, url: str = "") -> None:

@@ -27,6 +27,7 @@ import errno
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
@@ -40,6 +41,10 @@ __all__ = ["ShardCache", "cached_name", "default_cache_dir", "touch"]
 
 _BLOCK = 8 << 20  # bytes asked for in one request
 _RANGES = 4  # requests at once per download (32 MiB in RAM per download in flight: 3 at most)
+# A prefetched file is about to be read: its modification time (the cache's recency) is set
+# this far ahead, so that eviction, least recently used first, takes every file already read
+# before it. Its first read sets it to the present; one never read ages normally after that.
+PREFETCHED_SECONDS = 600.0
 
 
 def default_cache_dir() -> str:
@@ -88,23 +93,33 @@ class ShardCache:
     def is_cached(self, name: str, sha256: str) -> bool:
         return os.path.exists(self.local(name, sha256))
 
-    def open(self, name: str, sha256: str, nbytes: int | Callable[[], int]) -> IO[bytes]:
+    def last_used(self, name: str, sha256: str) -> float | None:
+        """When the cached ``name`` was last used (its modification time); None if not cached."""
+        try:
+            return os.stat(self.local(name, sha256)).st_mtime
+        except FileNotFoundError:
+            return None
+
+    def open(self, name: str, sha256: str, nbytes: int | Callable[[], int], *, ahead: float = 0.0) -> IO[bytes]:
         """The cached file ``name``, open for reading, downloaded first if it is not cached
         (``nbytes``: its size, or what gives it: asked for only to download it). Once open,
         an eviction cannot take it away (it is opened right after the rename, under the
-        folder's lock; a file evicted before that is downloaded again)."""
+        folder's lock; a file evicted before that is downloaded again). It is marked used
+        ``ahead`` seconds from now (a prefetch: see ``PREFETCHED_SECONDS``)."""
         final = self.local(name, sha256)
         for _ in range(3):
             try:
                 f = open(final, "rb")
-                touch(final)
+                touch(final, ahead)
                 return f
             except FileNotFoundError:
                 pass
             self._made()
             with locked(os.path.join(self.folder, "." + os.path.basename(final) + ".lock")):
                 if not os.path.exists(final):
-                    return self._download(name, sha256, nbytes if isinstance(nbytes, int) else nbytes(), final)
+                    f = self._download(name, sha256, nbytes if isinstance(nbytes, int) else nbytes(), final)
+                    touch(final, ahead)
+                    return f
         raise FileNotFoundError(
             f"'{final}' (of '{join_url(self.url, name)}') was evicted as soon as it was cached 3 times"
         )
@@ -128,7 +143,7 @@ class ShardCache:
 
     def _prefetch_one(self, name: str, sha256: str, nbytes: int) -> None:
         try:
-            self.open(name, sha256, nbytes).close()
+            self.open(name, sha256, nbytes, ahead=PREFETCHED_SECONDS).close()
         except Exception:  # the reader downloads it again, and raises what fails
             pass
 
@@ -214,8 +229,13 @@ class ShardCache:
         self._guard = threading.Lock()
 
 
-def touch(path: str) -> None:
+def touch(path: str, ahead: float = 0.0) -> None:
+    """Mark ``path`` used now (``ahead`` seconds from now): evicted after the files used before."""
     try:
-        os.utime(path)  # recently used: evicted last
+        if ahead:
+            when = time.time() + ahead
+            os.utime(path, (when, when))
+        else:
+            os.utime(path)
     except OSError:
         pass

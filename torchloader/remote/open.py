@@ -51,11 +51,19 @@ class CachePlan:
     nbytes: list[int]  # of each shard
     remote: Any  # the RemotePack
 
-    def cached(self) -> frozenset[int]:
-        """The shards in the cache now."""
+    def cached(self) -> list[int]:
+        """The shards in the cache now, the most recently used first."""
         return self.remote.cached_shards()
 
     @property
     def limit(self) -> int | None:
         limit = self.remote.cache_limit
         return None if limit is None else parse_bytes(limit)
+
+    def room(self) -> int | None:
+        """Bytes the cache has for shards: its limit less the small files of every pack in
+        it (``_space.pinned_bytes``), which eviction never frees; None: no limit."""
+        from torchloader.remote._space import pinned_bytes
+
+        limit = self.limit
+        return None if limit is None else limit - pinned_bytes(self.remote.cache.root)

@@ -136,10 +136,12 @@ class RemotePack:
         data = self.read_range(name, header.offset + row * size, size)
         return np.frombuffer(data, header.dtype).reshape(manifest.sample_shape)
 
-    def cached_shards(self) -> frozenset[int]:
-        """The numbers of the shards in the cache now."""
+    def cached_shards(self) -> list[int]:
+        """The numbers of the shards in the cache now, the most recently used first
+        (a prefetched shard not read yet counts as used: it is about to be)."""
         m = self.manifest()
-        return frozenset(k for k, s in enumerate(m.shards) if self.cache.is_cached(s.file, s.sha256))
+        used = [(self.cache.last_used(s.file, s.sha256), k) for k, s in enumerate(m.shards)]
+        return [k for when, k in sorted(((w, k) for w, k in used if w is not None), key=lambda u: (-u[0], u[1]))]
 
     def prefetch(self, shards: list[int]) -> None:
         """Start downloading the shards numbered ``shards`` that are not cached."""
