@@ -9,6 +9,7 @@ workers the samples ``on_error="skip"`` left out.
 from __future__ import annotations
 
 import gc
+import multiprocessing.connection
 import sys
 import weakref
 from collections.abc import Callable, Iterator
@@ -265,7 +266,8 @@ class _Unwrapped:
             # A batch whose shared memory a worker hands over by descriptor, and the worker
             # killed before the main process fetched it: torch's own check (on a timeout) would
             # have said the worker died; say so, and stop the others.
-            dead = [w.pid for w in getattr(self._iterator, "_workers", []) if not w.is_alive()]
+            raised_in_worker = "in DataLoader worker process" in str(exc)  # (torch re-raises those so)
+            dead = [] if raised_in_worker else _dead_workers(getattr(self._iterator, "_workers", []), DEATH_WAIT)
             if not dead:
                 raise
             getattr(self._iterator, "_shutdown_workers", lambda: None)()
@@ -283,6 +285,18 @@ class _Unwrapped:
 
     def __getattr__(self, name: str) -> Any:  # the workers, ... of torch's iterator
         return getattr(self._iterator, name)
+
+
+DEATH_WAIT = 5.0  # seconds a lost batch waits for its worker to be seen dead
+
+
+def _dead_workers(workers: list[Any], wait: float) -> list[int]:
+    """The pids of ``workers`` that ended, waiting up to ``wait`` s for one to: a killed
+    worker's sockets close (what the main process saw) a moment before it counts as dead."""
+    sentinels = {w.sentinel: w.pid for w in workers if hasattr(w, "sentinel")}
+    if not sentinels:
+        return [w.pid for w in workers if not w.is_alive()]
+    return sorted(sentinels[s] for s in multiprocessing.connection.wait(list(sentinels), timeout=wait))
 
 
 class FreezeGC:
