@@ -13,7 +13,9 @@ pytest process sets for the workers it starts): ``prepare()`` runs a module's
 set-up once, in the first process to take its file lock (the others go on and
 wait with ``ready()`` where they need it), and a job is started by whichever process claims
 its folder first, once the set-up is done; any process can wait for its result.
-At most two jobs run at once, in all (the rest wait in a queue).
+At most two jobs run at once, in all (the rest wait in a queue, looked at between
+tests and while a test waits for a job: never by a thread of the test process, so a
+process that a test forks inherits no lock of this module held).
 
 A job is started through a shell that leaves it behind, so it is not a child of
 a test process (tests that measure or count their process's children do not see
@@ -43,7 +45,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["Finished", "prepare", "ready", "result", "root", "start", "stop_all", "summary"]
+__all__ = ["Finished", "launch_queued", "prepare", "ready", "result", "root", "start", "stop_all", "summary"]
 
 TIMEOUT = 300  # seconds a job may take from its start, on a busy 2-core machine
 RUNNING = 2  # jobs at once: more only fight over the two cores and slow the other tests
@@ -69,7 +71,6 @@ class Finished:
 _queued: list[tuple[str, list[str], Path | None, dict, str]] = []  # this process's, not yet claimed
 _results: dict[str, Finished] = {}
 _lock = threading.Lock()
-_feeder: threading.Thread | None = None
 
 
 def root() -> Path:
@@ -79,20 +80,39 @@ def root() -> Path:
     return folder
 
 
+# Descriptors of the locks this process holds now, closed in a child forked meanwhile (a
+# DataLoader worker a test starts while the feeding thread holds "launch"): a ``flock``
+# belongs to the open file, so the child's copy would hold it for as long as the child
+# lives, and every pytest process of the run would wait for it to launch a job.
+_HELD: set[int] = set()
+
+
+def _close_held_in_child() -> None:
+    for fd in list(_HELD):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
+
+
 @contextlib.contextmanager
 def _locked(name: str, *, wait: bool = True):
     """An exclusive lock between the run's pytest processes; yields whether this process
     holds it (always, unless ``wait=False`` found another process holding it)."""
-    with open(root() / f".{name}.lock", "w") as file:
+    fd = os.open(root() / f".{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    _HELD.add(fd)
+    try:
         try:
-            fcntl.flock(file, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
-        try:
-            yield True
-        finally:
-            fcntl.flock(file, fcntl.LOCK_UN)
+        yield True
+    finally:
+        _HELD.discard(fd)
+        os.close(fd)  # (releases the lock)
 
 
 def prepare(name: str, make: Callable[[], None]) -> None:
@@ -123,27 +143,21 @@ def _folder(name: str) -> Path:
 
 def start(name: str, command: list[str], *, after: str, cwd: Path | None = None, env: dict | None = None) -> None:
     """Queue ``command`` as job ``name`` (unless some process of the run has it already);
-    it starts once ``prepare(after, ...)`` is done and fewer than ``RUNNING`` jobs run."""
-    global _feeder
+    it starts once ``prepare(after, ...)`` is done and fewer than ``RUNNING`` jobs run:
+    looked at after each test (``launch_queued``, from tests/conftest.py) and while a test
+    waits for a job. No thread of the test process does it: a DataLoader worker that a test
+    forks would inherit whatever lock such a thread held at that moment."""
     with _lock:
         if _folder(name).exists() or any(q[0] == name for q in _queued):
             return
         _queued.append((name, command, cwd, dict(os.environ if env is None else env), after))
-        if _feeder is None:
-            _feeder = threading.Thread(target=_feed, name="test-background-jobs", daemon=True)
-            _feeder.start()
     _launch_some()
 
 
-def _feed() -> None:
-    global _feeder
-    while True:
-        with _lock:
-            if not _queued:
-                _feeder = None
-                return
+def launch_queued() -> None:
+    """Start the queued jobs that may start now (between tests)."""
+    if _queued:
         _launch_some()
-        time.sleep(0.2)
 
 
 def _launch_some() -> None:
@@ -186,6 +200,7 @@ def result(name: str) -> Finished:
         started = float((folder / "started").read_text())
         rc = folder / "rc"
         while not rc.exists() and time.time() < started + TIMEOUT:
+            launch_queued()  # (a slot another job frees meanwhile)
             time.sleep(0.1)
         code = int(rc.read_text()) if rc.exists() else None
         leftover = _processes_of(name, grace=5.0 if code is not None else 0.0)

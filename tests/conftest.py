@@ -59,6 +59,11 @@ def pytest_collection_finish(session):
             start()
 
 
+def pytest_runtest_logfinish(nodeid, location):
+    """Start the background jobs that wait for a free slot (see tests/background.py)."""
+    background.launch_queued()
+
+
 def _first_process(config) -> bool:
     """The pytest process that started the run (not one of its xdist workers)."""
     return not hasattr(config, "workerinput")

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from helpers import china
+from helpers import china, wait_until
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -974,11 +974,15 @@ def test_a_dataloader_worker_killed_mid_epoch_is_an_error_within_seconds_not_a_h
 
     from helpers import deadline
 
-    ds = PathDataset(npy_files(tmp_path, 400), [0] * 400, reader=_SlowNpy())
+    ds = PathDataset(npy_files(tmp_path / "data", 400), [0] * 400, reader=_SlowNpy(tmp_path))
     loader = ds.dataloader(4, num_workers=2) if batched else DataLoader(ds, batch_size=4, num_workers=2)
     batches = iter(loader)
     next(batches)
-    os.kill(batches._workers[0].pid, signal.SIGKILL)
+    # Killed while it reads a file, not in the ~10 us of each batch when it holds the lock of
+    # torch's done event: shutting the workers down (torch's, or ours) would wait for it forever.
+    (tmp_path / "hold").touch()
+    wait_until(lambda: (tmp_path / "held").exists(), seconds=30)
+    os.kill(int((tmp_path / "held").read_text()), signal.SIGKILL)
     # torch's own iterator (not ds.dataloader()'s) can also lose the killed worker's last batch
     # with the raw error of its socket, under load (the test below): an error all the same
     errors = (RuntimeError,) if batched else (RuntimeError, ConnectionError, EOFError)
@@ -991,7 +995,10 @@ def test_a_dataloader_worker_killed_mid_epoch_is_an_error_within_seconds_not_a_h
                 assert re.search(r"DataLoader worker \(pid(\(s\))? ?\d+\) (exited|is killed)", str(raised.value))
             del raised  # the traceback's frames hold what the raise left half made
         finally:
-            batches._shutdown_workers()  # (done already, unless the test failed: none is left)
+            # (done already, unless the test failed: none is left); torch's SIGCHLD handler
+            # may raise "worker killed" again in it, after which torch still ends the workers
+            with contextlib.suppress(RuntimeError):
+                batches._shutdown_workers()
             del batches
             gc.collect()
 
@@ -1070,12 +1077,22 @@ def _made_by(obj, prefixes):
 
 
 class _SlowNpy:
-    """Reads .npy files, a little slowly, so the epoch is still running at the kill."""
+    """Reads .npy files, a little slowly, so the epoch is still running at the kill; once
+    ``hold`` exists, a worker about to read writes its pid into ``held`` and waits there
+    (a kill at any other moment can leave a lock of torch's held: see the test)."""
+
+    def __init__(self, folder):
+        self.hold, self.held = os.path.join(folder, "hold"), os.path.join(folder, "held")
 
     def __call__(self, path):
         import time
 
         time.sleep(0.005)
+        if os.path.exists(self.hold):
+            with open(f"{self.held}.{os.getpid()}", "w") as f:
+                f.write(str(os.getpid()))
+            os.replace(f"{self.held}.{os.getpid()}", self.held)
+            time.sleep(0.5)
         return np.load(path)
 
 

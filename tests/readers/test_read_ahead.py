@@ -216,10 +216,21 @@ def test_a_forked_child_closes_the_descriptors_its_parent_held_ahead(files):
         child = multiprocessing.get_context("fork").Process(target=report, args=(fds, theirs))
         child.start()
         theirs.close()
-        got = ours.recv()
-        child.join(30)
-        ours.close()
+        got = _answer(ours, child)
     assert not set(got) & set(inodes) and child.exitcode == 0
+
+
+def _answer(conn, child, seconds=30):
+    """What ``child`` sends on ``conn``, then its end; a child stuck or dead fails the test."""
+    try:
+        assert conn.poll(seconds), f"the child (exit code {child.exitcode}) sent nothing in {seconds} s"
+        return conn.recv()
+    finally:
+        conn.close()
+        child.join(seconds)
+        if child.is_alive():
+            child.kill()
+            child.join()
 
 
 def _inode(fd):
@@ -286,9 +297,7 @@ def test_a_child_forked_inside_a_batch_reads_each_file_on_its_own(files):
         child = multiprocessing.get_context("fork").Process(target=read_on, args=(theirs,))
         child.start()
         theirs.close()
-        wrong = ours.recv()
-        child.join(30)
-        ours.close()
+        wrong = _answer(ours, child)
         assert [read_bytes(p) for p in files[40:]] == [bytes([i % 256]) * (100 + i) for i in range(40, 300)]
     assert wrong == [] and child.exitcode == 0
 

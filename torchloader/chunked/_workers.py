@@ -255,6 +255,9 @@ class ProcessFiller(ChunkFiller):
             worker.join(timeout=grace)
             if worker.is_alive():
                 worker.terminate()
+                worker.join(timeout=5)
+            if worker.is_alive():  # (SIGTERM blocked or ignored by the user's code)
+                worker.kill()
                 worker.join()
         for tasks in self._tasks:  # nobody reads them any more: exit must not wait on them
             tasks.cancel_join_thread()

@@ -97,8 +97,9 @@ def load_all(
     loader = DataLoader(_Indexed(dataset), batch_size=batch_size, num_workers=workers, collate_fn=_collate)
     out: tuple[torch.Tensor, torch.Tensor | None] | None = None
     first = ""
+    groups = iter(loader)  # the workers forked before the bar starts its monitor thread (none to inherit)
     with tqdm(total=n, unit="sample", desc="preloading", disable=not progress) as bar:
-        for group in loader:
+        for group in groups:
             if isinstance(group, _Mismatch):
                 if first and group.other_what != first:  # the group's first is the odd one
                     _raise_mismatch(group.other, group.other_what, 0, first)
