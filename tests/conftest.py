@@ -13,6 +13,7 @@ a process group it left is destroyed.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import gc
 import multiprocessing.util
 import os
@@ -36,6 +37,32 @@ _WATCHED = tuple(
     getattr(signal, name) for name in ("SIGCHLD", "SIGTERM", "SIGINT", "SIGALRM", "SIGUSR1", "SIGUSR2", "SIGHUP")
 )
 _GRACE = 10.0  # seconds for a test's processes to end after it (workers shut down on collection)
+
+
+# Every process of the run, and every process forked from one, prints the stacks of its
+# threads on SIGUSR2: what a hung test's children were doing (see pytest_timeout_set_timer).
+faulthandler.register(signal.SIGUSR2, all_threads=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_timeout_set_timer(item, settings):
+    """pytest-timeout's alarm (tests/../pyproject.toml) first asks the test's child processes
+    for their stacks: a test that hangs waiting for a worker says where the worker was."""
+    yield
+    timed_out = signal.getsignal(signal.SIGALRM)
+    if not callable(timed_out):
+        return
+
+    def handler(signum, frame):
+        children = _started(psutil.Process(), set())
+        for proc in children:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGUSR2)
+        if children:
+            time.sleep(1.0)  # (their stacks are written to stderr meanwhile)
+        timed_out(signum, frame)
+
+    signal.signal(signal.SIGALRM, handler)
 
 
 def pytest_collection_modifyitems(config, items):
