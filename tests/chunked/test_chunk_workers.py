@@ -150,6 +150,41 @@ def _wait_dead(process):
     assert not process.is_alive()
 
 
+class _IgnoresSigterm(Slow):
+    """Ignores SIGTERM from its first sample on, and takes long over sample ``slow_at``."""
+
+    def __init__(self, n, slow_at):
+        super().__init__(n)
+        self.slow_at = slow_at
+
+    def __getitem__(self, index):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if index == self.slow_at:
+            time.sleep(60)
+        return super().__getitem__(index)
+
+
+def test_close_kills_a_worker_that_ignores_sigterm(monkeypatch):
+    from torchloader.chunked import _workers
+
+    monkeypatch.setattr(_workers, "STOP_SECONDS", 0.2)
+    filler = ProcessFiller(_IgnoresSigterm(8, slow_at=5), 2)
+    filler.start()
+    workers = list(filler._workers)
+
+    def load():  # (it fails once close() has ended the workers under it)
+        with contextlib.suppress(Exception):
+            filler.fill(_buffer(filler, 8), np.arange(8), threading.Event())
+
+    loading = threading.Thread(target=load, daemon=True)
+    with deadline(30):
+        loading.start()
+        time.sleep(1.0)  # worker 1 is in its long sample by now, SIGTERM ignored
+        filler.close()  # its stop message and SIGTERM go unheeded: SIGKILL after 2 x 0.2 s
+        loading.join()
+    assert [w.exitcode for w in workers] == [0, -signal.SIGKILL]
+
+
 def test_a_killed_worker_is_reported_not_waited_for():
     with started(Slow(40)) as filler, deadline(30):
         worker = filler._workers[1]

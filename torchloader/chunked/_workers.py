@@ -89,6 +89,9 @@ def _worker_loop(
                 results.put(("error", _portable(exc)))
 
 
+STOP_SECONDS = 5.0  # for a worker to end on its stop message, then on SIGTERM (then SIGKILL)
+
+
 class _HaltOrOrphaned:
     """The halt flag as a worker reads it: also set once the parent is gone."""
 
@@ -243,7 +246,7 @@ class ProcessFiller(ChunkFiller):
 
     def close(self) -> None:
         """Stop the workers (they are daemons: they also end with the main process)."""
-        self._stop_workers(grace=5)
+        self._stop_workers(grace=STOP_SECONDS)
 
     def _stop_workers(self, grace: float) -> None:
         for tasks in self._tasks:
@@ -255,7 +258,7 @@ class ProcessFiller(ChunkFiller):
             worker.join(timeout=grace)
             if worker.is_alive():
                 worker.terminate()
-                worker.join(timeout=5)
+                worker.join(timeout=STOP_SECONDS)
             if worker.is_alive():  # (SIGTERM blocked or ignored by the user's code)
                 worker.kill()
                 worker.join()
