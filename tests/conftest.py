@@ -23,6 +23,7 @@ import time
 import background
 import psutil
 import pytest
+import tqdm
 
 # The framework jobs are scripts that tests run, not tests: --doctest-modules would import
 # them (and Lightning, 5 s) in every pytest process.
@@ -38,6 +39,11 @@ _WATCHED = tuple(
 )
 _GRACE = 10.0  # seconds for a test's processes to end after it (workers shut down on collection)
 
+
+# No tqdm monitor thread in the test processes (a bar of Lightning's, say, would start one
+# for the rest of the process): the tests fork workers, and a forked child keeps any lock
+# another thread held at that moment (torchloader's own bars start none: _core/progress.py).
+tqdm.tqdm.monitor_interval = 0
 
 # Every process of the run, and every process forked from one, prints the stacks of its
 # threads on SIGUSR2: what a hung test's children were doing (see pytest_timeout_set_timer).

@@ -113,27 +113,6 @@ def test_from_dataset_loads_every_sample_in_order(workers):
     assert ds.y.tolist() == [i % 3 for i in range(150)]
 
 
-class _InheritedThreads(torch.utils.data.Dataset):
-    """Sample i: 1 where the worker that read it inherited tqdm's monitor thread, else 0."""
-
-    def __len__(self):
-        return 8
-
-    def __getitem__(self, i):
-        from torchloader.datasets._load_all import tqdm  # (tqdm.auto's class: the monitor is its attribute)
-
-        return np.full((1,), getattr(tqdm, "monitor", None) is not None, dtype=np.uint8), 0
-
-
-def test_from_dataset_forks_its_workers_before_its_progress_bar_starts_a_thread():
-    # a forked worker keeps whatever lock another thread of its parent held at the fork
-    from torchloader.datasets._load_all import tqdm
-
-    assert getattr(tqdm, "monitor", None) is None  # (no bar of an earlier test left open)
-    ds = PreloadedDataset.from_dataset(_InheritedThreads(), num_workers=2, progress=True)
-    assert ds.x.sum() == 0
-
-
 def test_from_dataset_names_the_sample_whose_shape_differs():
     with pytest.raises(ValueError) as err:
         PreloadedDataset.from_dataset(Squares(100, odd_shape_at=70), num_workers=0, progress=False)

@@ -13,9 +13,9 @@ from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from torchloader._core.layout import SampleLayout
+from torchloader._core.progress import progress_bar
 from torchloader._core.samples import describe as _describe
 from torchloader._core.samples import mismatch_message
 from torchloader._core.samples import split_sample as _split
@@ -97,9 +97,8 @@ def load_all(
     loader = DataLoader(_Indexed(dataset), batch_size=batch_size, num_workers=workers, collate_fn=_collate)
     out: tuple[torch.Tensor, torch.Tensor | None] | None = None
     first = ""
-    groups = iter(loader)  # the workers forked before the bar starts its monitor thread (none to inherit)
-    with tqdm(total=n, unit="sample", desc="preloading", disable=not progress) as bar:
-        for group in groups:
+    with progress_bar(total=n, unit="sample", desc="preloading", disable=not progress) as bar:
+        for group in loader:
             if isinstance(group, _Mismatch):
                 if first and group.other_what != first:  # the group's first is the odd one
                     _raise_mismatch(group.other, group.other_what, 0, first)

@@ -29,8 +29,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
+from torchloader._core.progress import progress_bar
 from torchloader.errors import SampleLoadError
 from torchloader.packs._writer import ShardWritten
 from torchloader.packs.format import sha256_of
@@ -207,7 +207,7 @@ def write_encoded(
     rows: list[tuple[int, int, int, int]] = []
     shard = _ShardFile(dst, 0)
     unfinished: _ShardFile | None = shard  # the shard this thread still owns (not handed over)
-    bar = tqdm(total=len(dataset), unit="file", desc="packing (encoded)", disable=not progress)
+    bar = progress_bar(total=len(dataset), unit="file", desc="packing (encoded)", disable=not progress)
     finisher = ThreadPoolExecutor(1, thread_name_prefix="torchloader-pack-finish")
     try:
         for index, read in _in_order(dataset, workers, max_side):

@@ -26,8 +26,8 @@ from contextlib import closing
 from typing import Any, NamedTuple
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from torchloader._core.progress import progress_bar
 from torchloader.errors import SampleLoadError
 from torchloader.packs._blocks import Block, init_worker, sample, start_worker, write_block
 from torchloader.packs._digest import ShardDigest, certified_sha256
@@ -116,7 +116,7 @@ def _collect(dataset, dst, shards, tasks, workers, progress, row_bytes) -> list[
     blocks: dict[int, list[Block]] = {}
     digests: dict[int, ShardDigest] = {}
     done = []
-    bar = tqdm(total=len(dataset), unit="sample", desc="packing", disable=not progress)
+    bar = progress_bar(total=len(dataset), unit="sample", desc="packing", disable=not progress)
     try:
         with bar, closing(_results(dataset, tasks, workers)) as results:
             for block in results:

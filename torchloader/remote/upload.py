@@ -24,8 +24,7 @@ import json
 import os
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from torchloader._core.progress import progress_bar
 from torchloader.errors import show_names
 from torchloader.packs.format import _OWN, MANIFEST, Manifest
 from torchloader.remote.cache import default_cache_dir
@@ -89,7 +88,7 @@ def upload_pack(staging: str, url: str, storage_options: dict[str, Any] | None, 
     if not resumed:
         retrying(lambda: fs.pipe_file(join_url(path, JOURNAL), manifest), join_url(url, JOURNAL), "writing", retries)
     files = _files_of(json.loads(manifest))
-    bar = tqdm(total=len(files), unit="file", desc="uploading", disable=not progress)
+    bar = progress_bar(total=len(files), unit="file", desc="uploading", disable=not progress)
     for name in files:
         local = os.path.join(staging, name)
         if done.get(name) != os.path.getsize(local):

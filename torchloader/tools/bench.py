@@ -230,10 +230,10 @@ def _run(
 
     counts = [check_int("num_workers", w) for w in num_workers]
     plan = [(m, w) for m in modes for w in counts]
-    from tqdm.auto import tqdm
+    from torchloader._core.progress import progress_bar
 
     results = [_bound(ds, batch_size, epochs)]
-    with tqdm(plan, desc="torchloader bench", unit="run", disable=not progress) as runs:
+    with progress_bar(plan, desc="torchloader bench", unit="run", disable=not progress) as runs:
         for mode, w in runs:
             runs.set_postfix_str(f"{mode}, {w} workers")
             row = Measurement(f"{MODES[mode].format(ds=name)}, {w} workers", mode, w)
