@@ -50,7 +50,7 @@ tqdm.tqdm.monitor_interval = 0
 faulthandler.register(signal.SIGUSR2, all_threads=True)
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(hookwrapper=True, optionalhook=True)
 def pytest_timeout_set_timer(item, settings):
     """pytest-timeout's alarm (tests/../pyproject.toml) first asks the test's child processes
     for their stacks: a test that hangs waiting for a worker says where the worker was."""
@@ -60,7 +60,7 @@ def pytest_timeout_set_timer(item, settings):
         return
 
     def handler(signum, frame):
-        children = _started(psutil.Process(), set())
+        children = [p for p in _started(psutil.Process(), set()) if _dumps_stacks(p.pid)]
         for proc in children:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(signal.SIGUSR2)
@@ -69,6 +69,17 @@ def pytest_timeout_set_timer(item, settings):
         timed_out(signum, frame)
 
     signal.signal(signal.SIGALRM, handler)
+
+
+def _dumps_stacks(pid: int) -> bool:
+    """Whether process ``pid`` catches SIGUSR2 (a fork of a test process: faulthandler's);
+    a spawned child or another program would be killed by it."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            caught = next(line for line in status if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caught.split()[1], 16) >> (signal.SIGUSR2 - 1) & 1)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import IGNORE_FORK_WARNING, deadline
+from helpers import IGNORE_FORK_WARNING, deadline, wait_until
 
 from torchloader import PathDataset, PreloadedDataset, SampleLoadError
 from torchloader.chunked._workers import ProcessFiller, _portable
@@ -151,26 +151,28 @@ def _wait_dead(process):
 
 
 class _IgnoresSigterm(Slow):
-    """Ignores SIGTERM from its first sample on, and takes long over sample ``slow_at``."""
+    """Sample ``slow_at``: ignores SIGTERM, says so in ``marker``, and takes a minute."""
 
-    def __init__(self, n, slow_at):
+    def __init__(self, n, slow_at, marker):
         super().__init__(n)
-        self.slow_at = slow_at
+        self.slow_at, self.marker = slow_at, marker
 
     def __getitem__(self, index):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if index == self.slow_at:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            open(self.marker, "w").close()
             time.sleep(60)
         return super().__getitem__(index)
 
 
-def test_close_kills_a_worker_that_ignores_sigterm(monkeypatch):
+def test_close_kills_a_worker_that_ignores_sigterm(monkeypatch, tmp_path):
     from torchloader.chunked import _workers
 
     monkeypatch.setattr(_workers, "STOP_SECONDS", 0.2)
-    filler = ProcessFiller(_IgnoresSigterm(8, slow_at=5), 2)
+    marker = tmp_path / "slow"
+    filler = ProcessFiller(_IgnoresSigterm(8, slow_at=5, marker=str(marker)), 2)  # 4-7: worker 1
     filler.start()
-    workers = list(filler._workers)
+    slow = filler._workers[1]
 
     def load():  # (it fails once close() has ended the workers under it)
         with contextlib.suppress(Exception):
@@ -179,10 +181,10 @@ def test_close_kills_a_worker_that_ignores_sigterm(monkeypatch):
     loading = threading.Thread(target=load, daemon=True)
     with deadline(30):
         loading.start()
-        time.sleep(1.0)  # worker 1 is in its long sample by now, SIGTERM ignored
+        wait_until(marker.exists, seconds=20)  # worker 1 is in its long sample, SIGTERM ignored
         filler.close()  # its stop message and SIGTERM go unheeded: SIGKILL after 2 x 0.2 s
         loading.join()
-    assert [w.exitcode for w in workers] == [0, -signal.SIGKILL]
+    assert slow.exitcode == -signal.SIGKILL and filler._workers == []
 
 
 def test_a_killed_worker_is_reported_not_waited_for():

@@ -139,8 +139,9 @@ def test_the_order_is_grouped_by_the_cache_and_still_every_sample_once():
     assert np.array_equal(same, order) and np.array_equal(same_lengths, lengths)  # it all fits: unchanged
 
 
-def test_an_epoch_reads_first_the_most_recently_used_shards_that_fit_its_windows():
+def test_an_epoch_reads_first_the_most_recently_used_shards_of_its_rank_that_fit_its_windows():
     class Plan:
+        stops = np.arange(4, 65, 4)  # 16 shards of 4 samples
         nbytes = [100] * 16
         recent = [7, 3, 9, 1, 12]  # most recently used first
 
@@ -150,13 +151,16 @@ def test_an_epoch_reads_first_the_most_recently_used_shards_that_fit_its_windows
         def room(self):
             return self.space
 
-    plan = Plan()
+    plan, every = Plan(), np.arange(64)
     plan.space = 650  # 6 shards: windows of 3
-    assert snapshot(plan) == ([3, 7, 9], 650)
+    assert snapshot(plan, every) == ([3, 7, 9], 650)
     plan.space = 399  # 3 shards: windows of one, at least
-    assert snapshot(plan) == ([7], 399)
+    assert snapshot(plan, every) == ([7], 399)
     plan.space = None  # no limit: the order does not depend on it
-    assert snapshot(plan) == ([1, 3, 7, 9, 12], None)
+    assert snapshot(plan, every) == ([1, 3, 7, 9, 12], None)
+    plan.space = 650
+    rank = np.concatenate([np.arange(4, 8), np.arange(36, 52)])  # shards 1, 9, 10, 11, 12: another rank has 7, 3
+    assert snapshot(plan, rank) == ([1, 9, 12], 650)
 
 
 def test_the_room_for_shards_is_the_limit_less_the_small_files(tmp_path):
@@ -175,7 +179,7 @@ def test_a_download_evicts_shards_already_read_before_a_prefetched_shard_not_rea
     cache = ds.remote.cache
     shard = {k: (s.file, s.sha256, s.nbytes) for k, s in enumerate(ds.manifest.shards)}
     cache.prefetch([shard[2]])  # downloaded first, read last
-    wait_until(lambda: cache.is_cached(*shard[2][:2]))
+    wait_until(lambda: cache.is_cached(*shard[2][:2]) and cache.last_used(*shard[2][:2]) > time.time())
     for k in (0, 1):
         ds[4 * k]  # read: downloaded after shard 2, and used
     assert cache.last_used(*shard[2][:2]) > time.time() + PREFETCHED_SECONDS / 2  # used soon: newest
@@ -185,6 +189,9 @@ def test_a_download_evicts_shards_already_read_before_a_prefetched_shard_not_rea
     assert [cache.is_cached(*shard[k][:2]) for k in (0, 1, 2)] == [False, True, True]  # the oldest read one went
     ds[8]  # its first read: used now, older than what is prefetched next
     assert abs(cache.last_used(*shard[2][:2]) - time.time()) < 60
+    cache.prefetch([shard[2]])  # (already cached: not queued)
+    cache.open(*shard[2], ahead=PREFETCHED_SECONDS).close()  # a prefetch queued before the read, run after
+    assert abs(cache.last_used(*shard[2][:2]) - time.time()) < 60  # used, not about to be: not marked again
     cache.close()
 
 
@@ -199,6 +206,7 @@ def test_a_resumed_epoch_repeats_the_order_it_began_with_though_the_cache_has_ch
     state = sampler.state_dict(consumed=24)
     # the limit holds 4 shards beside the small files: windows of 1, and the latest shard read first
     assert state["cached"] == [5] and state["cache_room"] == 4 * SHARD + 2000 - _small_files(tmp_path / "cache")
+    assert state["cache_limit"] == state["cache_room"]  # what torchloader 0.1 orders by: the same order
     rest = list(it)
     for i in range(0, 64, 4):  # the cache is now another one
         ds[i]
@@ -210,8 +218,7 @@ def test_a_resumed_epoch_repeats_the_order_it_began_with_though_the_cache_has_ch
         )
         resumed.load_state_dict(state)
         assert list(resumed) == rest and sorted(first + rest) == list(range(64))
-    older = {**state, "cache_limit": state["cache_room"]}  # 0.1 saved the same under another name
-    del older["cache_room"]
+    older = {k: v for k, v in state.items() if k != "cache_room"}  # as torchloader 0.1 saved it
     resumed = ChunkedSampler(ds, chunk_size=8, seed=5)
     resumed.load_state_dict(older)
     assert list(resumed) == rest

@@ -5,8 +5,8 @@ cannot hold this rank's share of the data set reorders its epoch, after the usua
 chunked order has fixed which samples this rank reads (so every sample still comes
 exactly once per epoch, on one rank):
 
-1. the shards the cache holds when the epoch begins, the ``W`` most recently used of
-   them, are read first, before downloads could evict them;
+1. this rank's shards that the cache holds when the epoch begins, the ``W`` most
+   recently used of them, are read first, before downloads could evict them;
 2. the other shards, in a random order drawn from ``(seed, epoch, rank)``, are read
    in windows of ``W`` shards: a window's shards are downloaded as its chunks need them
    and are all read before the next window's downloads evict them.
@@ -47,11 +47,13 @@ def window_of(room: int, biggest: int) -> int:
     return max(1, room // max(biggest, 1) - AHEAD)
 
 
-def snapshot(plan: Any) -> tuple[list[int], int | None]:
-    """``(shards to read first, room)`` of ``plan``'s cache as an epoch begins: the ``W`` most
-    recently used shards cached now (sorted), and the bytes the cache has for shards."""
+def snapshot(plan: Any, order: np.ndarray) -> tuple[list[int], int | None]:
+    """``(shards to read first, room)`` of ``plan``'s cache as an epoch of ``order`` (this
+    rank's indices) begins: the ``W`` most recently used shards of ``order`` cached now
+    (sorted), and the bytes the cache has for shards."""
     room = plan.room()
-    cached = plan.cached()
+    needed = set(np.unique(np.searchsorted(plan.stops, order, side="right")).tolist())
+    cached = [k for k in plan.cached() if k in needed]
     if room is None:
         return sorted(cached), None
     return sorted(cached[: window_of(room, int(max(plan.nbytes, default=1)))]), room

@@ -164,7 +164,7 @@ class ChunkedSampler(DistributedSampler):
             return order, lengths
         if epoch not in self._cached:  # the cache as this epoch begins, kept for its resume
             self._cached = {e: c for e, c in self._cached.items() if e >= min(epoch, self.epoch) - 1}
-            self._cached[epoch] = snapshot(self._plan)
+            self._cached[epoch] = snapshot(self._plan, order)
         cached, limit = self._cached[epoch]
         return cache_aware(order, lengths, self._plan, cached, (self.seed, epoch, self.rank), limit)
 
@@ -287,7 +287,8 @@ class ChunkedSampler(DistributedSampler):
 
 
 def _cache_state(cache: tuple[list[int], int | None] | None) -> dict[str, Any]:
-    return {} if cache is None else {"cached": cache[0], "cache_room": cache[1]}
+    # cache_limit: the same number, for torchloader 0.1 (which orders by the same function of it)
+    return {} if cache is None else {"cached": cache[0], "cache_room": cache[1], "cache_limit": cache[1]}
 
 
 _CONFIG_KEYS = (

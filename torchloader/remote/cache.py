@@ -105,12 +105,15 @@ class ShardCache:
         (``nbytes``: its size, or what gives it: asked for only to download it). Once open,
         an eviction cannot take it away (it is opened right after the rename, under the
         folder's lock; a file evicted before that is downloaded again). It is marked used
-        ``ahead`` seconds from now (a prefetch: see ``PREFETCHED_SECONDS``)."""
+        now, or, downloaded by a prefetch (``ahead``), ``ahead`` seconds from now (see
+        ``PREFETCHED_SECONDS``); a prefetch that finds it cached leaves its mark as it is
+        (a reader got there first: it was used, not about to be)."""
         final = self.local(name, sha256)
         for _ in range(3):
             try:
                 f = open(final, "rb")
-                touch(final, ahead)
+                if not ahead:
+                    touch(final)
                 return f
             except FileNotFoundError:
                 pass

@@ -62,8 +62,12 @@ class CachePlan:
 
     def room(self) -> int | None:
         """Bytes the cache has for shards: its limit less the small files of every pack in
-        it (``_space.pinned_bytes``), which eviction never frees; None: no limit."""
+        it (``_space.pinned_bytes``; this pack's are downloaded first), which eviction never
+        frees; None: no limit."""
         from torchloader.remote._space import pinned_bytes
 
         limit = self.limit
-        return None if limit is None else limit - pinned_bytes(self.remote.cache.root)
+        if limit is None:
+            return None
+        self.remote.fetch_small_files()
+        return limit - pinned_bytes(self.remote.cache.root)

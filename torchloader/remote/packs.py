@@ -136,6 +136,13 @@ class RemotePack:
         data = self.read_range(name, header.offset + row * size, size)
         return np.frombuffer(data, header.dtype).reshape(manifest.sample_shape)
 
+    def fetch_small_files(self) -> None:
+        """Download the pack's small files (labels, index) if they are not cached."""
+        self.manifest()
+        for path, (_, _, nbytes) in list(self._files.items()):
+            if nbytes < 0:
+                self.open(path).close()
+
     def cached_shards(self) -> list[int]:
         """The numbers of the shards in the cache now, the most recently used first
         (a prefetched shard not read yet counts as used: it is about to be)."""
