@@ -13,16 +13,17 @@ a process group it left is destroyed.
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import gc
 import multiprocessing.util
 import os
 import signal
+import sys
 import time
 
 import background
 import psutil
 import pytest
+import stacks
 import tqdm
 
 # The framework jobs are scripts that tests run, not tests: --doctest-modules would import
@@ -45,41 +46,48 @@ _GRACE = 10.0  # seconds for a test's processes to end after it (workers shut do
 # another thread held at that moment (torchloader's own bars start none: _core/progress.py).
 tqdm.tqdm.monitor_interval = 0
 
-# Every process of the run, and every process forked from one, prints the stacks of its
-# threads on SIGUSR2: what a hung test's children were doing (see pytest_timeout_set_timer).
-faulthandler.register(signal.SIGUSR2, all_threads=True)
+# Every process of the run, and every process forked from one, writes its threads' stacks
+# on SIGUSR2 (tests/stacks.py): what a hung test and its children were doing.
+stacks.register()
+_watchdog: stacks.Watchdog | None = None
+_QUIET = 480.0  # seconds without a test ending: past pytest-timeout's 420 (pyproject.toml)
 
 
 @pytest.hookimpl(hookwrapper=True, optionalhook=True)
 def pytest_timeout_set_timer(item, settings):
-    """pytest-timeout's alarm (tests/../pyproject.toml) first asks the test's child processes
-    for their stacks: a test that hangs waiting for a worker says where the worker was."""
+    """pytest-timeout's alarm first asks the test's child processes for their stacks: a
+    test that hangs waiting for a worker says where the worker was."""
     yield
     timed_out = signal.getsignal(signal.SIGALRM)
     if not callable(timed_out):
         return
 
     def handler(signum, frame):
-        children = [p for p in _started(psutil.Process(), set()) if _dumps_stacks(p.pid)]
-        for proc in children:
-            with contextlib.suppress(psutil.Error):
-                proc.send_signal(signal.SIGUSR2)
-        if children:
-            time.sleep(1.0)  # (their stacks are written to stderr meanwhile)
+        found = stacks.collect(_started(psutil.Process(), set()))
+        if found:
+            sys.stderr.write(f"the stacks of the test's child processes:\n{found}\n")
         timed_out(signum, frame)
 
     signal.signal(signal.SIGALRM, handler)
 
 
-def _dumps_stacks(pid: int) -> bool:
-    """Whether process ``pid`` catches SIGUSR2 (a fork of a test process: faulthandler's);
-    a spawned child or another program would be killed by it."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            caught = next(line for line in status if line.startswith("SigCgt:"))
-    except (OSError, StopIteration):
-        return False
-    return bool(int(caught.split()[1], 16) >> (signal.SIGUSR2 - 1) & 1)
+def pytest_configure(config):
+    """The first process of an xdist run watches for a hang that pytest-timeout cannot end."""
+    global _watchdog
+    if _first_process(config) and getattr(config.option, "numprocesses", None):
+        _watchdog = stacks.Watchdog(_QUIET, lambda text: _say(config, text))
+        _watchdog.start()
+
+
+def _say(config, text: str) -> None:
+    writer = config.get_terminal_writer()
+    writer.line(text)
+    writer.flush()
+
+
+def pytest_runtest_logreport(report):
+    if _watchdog is not None:
+        _watchdog.reported()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -122,6 +130,8 @@ def pytest_terminal_summary(terminalreporter, config):
 
 
 def pytest_unconfigure(config):
+    if _watchdog is not None:
+        _watchdog.done.set()
     if _first_process(config):  # after the workers (and the summary)
         background.stop_all()
 
