@@ -426,7 +426,7 @@ def run(args: argparse.Namespace, server: S3Server, tmp: str, loaders: list[Chun
     ds = PackedDataset(url, cache_dir=limited_dir, cache_limit=limit, storage_options=options)
     loader = make_loader(ds, args.ram_budget)
     loaders.append(loader)
-    limited, cached_at_start = [], []
+    limited, cached_at_start, read_first = [], [], []
     for e in range(args.epochs):
         cached_at_start.append(len(ds.remote.cached_shards()))
         if e == 0:
@@ -435,9 +435,8 @@ def run(args: argparse.Namespace, server: S3Server, tmp: str, loaders: list[Chun
         else:
             got = counted(server, lambda: one_epoch(loader))
         check(f"limited epoch {e}", got, None)
-        snapshot = getattr(loader.sampler, "_cached", {}).get(e)  # (shards, limit) the sampler ordered epoch e by
-        if snapshot is not None:
-            cached_at_start[e] = len(snapshot[0])
+        snapshot = getattr(loader.sampler, "_cached", {}).get(e)  # (shards read first, room) of epoch e's order
+        read_first.append(None if snapshot is None else len(snapshot[0]))
         limited.append(got)
     loader.close()
     limited_peak = watch.stop()
@@ -488,6 +487,8 @@ def run(args: argparse.Namespace, server: S3Server, tmp: str, loaders: list[Chun
     ]
     for e, got in enumerate(limited):
         extra = f"{cached_at_start[e]} of {len(shards)} shards cached as it began"
+        if read_first[e] is not None:
+            extra += f", {read_first[e]} of them read first"
         if e == 0:
             extra += "; from PackedDataset(url)"
         rows.append(row(f"remote, cache_limit {args.limit_share:.0%}: epoch {e}", got, got.rate, extra))

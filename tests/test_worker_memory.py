@@ -27,6 +27,7 @@ N = 200_000  # paths; as str objects 15-20 MiB (with the tmp path's length)
 FILES = 1000  # real files behind them, seen through N / FILES symlinked folders
 READ = 20_000  # samples read after the first batch, ~10,000 per worker
 BATCH = 256
+WARM = 4  # batches before the first measure: two from each worker
 MiB = 2**20
 
 pytestmark = [
@@ -79,7 +80,9 @@ def freeze_gc(worker_id):
 
 
 def worker_growth(ds):
-    """Each worker's USS growth (bytes) from the first batch to READ samples later."""
+    """Each worker's USS growth (bytes) over READ samples, from its second batch on: batches
+    come from the workers in turn, so after WARM batches each has read two (under load, one
+    worker's first batch could still be on its way, and its start-up counted as growth)."""
     loader = DataLoader(
         ds, batch_size=BATCH, num_workers=2, shuffle=True, multiprocessing_context="fork", worker_init_fn=freeze_gc
     )
@@ -89,11 +92,11 @@ def worker_growth(ds):
     workers = [p for p in me.children() if p.pid not in before]
     assert len(workers) == 2
     first, read = None, 0
-    for xb, yb in batches:
+    for k, (xb, yb) in enumerate(batches, 1):
         assert torch.equal(xb[:, 0, 0].long(), yb)  # the files were really read
-        if first is None:
+        if k == WARM:
             first = [w.memory_full_info().uss for w in workers]
-        else:
+        elif first is not None:
             read += len(yb)
             if read >= READ:
                 break
