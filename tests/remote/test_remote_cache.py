@@ -18,12 +18,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_images
-from helpers import wait_until
 
 from torchloader import ChunkedLoader, ChunkedSampler, PackedDataset, pack
-from torchloader.order.cached import cache_aware, snapshot
-from torchloader.remote._space import evict_for, locked, pinned_bytes
-from torchloader.remote.cache import PREFETCHED_SECONDS
+from torchloader.order.cached import cache_aware, snapshot, window_of
+from torchloader.remote._space import locked, pinned_bytes
 from torchloader.remote.retries import RemoteError
 
 URL = "s3://bucket/big.packed"
@@ -104,8 +102,8 @@ def test_the_cache_limit_holds_over_three_epochs_of_a_pack_four_times_its_size(t
     # two after), so a pass counts a few of the next epoch's downloads: no shard is
     # downloaded more than once per epoch, plus once for that look-ahead.
     # Within a pass: each shard once, but for the next epoch's look-ahead (3 shards at most).
-    # Before the room left by the small files was counted, and before a prefetched shard
-    # counted as used, one pass downloaded 5 shards twice, and one shard 5 times in all.
+    # Before the room left by the small files was counted (windows of 2 in room for 4, not
+    # 5), one pass downloaded 5 shards twice, and one shard 5 times in all.
     for epoch in per_epoch:
         assert max(epoch.values()) <= 2 and sum(n == 2 for n in epoch.values()) <= 3, per_epoch
     total = sum(per_epoch, collections.Counter())
@@ -139,28 +137,25 @@ def test_the_order_is_grouped_by_the_cache_and_still_every_sample_once():
     assert np.array_equal(same, order) and np.array_equal(same_lengths, lengths)  # it all fits: unchanged
 
 
-def test_an_epoch_reads_first_the_most_recently_used_shards_of_its_rank_that_fit_its_windows():
+def test_an_epoch_reads_first_its_ranks_cached_shards_and_sizes_windows_by_the_room():
     class Plan:
         stops = np.arange(4, 65, 4)  # 16 shards of 4 samples
         nbytes = [100] * 16
-        recent = [7, 3, 9, 1, 12]  # most recently used first
+        space = 650
 
         def cached(self):
-            return self.recent
+            return frozenset({7, 3, 9, 1, 12})
 
         def room(self):
             return self.space
 
     plan, every = Plan(), np.arange(64)
-    plan.space = 650  # 6 shards: windows of 3
-    assert snapshot(plan, every) == ([3, 7, 9], 650)
-    plan.space = 399  # 3 shards: windows of one, at least
-    assert snapshot(plan, every) == ([7], 399)
+    assert snapshot(plan, every) == ([1, 3, 7, 9, 12], 650)
+    rank = np.concatenate([np.arange(36, 52), np.arange(4, 8)])  # shards 9, 10, 11, 12, 1: not 3, 7
+    assert snapshot(plan, rank) == ([1, 9, 12], 650)
     plan.space = None  # no limit: the order does not depend on it
     assert snapshot(plan, every) == ([1, 3, 7, 9, 12], None)
-    plan.space = 650
-    rank = np.concatenate([np.arange(4, 8), np.arange(36, 52)])  # shards 1, 9, 10, 11, 12: another rank has 7, 3
-    assert snapshot(plan, rank) == ([1, 9, 12], 650)
+    assert window_of(650, 100) == 3 and window_of(399, 100) == 1 and window_of(50, 100) == 1
 
 
 def test_the_room_for_shards_is_the_limit_less_the_small_files(tmp_path):
@@ -174,27 +169,6 @@ def test_the_room_for_shards_is_the_limit_less_the_small_files(tmp_path):
     assert pinned_bytes(tmp_path / "cache") == 663
 
 
-def test_a_download_evicts_shards_already_read_before_a_prefetched_shard_not_read_yet(tmp_path, s3, remote_pack):
-    ds = PackedDataset(URL, storage_options=s3.storage_options(), cache_dir=tmp_path / "cache", cache_limit=None)
-    cache = ds.remote.cache
-    shard = {k: (s.file, s.sha256, s.nbytes) for k, s in enumerate(ds.manifest.shards)}
-    cache.prefetch([shard[2]])  # downloaded first, read last
-    wait_until(lambda: cache.is_cached(*shard[2][:2]) and cache.last_used(*shard[2][:2]) > time.time())
-    for k in (0, 1):
-        ds[4 * k]  # read: downloaded after shard 2, and used
-    assert cache.last_used(*shard[2][:2]) > time.time() + PREFETCHED_SECONDS / 2  # used soon: newest
-    assert ds.remote.cached_shards() == [2, 1, 0]
-    used = sum(f.stat().st_size for f in (tmp_path / "cache").rglob("*") if f.is_file())
-    evict_for(cache.root, SHARD, used + SHARD // 2, str(tmp_path / "cache" / "new.partial"))  # room for one more
-    assert [cache.is_cached(*shard[k][:2]) for k in (0, 1, 2)] == [False, True, True]  # the oldest read one went
-    ds[8]  # its first read: used now, older than what is prefetched next
-    assert abs(cache.last_used(*shard[2][:2]) - time.time()) < 60
-    cache.prefetch([shard[2]])  # (already cached: not queued)
-    cache.open(*shard[2], ahead=PREFETCHED_SECONDS).close()  # a prefetch queued before the read, run after
-    assert abs(cache.last_used(*shard[2][:2]) - time.time()) < 60  # used, not about to be: not marked again
-    cache.close()
-
-
 def test_a_resumed_epoch_repeats_the_order_it_began_with_though_the_cache_has_changed(tmp_path, s3, remote_pack):
     opts = s3.storage_options()
     ds = PackedDataset(URL, storage_options=opts, cache_dir=tmp_path / "cache", cache_limit=4 * SHARD + 2000)
@@ -204,8 +178,8 @@ def test_a_resumed_epoch_repeats_the_order_it_began_with_though_the_cache_has_ch
     it = iter(sampler)
     first = [next(it) for _ in range(24)]
     state = sampler.state_dict(consumed=24)
-    # the limit holds 4 shards beside the small files: windows of 1, and the latest shard read first
-    assert state["cached"] == [5] and state["cache_room"] == 4 * SHARD + 2000 - _small_files(tmp_path / "cache")
+    # the limit holds 4 shards beside the small files: windows of 1
+    assert state["cached"] == [0, 5] and state["cache_room"] == 4 * SHARD + 2000 - _small_files(tmp_path / "cache")
     assert state["cache_limit"] == state["cache_room"]  # what torchloader 0.1 orders by: the same order
     rest = list(it)
     for i in range(0, 64, 4):  # the cache is now another one

@@ -5,8 +5,8 @@ cannot hold this rank's share of the data set reorders its epoch, after the usua
 chunked order has fixed which samples this rank reads (so every sample still comes
 exactly once per epoch, on one rank):
 
-1. this rank's shards that the cache holds when the epoch begins, the ``W`` most
-   recently used of them, are read first, before downloads could evict them;
+1. this rank's shards that the cache holds when the epoch begins are read first,
+   before downloads could evict them;
 2. the other shards, in a random order drawn from ``(seed, epoch, rank)``, are read
    in windows of ``W`` shards: a window's shards are downloaded as its chunks need them
    and are all read before the next window's downloads evict them.
@@ -14,9 +14,8 @@ exactly once per epoch, on one rank):
 ``W`` is the number of shards the cache has room for, less three (the chunk being
 loaded and what ``ChunkedLoader`` prefetches for the next two). The room is the limit
 less the bytes eviction cannot free: the small files (manifest, labels, index) of every
-pack cached there. Eviction takes the least recently used shard first, and a prefetched
-shard counts as used until it is read (``remote/cache.py``), so a download never evicts a
-shard an epoch has still to read.
+pack cached there. (Sized by the limit alone, a window overflowed a cache of a few
+shards, and one pass downloaded five shards twice.)
 
 Inside each group (the cached shards, then each window) the chunks keep the
 chunked order; a chunk whose samples lie in two groups is served as two shorter
@@ -49,14 +48,11 @@ def window_of(room: int, biggest: int) -> int:
 
 def snapshot(plan: Any, order: np.ndarray) -> tuple[list[int], int | None]:
     """``(shards to read first, room)`` of ``plan``'s cache as an epoch of ``order`` (this
-    rank's indices) begins: the ``W`` most recently used shards of ``order`` cached now
-    (sorted), and the bytes the cache has for shards."""
+    rank's indices) begins: this rank's shards cached now (sorted), and the bytes the cache
+    has for shards (None: no limit)."""
     room = plan.room()
     needed = set(np.unique(np.searchsorted(plan.stops, order, side="right")).tolist())
-    cached = [k for k in plan.cached() if k in needed]
-    if room is None:
-        return sorted(cached), None
-    return sorted(cached[: window_of(room, int(max(plan.nbytes, default=1)))]), room
+    return sorted(k for k in plan.cached() if k in needed), room
 
 
 def cache_aware(

@@ -27,7 +27,6 @@ import errno
 import hashlib
 import os
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
@@ -41,10 +40,6 @@ __all__ = ["ShardCache", "cached_name", "default_cache_dir", "touch"]
 
 _BLOCK = 8 << 20  # bytes asked for in one request
 _RANGES = 4  # requests at once per download (32 MiB in RAM per download in flight: 3 at most)
-# A prefetched file is about to be read: its modification time (the cache's recency) is set
-# this far ahead, so that eviction, least recently used first, takes every file already read
-# before it. Its first read sets it to the present; one never read ages normally after that.
-PREFETCHED_SECONDS = 600.0
 
 
 def default_cache_dir() -> str:
@@ -93,36 +88,23 @@ class ShardCache:
     def is_cached(self, name: str, sha256: str) -> bool:
         return os.path.exists(self.local(name, sha256))
 
-    def last_used(self, name: str, sha256: str) -> float | None:
-        """When the cached ``name`` was last used (its modification time); None if not cached."""
-        try:
-            return os.stat(self.local(name, sha256)).st_mtime
-        except FileNotFoundError:
-            return None
-
-    def open(self, name: str, sha256: str, nbytes: int | Callable[[], int], *, ahead: float = 0.0) -> IO[bytes]:
+    def open(self, name: str, sha256: str, nbytes: int | Callable[[], int]) -> IO[bytes]:
         """The cached file ``name``, open for reading, downloaded first if it is not cached
         (``nbytes``: its size, or what gives it: asked for only to download it). Once open,
         an eviction cannot take it away (it is opened right after the rename, under the
-        folder's lock; a file evicted before that is downloaded again). It is marked used
-        now, or, downloaded by a prefetch (``ahead``), ``ahead`` seconds from now (see
-        ``PREFETCHED_SECONDS``); a prefetch that finds it cached leaves its mark as it is
-        (a reader got there first: it was used, not about to be)."""
+        folder's lock; a file evicted before that is downloaded again)."""
         final = self.local(name, sha256)
         for _ in range(3):
             try:
                 f = open(final, "rb")
-                if not ahead:
-                    touch(final)
+                touch(final)
                 return f
             except FileNotFoundError:
                 pass
             self._made()
             with locked(os.path.join(self.folder, "." + os.path.basename(final) + ".lock")):
                 if not os.path.exists(final):
-                    f = self._download(name, sha256, nbytes if isinstance(nbytes, int) else nbytes(), final)
-                    touch(final, ahead)
-                    return f
+                    return self._download(name, sha256, nbytes if isinstance(nbytes, int) else nbytes(), final)
         raise FileNotFoundError(
             f"'{final}' (of '{join_url(self.url, name)}') was evicted as soon as it was cached 3 times"
         )
@@ -146,7 +128,7 @@ class ShardCache:
 
     def _prefetch_one(self, name: str, sha256: str, nbytes: int) -> None:
         try:
-            self.open(name, sha256, nbytes, ahead=PREFETCHED_SECONDS).close()
+            self.open(name, sha256, nbytes).close()
         except Exception:  # the reader downloads it again, and raises what fails
             pass
 
@@ -232,13 +214,8 @@ class ShardCache:
         self._guard = threading.Lock()
 
 
-def touch(path: str, ahead: float = 0.0) -> None:
-    """Mark ``path`` used now (``ahead`` seconds from now): evicted after the files used before."""
+def touch(path: str) -> None:
     try:
-        if ahead:
-            when = time.time() + ahead
-            os.utime(path, (when, when))
-        else:
-            os.utime(path)
+        os.utime(path)  # recently used: evicted last
     except OSError:
         pass

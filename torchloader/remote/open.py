@@ -51,8 +51,8 @@ class CachePlan:
     nbytes: list[int]  # of each shard
     remote: Any  # the RemotePack
 
-    def cached(self) -> list[int]:
-        """The shards in the cache now, the most recently used first."""
+    def cached(self) -> frozenset[int]:
+        """The shards in the cache now."""
         return self.remote.cached_shards()
 
     @property

@@ -143,12 +143,10 @@ class RemotePack:
             if nbytes < 0:
                 self.open(path).close()
 
-    def cached_shards(self) -> list[int]:
-        """The numbers of the shards in the cache now, the most recently used first
-        (a prefetched shard not read yet counts as used: it is about to be)."""
+    def cached_shards(self) -> frozenset[int]:
+        """The numbers of the shards in the cache now."""
         m = self.manifest()
-        used = [(self.cache.last_used(s.file, s.sha256), k) for k, s in enumerate(m.shards)]
-        return [k for when, k in sorted(((w, k) for w, k in used if w is not None), key=lambda u: (-u[0], u[1]))]
+        return frozenset(k for k, s in enumerate(m.shards) if self.cache.is_cached(s.file, s.sha256))
 
     def prefetch(self, shards: list[int]) -> None:
         """Start downloading the shards numbered ``shards`` that are not cached."""
