@@ -83,7 +83,9 @@ def root() -> Path:
 # Descriptors of the locks this process holds now, closed in a child forked meanwhile (a
 # DataLoader worker a test starts while the feeding thread holds "launch"): a ``flock``
 # belongs to the open file, so the child's copy would hold it for as long as the child
-# lives, and every pytest process of the run would wait for it to launch a job.
+# lives, and every pytest process of the run would wait for it to launch a job. (What
+# torchloader._core.forks.closed_in_child does: this first pytest process imports no torch,
+# which importing the package would.)
 _HELD: set[int] = set()
 
 

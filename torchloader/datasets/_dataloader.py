@@ -293,9 +293,9 @@ DEATH_WAIT = 5.0  # seconds a lost batch waits for its worker to be seen dead
 def _dead_workers(workers: list[Any], wait: float) -> list[int]:
     """The pids of ``workers`` that ended, waiting up to ``wait`` s for one to: a killed
     worker's sockets close (what the main process saw) a moment before it counts as dead."""
-    sentinels = {w.sentinel: w.pid for w in workers if hasattr(w, "sentinel")}
-    if not sentinels:
-        return [w.pid for w in workers if not w.is_alive()]
+    if not workers:
+        return []
+    sentinels = {w.sentinel: w.pid for w in workers}
     return sorted(sentinels[s] for s in multiprocessing.connection.wait(list(sentinels), timeout=wait))
 
 

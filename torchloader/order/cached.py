@@ -56,24 +56,24 @@ def snapshot(plan: Any, order: np.ndarray) -> tuple[list[int], int | None]:
 
 
 def cache_aware(
-    order: np.ndarray, lengths: np.ndarray, plan: Any, cached: list[int], key: tuple[int, int, int], limit: int | None
+    order: np.ndarray, lengths: np.ndarray, plan: Any, cached: list[int], key: tuple[int, int, int], room: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(indices, chunk_lengths)``: ``order`` regrouped by the cache (see the module).
 
     ``plan`` has ``stops`` (one past each shard's last sample) and ``nbytes`` (of each
     shard); ``cached``: the shards to read first (cached as the epoch begins: ``snapshot``);
-    ``key``: ``(seed, epoch, rank)``; ``limit``: the cache's room for shards then (None: no
+    ``key``: ``(seed, epoch, rank)``; ``room``: the cache's room for shards then (None: no
     limit, the order unchanged).
     """
-    if limit is None or not len(order):
+    if room is None or not len(order):
         return order, lengths
     nbytes = np.asarray(plan.nbytes, dtype=np.int64)
     shard = np.searchsorted(plan.stops, order, side="right")
     needed = np.unique(shard)
     biggest = int(nbytes.max())
-    if int(nbytes[needed].sum()) + AHEAD * biggest <= limit:
+    if int(nbytes[needed].sum()) + AHEAD * biggest <= room:
         return order, lengths  # the whole share fits: no shard is evicted before it is read
-    window = window_of(limit, biggest)
+    window = window_of(room, biggest)
     is_cached = np.isin(needed, np.asarray(cached, dtype=np.int64))
     rest = needed[~is_cached]
     rest = rest[np.random.default_rng([*key, 1]).permutation(len(rest))]

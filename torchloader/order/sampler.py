@@ -165,8 +165,8 @@ class ChunkedSampler(DistributedSampler):
         if epoch not in self._cached:  # the cache as this epoch begins, kept for its resume
             self._cached = {e: c for e, c in self._cached.items() if e >= min(epoch, self.epoch) - 1}
             self._cached[epoch] = snapshot(self._plan, order)
-        cached, limit = self._cached[epoch]
-        return cache_aware(order, lengths, self._plan, cached, (self.seed, epoch, self.rank), limit)
+        cached, room = self._cached[epoch]
+        return cache_aware(order, lengths, self._plan, cached, (self.seed, epoch, self.rank), room)
 
     def chunks(self) -> list[np.ndarray]:
         """This epoch's chunks for this rank, in order, as index arrays."""

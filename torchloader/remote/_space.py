@@ -60,35 +60,31 @@ def locked(path: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def folder_bytes(root: str) -> tuple[int, list[tuple[float, str, int]]]:
-    """``(bytes of every file under root, [(mtime, path, bytes)] of the finished shards)``."""
-    used, finished = 0, []
+def _files(root: str) -> Iterator[tuple[str, str, os.stat_result]]:
+    """``(name, path, stat)`` of every file under ``root`` (one removed meanwhile skipped)."""
     for folder, _, names in os.walk(root):
         for name in names:
             path = os.path.join(folder, name)
             try:
-                info = os.stat(path)
+                yield name, path, os.stat(path)
             except FileNotFoundError:  # removed by another process meanwhile
                 continue
-            used += info.st_size
-            if FINISHED.match(name):
-                finished.append((info.st_mtime, path, info.st_size))
+
+
+def folder_bytes(root: str) -> tuple[int, list[tuple[float, str, int]]]:
+    """``(bytes of every file under root, [(mtime, path, bytes)] of the finished shards)``."""
+    used, finished = 0, []
+    for name, path, info in _files(root):
+        used += info.st_size
+        if FINISHED.match(name):
+            finished.append((info.st_mtime, path, info.st_size))
     return used, finished
 
 
 def pinned_bytes(root: str) -> int:
     """Bytes under ``root`` that eviction never frees: the packs' small files (manifests,
     labels, indexes), not finished shards nor downloads in progress (which become shards)."""
-    pinned = 0
-    for folder, _, names in os.walk(root):
-        for name in names:
-            if FINISHED.match(name) or PARTIAL.search(name):
-                continue
-            try:
-                pinned += os.stat(os.path.join(folder, name)).st_size
-            except FileNotFoundError:  # removed by another process meanwhile
-                continue
-    return pinned
+    return sum(i.st_size for name, _, i in _files(root) if not (FINISHED.match(name) or PARTIAL.search(name)))
 
 
 def evict_for(root: str, nbytes: int, limit: int | None, create: str, url: str = "") -> None:
